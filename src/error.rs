@@ -1,0 +1,67 @@
+//! Error kinds that decide the exit code; everything else travels as an
+//! `anyhow::Error` with its context chain.
+
+use std::fmt;
+
+/// Documented exit codes (see `--help` and README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything worked.
+    Ok = 0,
+    /// The run failed; nothing new was published.
+    Failure = 1,
+    /// Usage or configuration error.
+    Usage = 2,
+    /// A set was written but is incomplete, or a check found problems.
+    Incomplete = 3,
+    /// Interrupted by SIGINT, after cleanup.
+    Interrupted = 130,
+    /// Terminated by SIGTERM or SIGHUP, after cleanup.
+    Terminated = 143,
+}
+
+/// A usage or configuration mistake: exit code 2.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Shorthand for returning a configuration error.
+pub fn config_error<T>(msg: impl Into<String>) -> anyhow::Result<T> {
+    Err(ConfigError(msg.into()).into())
+}
+
+/// The run was stopped by a signal; cleanup has run.
+#[derive(Debug)]
+pub struct Interrupted(pub i32);
+
+impl fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "interrupted by signal {}", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Maps an error to its exit code by looking through its context chain.
+pub fn exit_for(err: &anyhow::Error) -> Exit {
+    for cause in err.chain() {
+        if cause.downcast_ref::<ConfigError>().is_some() {
+            return Exit::Usage;
+        }
+        if let Some(Interrupted(sig)) = cause.downcast_ref::<Interrupted>() {
+            return if *sig == libc::SIGINT {
+                Exit::Interrupted
+            } else {
+                Exit::Terminated
+            };
+        }
+    }
+    Exit::Failure
+}

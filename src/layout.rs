@@ -1,0 +1,99 @@
+//! Kopano attachment layouts: where the data of an attachment instance lives
+//! for each `attachment_storage` backend (kopano-facts.md, section 3).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::error::config_error;
+
+/// One attachment storage backend, as named in `settings.attachment_storage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `files` (= 10/20) or `files_v1-L1-L2`: `<id % L1>/<(id / L1) % L2>/<id>[.gz]`.
+    FilesV1 { l1: u32, l2: u32 },
+    /// Content-addressed: `<h0h1>/<h2h3>/<rest>/content` plus `holder/s<guid>i<id>`.
+    FilesV2,
+    /// Data in the `lob` table, inside the dump itself.
+    Database,
+    /// Objects in an S3 bucket: not supported yet.
+    S3,
+}
+
+impl Layout {
+    /// Parses a backend name as Kopano writes it. `auto` is not a layout: it
+    /// must be resolved against the database's value first.
+    pub fn parse(name: &str) -> anyhow::Result<Layout> {
+        let name = name.trim();
+        match name {
+            "files" => return Ok(Layout::FilesV1 { l1: 10, l2: 20 }),
+            "files_v2" => return Ok(Layout::FilesV2),
+            "database" => return Ok(Layout::Database),
+            "s3" => return Ok(Layout::S3),
+            _ => {}
+        }
+        if let Some(rest) = name.strip_prefix("files_v1-") {
+            let mut parts = rest.splitn(2, '-');
+            let l1 = parts.next().and_then(|p| p.parse::<u32>().ok());
+            let l2 = parts.next().and_then(|p| p.parse::<u32>().ok());
+            if let (Some(l1), Some(l2)) = (l1, l2) {
+                if l1 > 0 && l2 > 0 {
+                    return Ok(Layout::FilesV1 { l1, l2 });
+                }
+            }
+        }
+        config_error(format!("unknown attachment_storage backend {name:?}"))
+    }
+
+    /// For `files_v1`: the directory of instance `id`, relative to `attachment_path`.
+    pub fn v1_dir(l1: u32, l2: u32, id: u32) -> PathBuf {
+        PathBuf::from(format!("{}/{}", id % l1, (id / l1) % l2))
+    }
+
+    /// For `files_v1`: the two names Kopano tries, plain first, then `.gz`.
+    pub fn v1_candidates(l1: u32, l2: u32, id: u32) -> [PathBuf; 2] {
+        let dir = Self::v1_dir(l1, l2, id);
+        [dir.join(id.to_string()), dir.join(format!("{id}.gz"))]
+    }
+
+    /// For `files_v2`: the holder file name of instance `id` under a server guid.
+    pub fn v2_holder_name(server_guid: &[u8], id: u32) -> String {
+        format!("s{}i{}", hex::encode(server_guid), id)
+    }
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Layout::FilesV1 { l1: 10, l2: 20 } => f.write_str("files"),
+            Layout::FilesV1 { l1, l2 } => write!(f, "files_v1-{l1}-{l2}"),
+            Layout::FilesV2 => f.write_str("files_v2"),
+            Layout::Database => f.write_str("database"),
+            Layout::S3 => f.write_str("s3"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_backend_name() {
+        assert_eq!(Layout::parse("files").unwrap(), Layout::FilesV1 { l1: 10, l2: 20 });
+        assert_eq!(
+            Layout::parse("files_v1-16-32").unwrap(),
+            Layout::FilesV1 { l1: 16, l2: 32 }
+        );
+        assert_eq!(Layout::parse("files_v2").unwrap(), Layout::FilesV2);
+        assert_eq!(Layout::parse("database").unwrap(), Layout::Database);
+        assert!(Layout::parse("files_v1-0-3").is_err());
+        assert!(Layout::parse("auto").is_err());
+    }
+
+    #[test]
+    fn v1_path_matches_the_manual_example() {
+        let [plain, gz] = Layout::v1_candidates(10, 20, 161738);
+        assert_eq!(plain, PathBuf::from("8/13/161738"));
+        assert_eq!(gz, PathBuf::from("8/13/161738.gz"));
+    }
+}
