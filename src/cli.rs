@@ -1,1 +1,104 @@
-//! TODO
+//! Command-line definitions (clap) only; validation happens in `settings`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::settings::{Overrides, SnapshotMethod};
+
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  failure: nothing new was published (database unreachable, dump failed, lock held, ...)
+  2  usage or configuration error
+  3  a set was written but is incomplete, or verify/drill found a problem
+  130/143  interrupted by SIGINT / SIGTERM (after cleanup)";
+
+/// Consistent, verifiable backups of a Kopano Core server: database first,
+/// then attachments and /etc/kopano, with a manifest proving completeness.
+#[derive(Debug, Parser)]
+#[command(name = "kcbackup", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Tool configuration file [default: $KCBACKUP_CONFIG, else /etc/kcbackup/kcbackup.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Backup repository (overrides [repository] path)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub repository: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up the database, then the attachment store and the Kopano config.
+    Backup(BackupArgs),
+    /// List the sets in the repository.
+    List(JsonArg),
+    /// Start a throwaway MariaDB with a generated Kopano store, back it up, clean up.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    /// One JSON document on stdout instead of the human summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// A label stored with the set (e.g. pre-upgrade).
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// How to freeze the attachment store: auto, none, btrfs, lvm.
+    #[arg(long, value_enum)]
+    pub snapshot: Option<SnapshotArg>,
+    #[command(flatten)]
+    pub output: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the temporary directory (server stopped) and print where it is.
+    #[arg(long)]
+    pub keep: bool,
+    #[command(flatten)]
+    pub output: JsonArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SnapshotArg {
+    Auto,
+    None,
+    Btrfs,
+    Lvm,
+}
+
+impl From<SnapshotArg> for SnapshotMethod {
+    fn from(a: SnapshotArg) -> Self {
+        match a {
+            SnapshotArg::Auto => SnapshotMethod::Auto,
+            SnapshotArg::None => SnapshotMethod::None,
+            SnapshotArg::Btrfs => SnapshotMethod::Btrfs,
+            SnapshotArg::Lvm => SnapshotMethod::Lvm,
+        }
+    }
+}
+
+impl Cli {
+    /// The settings overrides this command line carries.
+    pub fn overrides(&self) -> Overrides {
+        let snapshot = match &self.command {
+            Command::Backup(b) => b.snapshot.map(Into::into),
+            _ => None,
+        };
+        Overrides {
+            config: self.config.clone(),
+            snapshot,
+            repository: self.repository.clone(),
+        }
+    }
+}

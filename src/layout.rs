@@ -79,7 +79,10 @@ mod tests {
 
     #[test]
     fn parses_every_backend_name() {
-        assert_eq!(Layout::parse("files").unwrap(), Layout::FilesV1 { l1: 10, l2: 20 });
+        assert_eq!(
+            Layout::parse("files").unwrap(),
+            Layout::FilesV1 { l1: 10, l2: 20 }
+        );
         assert_eq!(
             Layout::parse("files_v1-16-32").unwrap(),
             Layout::FilesV1 { l1: 16, l2: 32 }

@@ -21,3 +21,49 @@ pub mod progress;
 pub mod repo;
 pub mod sandbox;
 pub mod settings;
+
+use std::io::IsTerminal;
+
+use anyhow::Result;
+
+use cli::{Cli, Command};
+use error::Exit;
+
+/// Runs one command line; the exit code follows the report.
+pub fn run(cli: Cli) -> Result<Exit> {
+    let settings = || settings::Settings::load(&cli.overrides());
+    match &cli.command {
+        Command::Backup(args) => {
+            let settings = settings()?;
+            let progress = progress::for_terminal();
+            let opts = commands::backup::BackupOptions {
+                tag: args.tag.clone(),
+            };
+            let report = commands::backup::run(&settings, &opts, progress.as_ref())?;
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
+            }
+            if args.output.json {
+                output::json(&report)?;
+            } else if std::io::stdout().is_terminal() {
+                output::backup_summary(&report);
+            }
+            Ok(match report.status {
+                repo::manifest::SetStatus::Complete => Exit::Ok,
+                repo::manifest::SetStatus::Incomplete => Exit::Incomplete,
+            })
+        }
+        Command::List(args) => {
+            let lines = commands::list::run(&settings()?)?;
+            if args.json {
+                output::json(&lines)?;
+            } else {
+                output::list(&lines);
+            }
+            Ok(Exit::Ok)
+        }
+        Command::Demo(_args) => {
+            anyhow::bail!("demo is not built yet")
+        }
+    }
+}

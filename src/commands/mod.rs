@@ -1,1 +1,5 @@
-//! TODO
+//! One file per command: each takes settings and options, does the work,
+//! and returns a typed report; rendering and exit codes are the caller's.
+
+pub mod backup;
+pub mod list;

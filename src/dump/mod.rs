@@ -1,4 +1,330 @@
 //! Running the dump command and streaming its output once through a
-//! SHA-256 hasher, a zstd compressor and the SQL [`scanner`].
+//! SHA-256 hasher, a zstd compressor and the SQL [`scanner`]. The dump only
+//! counts when the command exited 0 AND its completion trailer was seen.
 
+pub mod refs;
 pub mod scanner;
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use chrono::{DateTime, Utc};
+
+use crate::mysql::{Client, dump_program};
+use crate::progress::Progress;
+use crate::repo::digest::HashWriter;
+use crate::repo::manifest::BinlogPosition;
+use crate::settings::MysqlTarget;
+use refs::RefsWriter;
+use scanner::{DumpFindings, Scanner};
+
+/// Flags for a consistent, complete, binary-safe dump of InnoDB tables.
+pub const DUMP_FLAGS: &[&str] = &[
+    "--single-transaction",
+    "--quick",
+    "--routines",
+    "--events",
+    "--triggers",
+    "--hex-blob",
+    "--default-character-set=utf8mb4",
+];
+
+const CHUNK: usize = 1 << 20;
+/// How much of the dump's start is searched for the binlog position.
+const HEAD: usize = 1 << 20;
+/// The first table's header: the dump's transaction is open by then.
+const TABLE_MARK: &[u8] = b"-- Table structure for table";
+
+/// Where the dump and its per-row findings go.
+pub struct DumpFiles<'a> {
+    pub dump: &'a Path,
+    pub singleinstances: &'a Path,
+    pub lob: &'a Path,
+}
+
+/// What the dump produced.
+#[derive(Debug, Clone)]
+pub struct DumpReport {
+    pub program: PathBuf,
+    /// Program name and flags, no credentials.
+    pub command: Vec<String>,
+    pub server_version: String,
+    pub binlog: Option<BinlogPosition>,
+    pub transaction_started: Option<DateTime<Utc>>,
+    pub bytes: u64,
+    pub sha256: String,
+    pub stored_bytes: u64,
+    pub stored_sha256: String,
+    pub findings: DumpFindings,
+    pub seconds: f64,
+}
+
+/// Checks the connection, then runs the dump into `files`. `on_transaction_open`
+/// is called once, from the streaming loop, as soon as table data begins.
+pub fn run(
+    target: &MysqlTarget,
+    files: &DumpFiles<'_>,
+    progress: &dyn Progress,
+    mut on_transaction_open: impl FnMut(DateTime<Utc>),
+) -> Result<DumpReport> {
+    let started = Instant::now();
+    let client = Client::new(target)?;
+    let server_version = client
+        .query_value("SELECT VERSION()")
+        .context("while connecting to the database server")?
+        .unwrap_or_default();
+    let binlog_on = client.query_value("SELECT @@log_bin")?.as_deref() == Some("1");
+
+    let program = dump_program(target)?;
+    let mut flags: Vec<String> = DUMP_FLAGS.iter().map(|s| s.to_string()).collect();
+    if binlog_on {
+        flags.push(binlog_flag(&program));
+    }
+    let mut child = Command::new(&program)
+        .arg(client.defaults().arg())
+        .args(&flags)
+        // No --databases: the dump must not carry CREATE DATABASE/USE, so it
+        // restores into whatever database the restore names.
+        .arg("--")
+        .arg(&target.database)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("while starting {}", program.display()))?;
+    let mut stdout = child.stdout.take().context("dump command has no stdout")?;
+    let stderr = child.stderr.take().context("dump command has no stderr")?;
+    // Drained on its own thread so a chatty dump cannot block on a full pipe.
+    let stderr_thread = thread::spawn(move || read_tail(stderr, 64 * 1024));
+
+    let sink = RefsWriter::create(files.singleinstances, files.lob)?;
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
+    let scan_thread = thread::spawn(move || -> Result<(DumpFindings, RefsWriter)> {
+        let mut scanner = Scanner::new(sink);
+        for chunk in rx {
+            scanner.feed(&chunk)?;
+        }
+        Ok(scanner.finish()?)
+    });
+
+    let out = File::create(files.dump)
+        .with_context(|| format!("while creating {}", files.dump.display()))?;
+    let mut encoder = zstd::Encoder::new(HashWriter::new(BufWriter::new(out)), 3)?;
+    encoder.multithread(num_cpus())?;
+    let mut plain = HashWriter::new(std::io::sink());
+    let mut head: Vec<u8> = Vec::new();
+    let mut transaction_started = None;
+    let mut tail: Vec<u8> = Vec::new();
+    progress.start("dump", None);
+    let stream_result = (|| -> Result<()> {
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            let n = stdout
+                .read(&mut buf)
+                .context("while reading the dump's output")?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.truncate(n);
+            if transaction_started.is_none() && contains_across(&tail, &buf, TABLE_MARK) {
+                let now = Utc::now();
+                transaction_started = Some(now);
+                on_transaction_open(now);
+            }
+            if transaction_started.is_none() {
+                tail = buf[buf.len().saturating_sub(TABLE_MARK.len())..].to_vec();
+            }
+            if head.len() < HEAD {
+                head.extend_from_slice(&buf[..n.min(HEAD - head.len())]);
+            }
+            plain.write_all(&buf)?;
+            encoder
+                .write_all(&buf)
+                .context("while writing the compressed dump")?;
+            progress.inc(n as u64);
+            if tx.send(buf).is_err() {
+                bail!("the dump scanner stopped early");
+            }
+        }
+    })();
+    drop(tx);
+    progress.finish();
+    if stream_result.is_err() {
+        // Stop the dump so it does not block forever on a pipe nobody reads.
+        let _ = child.kill();
+    }
+    let status = child.wait().context("while waiting for the dump command")?;
+    let stderr_text = stderr_thread.join().unwrap_or_default();
+    let scanned = scan_thread
+        .join()
+        .map_err(|_| anyhow!("the dump scanner panicked"))?;
+    if let Err(e) = stream_result {
+        // The scanner's own error says more than "it stopped early".
+        return Err(scanned.err().unwrap_or(e));
+    }
+
+    if !status.success() {
+        let how = match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exited with status {code}"),
+            (None, Some(sig)) => format!("was killed by signal {sig}"),
+            _ => "failed".to_string(),
+        };
+        bail!(
+            "the dump command {} {how}: {}",
+            program.display(),
+            stderr_text.trim()
+        );
+    }
+    let (findings, sink) = scanned.context("while scanning the dump")?;
+    sink.finish()
+        .context("while writing the dump's reference lists")?;
+    if !findings.trailer_seen {
+        bail!(
+            "the dump ended without its `-- Dump completed` trailer: it is truncated{}",
+            if stderr_text.trim().is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", stderr_text.trim())
+            }
+        );
+    }
+    let (_, bytes, sha256) = plain.finish();
+    let (mut stored, stored_bytes, stored_sha256) = encoder.finish()?.finish();
+    stored.flush()?;
+    stored
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()
+        .context("while syncing the stored dump")?;
+
+    let mut command = vec![
+        program
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    ];
+    command.extend(flags);
+    command.push(target.database.clone());
+    Ok(DumpReport {
+        program,
+        command,
+        server_version,
+        binlog: parse_binlog(&head),
+        transaction_started,
+        bytes,
+        sha256,
+        stored_bytes,
+        stored_sha256,
+        findings,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// `--source-data=2` for dump programs that renamed it, `--master-data=2` otherwise.
+fn binlog_flag(program: &Path) -> String {
+    let help = duct::cmd(program, ["--help"])
+        .stdout_capture()
+        .stderr_null()
+        .unchecked()
+        .read()
+        .unwrap_or_default();
+    if help.contains("--source-data") {
+        "--source-data=2".into()
+    } else {
+        "--master-data=2".into()
+    }
+}
+
+/// Finds `needle` in `tail ++ buf` without copying `buf`.
+fn contains_across(tail: &[u8], buf: &[u8], needle: &[u8]) -> bool {
+    let edge: Vec<u8> = tail
+        .iter()
+        .chain(buf.iter().take(needle.len()))
+        .copied()
+        .collect();
+    edge.windows(needle.len()).any(|w| w == needle)
+        || buf.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Parses `CHANGE MASTER TO MASTER_LOG_FILE='f', MASTER_LOG_POS=n` (or SOURCE_).
+fn parse_binlog(head: &[u8]) -> Option<BinlogPosition> {
+    let text = String::from_utf8_lossy(head);
+    for line in text.lines().filter(|l| l.contains("_LOG_FILE='")) {
+        let file = line
+            .split("_LOG_FILE='")
+            .nth(1)?
+            .split('\'')
+            .next()?
+            .to_string();
+        let position = line
+            .split("_LOG_POS=")
+            .nth(1)?
+            .trim_end_matches(';')
+            .trim()
+            .parse()
+            .ok()?;
+        return Some(BinlogPosition { file, position });
+    }
+    None
+}
+
+/// Reads a stream to its end, keeping only its last `keep` bytes.
+fn read_tail(mut r: impl Read, keep: usize) -> String {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = r.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > keep {
+            kept.drain(..kept.len() - keep);
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+fn num_cpus() -> u32 {
+    thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binlog_position_is_read_from_the_header_comment() {
+        let head = b"-- MySQL dump\n--\n-- CHANGE MASTER TO MASTER_LOG_FILE='mysql-bin.000003', MASTER_LOG_POS=1234;\n";
+        assert_eq!(
+            parse_binlog(head),
+            Some(BinlogPosition {
+                file: "mysql-bin.000003".into(),
+                position: 1234
+            })
+        );
+        assert_eq!(parse_binlog(b"-- no position here\n"), None);
+    }
+
+    #[test]
+    fn marker_is_found_across_chunk_edges() {
+        let whole = b"xx-- Table structure for table `a`";
+        for cut in 0..whole.len() {
+            let (a, b) = whole.split_at(cut);
+            let tail = &a[a.len().saturating_sub(TABLE_MARK.len())..];
+            assert!(
+                contains_across(tail, b, TABLE_MARK) || contains_across(b"", a, TABLE_MARK),
+                "cut at {cut}"
+            );
+        }
+        assert!(!contains_across(b"-- Table struct", b"ure", TABLE_MARK));
+    }
+}

@@ -75,3 +75,19 @@ pub struct DumpFindings {
     /// The dump ended with mysqldump's `-- Dump completed` trailer.
     pub trailer_seen: bool,
 }
+// STUB-BEGIN
+pub struct Scanner<S: ScanSink> {
+    sink: S,
+}
+impl<S: ScanSink> Scanner<S> {
+    pub fn new(sink: S) -> Self {
+        Scanner { sink }
+    }
+    pub fn feed(&mut self, _chunk: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+    pub fn finish(self) -> std::io::Result<(DumpFindings, S)> {
+        Ok((DumpFindings::default(), self.sink))
+    }
+}
+// STUB-END

@@ -1,0 +1,27 @@
+# The two set-up commands the README promises:
+#   make demo   runs the main job (a self-contained demo when no Kopano server is here)
+#   make test   runs the whole test suite
+# Both install what they need on a fresh Debian machine (as root), then build and run.
+
+.PHONY: demo test deps lint
+
+deps:
+	@scripts/install-deps
+
+demo: deps
+	cargo build --release
+	@if [ -f /etc/kopano/server.cfg ]; then \
+		./target/release/kcbackup backup; \
+	else \
+		echo "no Kopano server here (/etc/kopano/server.cfg missing): running kcbackup demo"; \
+		./target/release/kcbackup demo; \
+	fi
+
+test: deps
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	cargo test --all-targets
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings

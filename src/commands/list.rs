@@ -1,0 +1,54 @@
+//! `kcbackup list`: the published sets, oldest first, with their status.
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::repo::Repository;
+use crate::settings::Settings;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SetLine {
+    pub id: String,
+    pub time: Option<DateTime<Utc>>,
+    pub tag: Option<String>,
+    /// `complete`, `incomplete` or `damaged`.
+    pub status: String,
+    /// Bytes of the set's own files (dump, indexes, archives).
+    pub bytes: u64,
+    /// Why the set is damaged, if it is.
+    pub problem: Option<String>,
+}
+
+pub fn run(settings: &Settings) -> Result<Vec<SetLine>> {
+    let root = &settings.repository;
+    if !root.join("sets").is_dir() {
+        return Ok(Vec::new());
+    }
+    let repo = Repository::open(root)?;
+    Ok(repo
+        .sets()?
+        .into_iter()
+        .map(|s| {
+            let status = s.status().to_string();
+            match s.manifest {
+                Ok(m) => SetLine {
+                    id: s.id,
+                    time: Some(m.started),
+                    tag: m.tag.clone(),
+                    status,
+                    bytes: m.stored_bytes(),
+                    problem: None,
+                },
+                Err(e) => SetLine {
+                    id: s.id,
+                    time: None,
+                    tag: None,
+                    status,
+                    bytes: 0,
+                    problem: Some(e),
+                },
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,141 @@
+//! The manifest of a set: what was captured, sizes, SHA-256 checksums,
+//! timings, the Kopano facts found in the dump, and the attachment proof.
+//! Written last; a checksum file beside it makes edits detectable.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::digest::sha256_hex;
+use crate::dump::scanner::DumpFindings;
+
+pub const MANIFEST: &str = "manifest.json";
+pub const MANIFEST_SUM: &str = "manifest.json.sha256";
+pub const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetStatus {
+    /// Everything the dump references was captured and checked.
+    Complete,
+    /// Published, but attachments are missing or corrupt: never "latest good".
+    Incomplete,
+}
+
+impl SetStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SetStatus::Complete => "complete",
+            SetStatus::Incomplete => "incomplete",
+        }
+    }
+}
+
+/// One file of the set directory, with its size and checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// How long one phase of the backup took.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Phase {
+    pub name: String,
+    pub seconds: f64,
+}
+
+/// The binary log position the dump corresponds to (`--master-data=2`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinlogPosition {
+    pub file: String,
+    pub position: u64,
+}
+
+/// The database dump stored in the set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatabaseInfo {
+    pub database: String,
+    pub server_version: String,
+    /// The dump program and its flags (never credentials).
+    pub command: Vec<String>,
+    pub binlog: Option<BinlogPosition>,
+    /// When the dump's consistent snapshot was open (first table data seen).
+    pub transaction_started: Option<DateTime<Utc>>,
+    /// Name of the stored, zstd-compressed dump within the set.
+    pub file: String,
+    /// Uncompressed size and SHA-256 of the SQL text.
+    pub bytes: u64,
+    pub sha256: String,
+    /// Size and SHA-256 of the stored (compressed) file.
+    pub stored_bytes: u64,
+    pub stored_sha256: String,
+    /// Name of the file holding every `singleinstances` row (JSON lines, zstd).
+    pub references_file: String,
+    /// Name of the file holding every `lob` instance summary (JSON lines, zstd).
+    pub lob_file: String,
+    pub findings: DumpFindings,
+}
+
+/// What the set says about the Kopano server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KopanoInfo {
+    /// The newest `versions` row, from the dump.
+    pub version: Option<String>,
+    /// `settings.attachment_storage`, from the dump (authoritative).
+    pub storage_backend: Option<String>,
+    /// `attachment_storage` as server.cfg says (may be `auto`).
+    pub configured_storage: String,
+    pub attachment_path: PathBuf,
+    pub config_dir: PathBuf,
+    pub server_cfg: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub tool_version: String,
+    pub host: String,
+    pub set: String,
+    pub tag: Option<String>,
+    pub status: SetStatus,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub phases: Vec<Phase>,
+    pub kopano: KopanoInfo,
+    pub database: DatabaseInfo,
+    /// Warnings a human should read (e.g. a storage backend conflict).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// Every file of the set except the manifest and its checksum.
+    pub files: Vec<FileEntry>,
+}
+
+impl Manifest {
+    /// Reads the manifest of the set in `dir`, checking it against its checksum file.
+    pub fn load(dir: &Path) -> Result<Manifest> {
+        let path = dir.join(MANIFEST);
+        let json = fs::read(&path).with_context(|| format!("while reading {}", path.display()))?;
+        let sum_path = dir.join(MANIFEST_SUM);
+        let sum = fs::read_to_string(&sum_path)
+            .with_context(|| format!("while reading {}", sum_path.display()))?;
+        let expected = sum.split_whitespace().next().unwrap_or_default();
+        let actual = sha256_hex(&json);
+        if expected != actual {
+            bail!(
+                "manifest checksum mismatch in {}: the manifest was modified or damaged",
+                dir.display()
+            );
+        }
+        serde_json::from_slice(&json).with_context(|| format!("while parsing {}", path.display()))
+    }
+
+    /// Total bytes of the set's own files (not shared objects).
+    pub fn stored_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.bytes).sum()
+    }
+}
