@@ -35,10 +35,11 @@ impl Layout {
             let mut parts = rest.splitn(2, '-');
             let l1 = parts.next().and_then(|p| p.parse::<u32>().ok());
             let l2 = parts.next().and_then(|p| p.parse::<u32>().ok());
-            if let (Some(l1), Some(l2)) = (l1, l2) {
-                if l1 > 0 && l2 > 0 {
-                    return Ok(Layout::FilesV1 { l1, l2 });
-                }
+            if let (Some(l1), Some(l2)) = (l1, l2)
+                && l1 > 0
+                && l2 > 0
+            {
+                return Ok(Layout::FilesV1 { l1, l2 });
             }
         }
         config_error(format!("unknown attachment_storage backend {name:?}"))
