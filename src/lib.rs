@@ -62,8 +62,19 @@ pub fn run(cli: Cli) -> Result<Exit> {
             }
             Ok(Exit::Ok)
         }
-        Command::Demo(_args) => {
-            anyhow::bail!("demo is not built yet")
+        Command::Demo(args) => {
+            let progress = progress::for_terminal();
+            let opts = commands::demo::DemoOptions { keep: args.keep };
+            let report = commands::demo::run(&opts, progress.as_ref())?;
+            if args.output.json {
+                output::json(&report)?;
+            } else {
+                output::demo_summary(&report);
+            }
+            Ok(match report.backup.status {
+                repo::manifest::SetStatus::Complete => Exit::Ok,
+                repo::manifest::SetStatus::Incomplete => Exit::Incomplete,
+            })
         }
     }
 }

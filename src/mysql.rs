@@ -160,10 +160,7 @@ impl Client {
         .run()
         .with_context(|| format!("while running {}", self.program.display()))?;
         if !out.status.success() {
-            bail!(
-                "the database server refused: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }

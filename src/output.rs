@@ -5,6 +5,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::commands::backup::BackupReport;
+use crate::commands::demo::DemoReport;
 use crate::commands::list::SetLine;
 
 /// Prints `value` as one pretty JSON document on stdout.
@@ -77,5 +78,19 @@ pub fn list(lines: &[SetLine]) {
         if let Some(p) = &l.problem {
             println!("  {p}");
         }
+    }
+}
+
+pub fn demo_summary(r: &DemoReport) {
+    println!(
+        "demo: generated a Kopano store ({} tables, {} attachment instances, storage {}) \
+         in a throwaway MariaDB, then backed it up:",
+        r.store.tables, r.store.referenced_instances, r.store.storage_backend
+    );
+    backup_summary(&r.backup);
+    if r.kept {
+        println!("kept {} (server stopped)", r.dir.display());
+    } else {
+        println!("cleaned up {}", r.dir.display());
     }
 }
