@@ -2,3 +2,4 @@
 //! SHA-256 hasher, a zstd compressor and the SQL [`scanner`].
 
 pub mod scanner;
+pub mod sql_lexer;
