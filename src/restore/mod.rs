@@ -1,0 +1,5 @@
+//! Restoring a set: the dump into a database, objects into an attachment
+//! tree, the config archive into a directory. Every path is checked first.
+
+pub mod database;
+pub mod paths;

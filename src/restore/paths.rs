@@ -1,0 +1,85 @@
+//! Path checks for everything a set asks to write: a tampered set must not
+//! write outside the restore target (absolute paths, `..`, symlinks).
+
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Result, bail};
+
+/// Joins a set's relative path onto `root`, refusing anything that could
+/// leave it. Existing components below `root` must be real directories, not
+/// symlinks, so a planted link cannot redirect the write.
+pub fn safe_join(root: &Path, rel: &Path) -> Result<PathBuf> {
+    let mut out = root.to_path_buf();
+    let mut parts = 0;
+    for c in rel.components() {
+        match c {
+            Component::Normal(part) => {
+                out.push(part);
+                parts += 1;
+            }
+            Component::CurDir => {}
+            _ => bail!(
+                "refusing path {:?} from the set: it is absolute or climbs out with `..`",
+                rel
+            ),
+        }
+    }
+    if parts == 0 {
+        bail!("refusing an empty path from the set");
+    }
+    let mut cursor = root.to_path_buf();
+    for c in rel.parent().unwrap_or(Path::new("")).components() {
+        cursor.push(c);
+        match fs::symlink_metadata(&cursor) {
+            Ok(m) if m.file_type().is_symlink() => bail!(
+                "refusing to write through the symlink {} inside the restore target",
+                cursor.display()
+            ),
+            Ok(m) if !m.is_dir() => bail!("{} is not a directory", cursor.display()),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
+/// Creates the parent directories of `path` (owner-only), checked by `safe_join`.
+pub fn create_parents(path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_absolute_and_parent_paths() {
+        let root = tempfile::tempdir().unwrap();
+        for bad in ["/etc/passwd", "../x", "a/../../x", "a/..", ""] {
+            assert!(safe_join(root.path(), Path::new(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(
+            safe_join(root.path(), Path::new("8/13/161738.gz")).unwrap(),
+            root.path().join("8/13/161738.gz")
+        );
+    }
+
+    #[test]
+    fn refuses_to_write_through_a_symlink_in_the_target() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("8")).unwrap();
+        let err = safe_join(root.path(), Path::new("8/13/1")).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+    }
+}
