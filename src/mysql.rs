@@ -22,8 +22,9 @@ impl ClientDefaults {
     /// Writes the option file for `target`. `host` empty or `localhost`
     /// means the unix socket, as in Kopano.
     pub fn write(target: &MysqlTarget) -> Result<ClientDefaults> {
+        remove_stale_credentials();
         let dir = tempfile::Builder::new()
-            .prefix("kcbackup-cred-")
+            .prefix(&format!("{CRED_PREFIX}{}-", std::process::id()))
             .tempdir()
             .context("while creating a private directory for the database credentials")?;
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))?;
@@ -63,6 +64,29 @@ impl ClientDefaults {
     /// The directory holding the file (removed on drop).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+const CRED_PREFIX: &str = "kcbackup-cred-";
+
+/// Removes credential directories of kcbackup runs that died without
+/// cleaning up (SIGKILL, power loss): the owner's pid is in the name.
+fn remove_stale_credentials() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(CRED_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
     }
 }
 

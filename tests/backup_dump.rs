@@ -57,8 +57,14 @@ fn full_backup_records_exactly_what_the_generator_wrote() {
         let set = json["set"].as_str().expect("set id");
         assert_eq!(json["status"], "complete");
         let expected = &store.expected;
-        assert_eq!(json["storage_backend"], expected.attachment_storage.as_str());
-        assert_eq!(json["kopano_version"], expected.kopano_version.to_string().as_str());
+        assert_eq!(
+            json["storage_backend"],
+            expected.attachment_storage.as_str()
+        );
+        assert_eq!(
+            json["kopano_version"],
+            expected.kopano_version.to_string().as_str()
+        );
 
         let set_dir = repo.join("sets").join(set);
         let manifest = Manifest::load(&set_dir).expect("manifest");
@@ -69,21 +75,48 @@ fn full_backup_records_exactly_what_the_generator_wrote() {
             Some(expected.server_guid.as_str())
         );
 
-        let mut rows: Vec<SingleInstanceRow> = read_rows(&set_dir.join(&manifest.database.references_file))
-            .unwrap()
-            .collect::<anyhow::Result<_>>()
-            .unwrap();
+        let mut rows: Vec<SingleInstanceRow> =
+            read_rows(&set_dir.join(&manifest.database.references_file))
+                .unwrap()
+                .collect::<anyhow::Result<_>>()
+                .unwrap();
         rows.sort();
-        assert_eq!(rows, expected.singleinstances, "{layout}: singleinstances rows");
+        // The scanner reports NULL and '' alike as None, as Kopano treats them.
+        let mut want: Vec<SingleInstanceRow> = expected
+            .singleinstances
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                r.filename = r.filename.filter(|f| !f.is_empty());
+                r
+            })
+            .collect();
+        want.sort();
+        assert_eq!(
+            rows.len(),
+            want.len(),
+            "{layout}: singleinstances row count"
+        );
+        let first_diff = rows.iter().zip(&want).find(|(a, b)| a != b);
+        assert!(
+            first_diff.is_none(),
+            "{layout}: first differing row {first_diff:?}"
+        );
         let lob: Vec<LobInstance> = read_rows(&set_dir.join(&manifest.database.lob_file))
             .unwrap()
             .collect::<anyhow::Result<_>>()
             .unwrap();
-        assert_eq!(lob, expected.lob, "{layout}: lob instances");
+        assert!(
+            lob == expected.lob,
+            "{layout}: lob instances differ ({} vs {})",
+            lob.len(),
+            expected.lob.len()
+        );
 
         // The stored dump decompresses to the checksummed SQL text.
         let stored = fs::File::open(set_dir.join(&manifest.database.file)).unwrap();
-        let mut reader = kcbackup::repo::digest::HashReader::new(zstd::Decoder::new(stored).unwrap());
+        let mut reader =
+            kcbackup::repo::digest::HashReader::new(zstd::Decoder::new(stored).unwrap());
         std::io::copy(&mut reader, &mut std::io::sink()).unwrap();
         let (bytes, sha) = reader.finish();
         assert_eq!(bytes, manifest.database.bytes);
@@ -98,7 +131,13 @@ fn full_backup_records_exactly_what_the_generator_wrote() {
         }
         let mode = fs::metadata(&set_dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        assert!(!manifest.database.command.join(" ").contains(&store.db_password));
+        assert!(
+            !manifest
+                .database
+                .command
+                .join(" ")
+                .contains(&store.db_password)
+        );
 
         // list shows it.
         let (code, list, _) = run_json(&config, &["list", "--json"]);
@@ -149,7 +188,11 @@ fn the_password_never_appears_in_process_arguments_logs_or_the_set() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(saw_dump, "the dump process was never observed");
     for text in [&out.stdout, &out.stderr] {
         assert!(!String::from_utf8_lossy(text).contains(&store.db_password));
@@ -192,7 +235,11 @@ fn unreachable_server_wrong_password_and_unknown_database_fail_cleanly() {
     let cases: [(&str, &str, &str); 3] = [
         ("down", "socket = \"/nonexistent/mysqld.sock\"", "connect"),
         ("password", "password_file = \"PWFILE\"", "Access denied"),
-        ("database", "database = \"no_such_kopano\"", "no_such_kopano"),
+        (
+            "database",
+            "database = \"no_such_kopano\"",
+            "no_such_kopano",
+        ),
     ];
     let pwfile = dir.path().join("wrong-password");
     fs::write(&pwfile, "not-the-password\n").unwrap();
@@ -205,8 +252,15 @@ fn unreachable_server_wrong_password_and_unknown_database_fail_cleanly() {
         assert_eq!(code, 1, "{name}: {stderr}");
         assert!(stderr.contains(needle), "{name}: {stderr}");
         assert!(!stderr.contains(&store.db_password));
-        assert_eq!(stderr.trim().lines().count(), 1, "one readable message: {stderr}");
-        assert!(published_sets(&repo).is_empty(), "{name}: a set was published");
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "one readable message: {stderr}"
+        );
+        assert!(
+            published_sets(&repo).is_empty(),
+            "{name}: a set was published"
+        );
         assert!(hidden_entries(&repo).is_empty(), "{name}: work dir left");
     }
 }
@@ -287,8 +341,11 @@ fn a_killed_backup_leaves_no_set_and_the_next_run_clears_its_leftovers() {
     let (dir, store) = big_store();
     let repo = dir.path().join("repo");
     let config = common::write_tool_config(dir.path(), &store, &repo);
+    let tmp = dir.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_kcbackup"))
         .args(["--config", config.to_str().unwrap(), "backup"])
+        .env("TMPDIR", &tmp)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -300,6 +357,22 @@ fn a_killed_backup_leaves_no_set_and_the_next_run_clears_its_leftovers() {
     }
     child.kill().unwrap(); // SIGKILL: no cleanup code runs
     child.wait().unwrap();
+    let creds = |tmp: &Path| {
+        fs::read_dir(tmp)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("kcbackup-cred-")
+            })
+            .count()
+    };
+    assert_eq!(
+        creds(&tmp),
+        1,
+        "the killed run's credentials are still there"
+    );
     assert!(published_sets(&repo).is_empty());
     let (code, list, _) = run_json(&config, &["list", "--json"]);
     assert_eq!(code, 0);
@@ -307,9 +380,19 @@ fn a_killed_backup_leaves_no_set_and_the_next_run_clears_its_leftovers() {
     let leftovers = hidden_entries(&repo);
     assert_eq!(leftovers.len(), 1, "{leftovers:?}");
 
-    let (code, json, stderr) = run_json(&config, &["backup", "--json"]);
-    assert_eq!(code, 0, "{stderr}");
+    let out = Command::new(env!("CARGO_BIN_EXE_kcbackup"))
+        .args(["--config", config.to_str().unwrap(), "backup", "--json"])
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["removed_leftovers"][0], leftovers[0].as_str());
+    assert_eq!(creds(&tmp), 0, "stale credentials were not removed");
     assert!(hidden_entries(&repo).is_empty());
     assert_eq!(published_sets(&repo).len(), 1);
 }
@@ -327,17 +410,27 @@ fn a_second_concurrent_run_fails_on_the_lock() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while child_named(first.id(), "mariadb-dump").is_none() {
-        assert!(Instant::now() < deadline, "first run never started its dump");
+        assert!(
+            Instant::now() < deadline,
+            "first run never started its dump"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     let (code, _, stderr) = run_json(&config, &["backup", "--json"]);
     assert_eq!(code, 1, "{stderr}");
     assert!(
-        stderr.contains(&format!("another kcbackup run holds the lock (pid {})", first.id())),
+        stderr.contains(&format!(
+            "another kcbackup run holds the lock (pid {})",
+            first.id()
+        )),
         "{stderr}"
     );
     let out = first.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(published_sets(&repo).len(), 1);
 }
 
@@ -348,7 +441,10 @@ fn a_tampered_manifest_shows_the_set_as_damaged() {
     let config = common::write_tool_config(dir.path(), &store, &repo);
     let (code, json, stderr) = run_json(&config, &["backup", "--json"]);
     assert_eq!(code, 0, "{stderr}");
-    let manifest = repo.join("sets").join(json["set"].as_str().unwrap()).join("manifest.json");
+    let manifest = repo
+        .join("sets")
+        .join(json["set"].as_str().unwrap())
+        .join("manifest.json");
     let text = fs::read_to_string(&manifest).unwrap();
     fs::write(&manifest, text.replacen("\"complete\"", "\"complete\" ", 1)).unwrap();
     let (_, list, _) = run_json(&config, &["list", "--json"]);
@@ -374,5 +470,11 @@ fn binlog_coordinates_are_recorded_when_the_server_logs_binlogs() {
     let binlog = manifest.database.binlog.expect("binlog position");
     assert!(binlog.file.contains("bin"), "{binlog:?}");
     assert!(binlog.position > 0);
-    assert!(manifest.database.command.iter().any(|f| f.contains("master-data") || f.contains("source-data")));
+    assert!(
+        manifest
+            .database
+            .command
+            .iter()
+            .any(|f| f.contains("master-data") || f.contains("source-data"))
+    );
 }

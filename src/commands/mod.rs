@@ -2,5 +2,5 @@
 //! and returns a typed report; rendering and exit codes are the caller's.
 
 pub mod backup;
-pub mod list;
 pub mod demo;
+pub mod list;

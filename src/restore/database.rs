@@ -78,8 +78,8 @@ pub fn restore(
     ))?;
 
     let dump_path = set_dir.join(&manifest.database.file);
-    let stored = File::open(&dump_path)
-        .with_context(|| format!("while opening {}", dump_path.display()))?;
+    let stored =
+        File::open(&dump_path).with_context(|| format!("while opening {}", dump_path.display()))?;
     let mut stored = HashReader::new(stored);
     let mut sql = HashReader::new(zstd::Decoder::new(&mut stored)?);
 
@@ -104,15 +104,18 @@ pub fn restore(
     });
     let copied = io::copy(&mut sql, &mut stdin);
     drop(stdin);
-    let status = child.wait().context("while waiting for the database client")?;
+    let status = child
+        .wait()
+        .context("while waiting for the database client")?;
     let client_err = stderr_thread.join().unwrap_or_default();
     if !status.success() {
-        let hint = if client_err.contains("max_allowed_packet") || client_err.contains("packet bigger") {
-            " (the server's max_allowed_packet is smaller than a row of the dump: raise it, \
+        let hint =
+            if client_err.contains("max_allowed_packet") || client_err.contains("packet bigger") {
+                " (the server's max_allowed_packet is smaller than a row of the dump: raise it, \
              e.g. SET GLOBAL max_allowed_packet = 1073741824)"
-        } else {
-            ""
-        };
+            } else {
+                ""
+            };
         bail!(
             "loading the dump into `{name}` failed: {}{hint}",
             client_err.trim()
