@@ -189,6 +189,40 @@ impl Client {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Runs `sql` and hands each output row (tab-separated) to `row` as it
+    /// streams in, so that a million-row answer never sits in memory.
+    pub fn for_each_row(&self, sql: &str, mut row: impl FnMut(&str) -> Result<()>) -> Result<()> {
+        let reader = duct::cmd(
+            &self.program,
+            [
+                self.defaults.arg(),
+                "--batch".into(),
+                "--skip-column-names".into(),
+                "--quick".into(),
+                "--database".into(),
+                self.database.clone().into(),
+                "-e".into(),
+                sql.into(),
+            ],
+        )
+        .stdin_null()
+        .stderr_capture()
+        .reader()
+        .with_context(|| format!("while running {}", self.program.display()))?;
+        let mut lines = std::io::BufReader::new(reader);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = std::io::BufRead::read_line(&mut lines, &mut line)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .context("the database client failed")?;
+            if n == 0 {
+                return Ok(());
+            }
+            row(line.trim_end_matches('\n'))?;
+        }
+    }
+
     /// The first column of the first row, if any.
     pub fn query_value(&self, sql: &str) -> Result<Option<String>> {
         let out = self.query(sql)?;

@@ -111,7 +111,7 @@ impl Sandbox {
             // A throwaway server: durability is worth nothing, load speed is.
             "--innodb-flush-log-at-trx-commit=2".into(),
             "--innodb-doublewrite=0".into(),
-            "--max-allowed-packet=256M".into(),
+            "--max-allowed-packet=1G".into(),
             "--character-set-server=utf8mb4".into(),
             "--collation-server=utf8mb4_general_ci".into(),
         ];

@@ -1,0 +1,107 @@
+//! `kcbackup restore SET`: the dump into a database, the attachment tree and
+//! the config directory into directories; each target optional, at least one.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow};
+use serde::Serialize;
+
+use crate::attachments::read_index;
+use crate::error::config_error;
+use crate::repo::Repository;
+use crate::repo::manifest::Manifest;
+use crate::repo::objects::ObjectStore;
+use crate::restore::config::restore_config;
+use crate::restore::database::{self, DatabaseRestore};
+use crate::restore::files::{TreeRestore, prepare_target, restore_tree};
+use crate::settings::{MysqlTarget, Settings};
+
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// A set id or `latest`.
+    pub set: String,
+    /// Load the dump into this database on `mysql`.
+    pub to_database: Option<String>,
+    pub to_attachments: Option<PathBuf>,
+    pub to_config: Option<PathBuf>,
+    /// The server to restore into (default: the configured one).
+    pub mysql: Option<MysqlTarget>,
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub set: String,
+    pub database: Option<DatabaseRestore>,
+    pub attachments: Option<TreeRestore>,
+    pub config: Option<TreeRestore>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    pub seconds: f64,
+}
+
+pub fn run(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> {
+    if opts.to_database.is_none() && opts.to_attachments.is_none() && opts.to_config.is_none() {
+        return config_error("restore needs at least one of --to-database, --to-attachments, --to-config");
+    }
+    let started = Instant::now();
+    let repo = Repository::open(&settings.repository)?;
+    let _lock = repo.lock_shared()?;
+    let set = repo.resolve(&opts.set)?;
+    let manifest = set
+        .manifest
+        .clone()
+        .map_err(|e| anyhow!("set {} cannot be restored: {e}", set.id))?;
+    let mut report = RestoreReport {
+        set: set.id.clone(),
+        database: None,
+        attachments: None,
+        config: None,
+        notes: Vec::new(),
+        seconds: 0.0,
+    };
+    if let Some(name) = &opts.to_database {
+        let mut target = opts.mysql.clone().unwrap_or_else(|| settings.mysql.clone());
+        target.database = name.clone();
+        report.database = Some(database::restore(&set.dir, &manifest, &target, opts.force)?);
+    }
+    if let Some(dir) = &opts.to_attachments {
+        report.attachments = Some(attachments(&repo, &set.dir, &manifest, dir, opts.force)?);
+    }
+    if let Some(dir) = &opts.to_config {
+        let mut tree = TreeRestore::default();
+        if manifest.config.file.is_empty() {
+            report.notes.push("the set holds no config archive".into());
+        } else {
+            prepare_target(dir, manifest.config.entries.iter().cloned().map(Ok), opts.force, &mut tree)?;
+            restore_config(
+                &set.dir.join(&manifest.config.file),
+                &manifest.config.entries,
+                dir,
+                &mut tree,
+                &mut report.notes,
+            )?;
+        }
+        report.config = Some(tree);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Restores the set's attachment tree into `dir`.
+pub fn attachments(
+    repo: &Repository,
+    set_dir: &std::path::Path,
+    manifest: &Manifest,
+    dir: &std::path::Path,
+    force: bool,
+) -> Result<TreeRestore> {
+    let index = set_dir.join(&manifest.attachments.index_file);
+    let mut tree = TreeRestore::default();
+    prepare_target(dir, read_index(&index)?, force, &mut tree)?;
+    let store = ObjectStore::open(&repo.objects_dir())?;
+    restore_tree(&store, read_index(&index)?, dir, &mut tree)
+        .with_context(|| format!("while restoring attachments into {}", dir.display()))?;
+    Ok(tree)
+}

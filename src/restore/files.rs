@@ -1,0 +1,213 @@
+//! Restoring an attachment tree from a set's index and the object store:
+//! every file's checksum is verified on the way, modes, owners (as root) and
+//! mtimes are put back, and with `--force` whatever the set does not hold is
+//! moved aside into a quarantine folder, never deleted.
+
+use std::cmp::Ordering;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use super::paths::{create_parents, safe_join};
+use crate::attachments::{EntryKind, IndexEntry};
+use crate::error::config_error;
+use crate::repo::digest::HashWriter;
+use crate::repo::objects::{Encoding, ObjectStore};
+use crate::walk::{Walked, Walker, cmp_paths};
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TreeRestore {
+    pub target: PathBuf,
+    pub files: u64,
+    pub bytes: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Entries the set records but that cannot be restored (sockets, devices).
+    pub skipped: u64,
+    /// Files moved aside because the set does not hold them (`--force`).
+    pub quarantined: u64,
+    pub quarantine: Option<PathBuf>,
+    pub seconds: f64,
+}
+
+/// True when `dir` exists and holds anything.
+pub fn is_non_empty(dir: &Path) -> Result<bool> {
+    match fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("while reading {}", dir.display())),
+    }
+}
+
+/// Refuses a non-empty target unless `force`; with `force`, moves every file
+/// the set does not hold into `kcbackup-quarantine-<time>` beside the target.
+/// `index` yields the set's entries in walk order.
+pub fn prepare_target(
+    target: &Path,
+    index: impl Iterator<Item = Result<IndexEntry>>,
+    force: bool,
+    report: &mut TreeRestore,
+) -> Result<()> {
+    if !is_non_empty(target)? {
+        return Ok(());
+    }
+    if !force {
+        return config_error(format!(
+            "{} is not empty; restore refuses to mix trees (use --force to move \
+             what the set does not hold into a quarantine folder beside it)",
+            target.display()
+        ));
+    }
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let parent = target.parent().unwrap_or(Path::new("/"));
+    let quarantine = parent.join(format!("kcbackup-quarantine-{stamp}"));
+    let mut index = index.peekable();
+    for walked in Walker::new(target)? {
+        let Walked::Entry { rel, meta } = walked? else {
+            continue;
+        };
+        if meta.is_dir() {
+            continue;
+        }
+        // Advance the set's index to this path: both are in walk order.
+        let mut held = false;
+        while let Some(next) = index.peek() {
+            let entry = match next {
+                Ok(e) => e,
+                Err(_) => {
+                    index.next().transpose()?;
+                    continue;
+                }
+            };
+            match cmp_paths(&entry.path, &rel) {
+                Ordering::Less => {
+                    index.next();
+                }
+                Ordering::Equal => {
+                    held = entry.kind != EntryKind::Dir;
+                    break;
+                }
+                Ordering::Greater => break,
+            }
+        }
+        if !held {
+            let to = quarantine.join(&rel);
+            create_parents(&to)?;
+            fs::rename(target.join(&rel), &to)
+                .with_context(|| format!("while moving {rel} into {}", quarantine.display()))?;
+            report.quarantined += 1;
+            report.quarantine = Some(quarantine.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Writes every entry of `index` below `target`, verifying each file's
+/// size and SHA-256 against the index while it is copied.
+pub fn restore_tree(
+    store: &ObjectStore,
+    index: impl Iterator<Item = Result<IndexEntry>>,
+    target: &Path,
+    report: &mut TreeRestore,
+) -> Result<()> {
+    let started = Instant::now();
+    let as_root = nix::unistd::geteuid().is_root();
+    fs::create_dir_all(target).with_context(|| format!("while creating {}", target.display()))?;
+    report.target = target.to_path_buf();
+    for entry in index {
+        let entry = entry?;
+        let path = safe_join(target, Path::new(&entry.path))?;
+        match entry.kind {
+            EntryKind::Dir => {
+                create_parents(&path)?;
+                match fs::create_dir(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("while creating {}", path.display()));
+                    }
+                }
+                fs::set_permissions(&path, fs::Permissions::from_mode(entry.mode))?;
+                if as_root {
+                    std::os::unix::fs::lchown(&path, Some(entry.uid), Some(entry.gid))?;
+                }
+                report.dirs += 1;
+            }
+            EntryKind::File => {
+                restore_file(store, &entry, &path, as_root)?;
+                report.files += 1;
+                report.bytes += entry.size;
+            }
+            EntryKind::Symlink => {
+                let link = entry.target.clone().unwrap_or_default();
+                let escapes = Path::new(&link).is_absolute()
+                    || safe_join(target, &Path::new(&entry.path).with_file_name(&link)).is_err();
+                if escapes {
+                    bail!("refusing symlink {} -> {link}: it points outside the target", entry.path);
+                }
+                create_parents(&path)?;
+                let _ = fs::remove_file(&path);
+                std::os::unix::fs::symlink(&link, &path)?;
+                report.symlinks += 1;
+            }
+            EntryKind::Other => report.skipped += 1,
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(())
+}
+
+/// Copies one object out through a temporary name, checking it on the way;
+/// a mismatch stops the restore naming the path.
+fn restore_file(store: &ObjectStore, entry: &IndexEntry, path: &Path, as_root: bool) -> Result<()> {
+    let Some(sha256) = &entry.sha256 else {
+        bail!("{}: the index has no checksum for it", entry.path);
+    };
+    let encoding = entry.stored.unwrap_or(Encoding::Raw);
+    create_parents(path)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".kcbackup-restore-{name}"));
+    let _ = fs::remove_file(&tmp);
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .with_context(|| format!("while creating {}", tmp.display()))?;
+    let mut out = HashWriter::new(io::BufWriter::with_capacity(256 * 1024, file));
+    let copied = store
+        .reader(sha256, encoding)
+        .and_then(|mut r| io::copy(&mut r, &mut out).map_err(Into::into));
+    let (buf, bytes, actual) = out.finish();
+    let file = buf.into_inner().map_err(|e| e.into_error());
+    let checked = copied.and_then(|_| {
+        if bytes != entry.size || &actual != sha256 {
+            bail!(
+                "{}: the restored data does not match the set (size {bytes} vs {}, sha256 {actual} vs {sha256})",
+                entry.path,
+                entry.size
+            );
+        }
+        Ok(())
+    });
+    if let Err(e) = checked {
+        let _ = fs::remove_file(&tmp);
+        return Err(e.context(format!("while restoring {}", entry.path)));
+    }
+    let file: File = file?;
+    file.set_permissions(fs::Permissions::from_mode(entry.mode))?;
+    if as_root {
+        std::os::unix::fs::fchown(&file, Some(entry.uid), Some(entry.gid))?;
+    }
+    let mtime = UNIX_EPOCH + Duration::new(entry.mtime.max(0) as u64, entry.mtime_nsec);
+    file.set_modified(mtime)?;
+    drop(file);
+    fs::rename(&tmp, path).with_context(|| format!("while placing {}", path.display()))?;
+    Ok(())
+}
