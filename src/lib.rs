@@ -21,6 +21,8 @@ pub mod progress;
 pub mod repo;
 pub mod sandbox;
 pub mod settings;
+pub mod signals;
+pub mod snapshot;
 
 use std::io::IsTerminal;
 
