@@ -212,8 +212,8 @@ fn cover(
     Ok((roots, uncovered))
 }
 
-/// Mount points whose last component starts with `prefix`, innermost first,
-/// read from `/proc/self/mountinfo` (no tool needed, and no name guessing).
+/// Mount points whose name or parent directory's name starts with `prefix`,
+/// innermost first, from `/proc/self/mountinfo` (no tool needed).
 pub fn mount_points_named(prefix: &str) -> Result<Vec<PathBuf>> {
     let text =
         fs::read_to_string("/proc/self/mountinfo").context("while reading /proc/self/mountinfo")?;
@@ -222,8 +222,11 @@ pub fn mount_points_named(prefix: &str) -> Result<Vec<PathBuf>> {
         .filter_map(|l| l.split(' ').nth(4))
         .map(|m| PathBuf::from(unescape_mountinfo(m)))
         .filter(|m| {
-            m.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+            let named = |p: &Path| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+            };
+            named(m) || m.parent().is_some_and(named)
         })
         .collect();
     found.reverse();

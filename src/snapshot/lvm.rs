@@ -18,6 +18,8 @@ const GIB: u64 = 1 << 30;
 const DEFAULT_MAX: u64 = 15 * GIB;
 /// Default copy-on-write area as a share of the origin, in percent.
 const DEFAULT_PERCENT: u64 = 20;
+/// The mount point inside the private `kcbackup-snap-<set id>` directory.
+pub(crate) const MOUNT_DIR: &str = "fs";
 
 /// The logical volume to snapshot.
 #[derive(Debug, Clone)]
@@ -47,7 +49,7 @@ pub(crate) struct Held {
     pub vg: String,
     pub name: String,
     pub pool: Option<String>,
-    /// The mount point directory, once created (removed on release).
+    /// The private directory holding the mount point, once created.
     pub dir: Option<PathBuf>,
     pub mounted: bool,
     pub removed: bool,
@@ -205,14 +207,18 @@ pub(crate) fn mount_options(fstype: &str) -> &'static str {
     }
 }
 
-/// Mounts the snapshot read-only at `<mount_base>/<name>` (a new 0700 directory).
+/// Mounts the snapshot read-only at `<mount_base>/<name>/fs`. The directory
+/// `<name>` is new and 0700: a mounted root keeps the origin's own mode, so
+/// only the directory above it can keep other users out.
 pub(crate) fn mount(held: &mut Held, t: &Target, mount_base: &Path) -> Result<PathBuf> {
-    let dir = mount_base.join(&held.name);
+    let private = mount_base.join(&held.name);
     fs::DirBuilder::new()
         .mode(0o700)
-        .create(&dir)
-        .with_context(|| format!("while creating the mount point {}", dir.display()))?;
-    held.dir = Some(dir.clone());
+        .create(&private)
+        .with_context(|| format!("while creating {}", private.display()))?;
+    held.dir = Some(private.clone());
+    let dir = private.join(MOUNT_DIR);
+    fs::create_dir(&dir).with_context(|| format!("while creating {}", dir.display()))?;
     let rows = report(
         "lvs",
         &[
@@ -259,10 +265,19 @@ pub(crate) fn fill(held: &Held) -> Result<Option<f64>> {
     let invalid = row[0].as_bytes().get(4) == Some(&b'I');
     let percent: Option<f64> = row[1].parse().ok();
     if invalid || percent.is_some_and(|p| p >= 100.0) {
+        let (full, advice) = match &held.pool {
+            Some(_) => (
+                format!("its thin pool {subject} is full"),
+                "extend the thin pool",
+            ),
+            None => (
+                "its copy-on-write area is full".into(),
+                "set a larger [snapshot] lvm_size",
+            ),
+        };
         bail!(
-            "the LVM snapshot {lv} overflowed ({subject} is full): the origin changed more \
-             than the snapshot could hold, so the copy taken from it cannot be trusted; \
-             set a larger [snapshot] lvm_size"
+            "the LVM snapshot {lv} overflowed ({full}): the origin changed more than the \
+             snapshot could hold, so a copy taken from it cannot be trusted; {advice}"
         );
     }
     Ok(percent)
@@ -294,13 +309,25 @@ pub(crate) fn remove(vg: &str, name: &str) -> Result<()> {
 /// Unmounts, removes the mount point, removes the LV; safe to call again
 /// after a failed step.
 pub(crate) fn release(held: &mut Held) -> Result<()> {
-    if held.mounted {
-        if let Some(dir) = &held.dir {
-            unmount(dir)?;
+    if let Some(private) = &held.dir {
+        if held.mounted {
+            unmount(&private.join(MOUNT_DIR))?;
+            held.mounted = false;
         }
-        held.mounted = false;
+        remove_mount_dirs(private)?;
+        held.dir = None;
     }
-    if let Some(dir) = held.dir.take() {
+    if !held.removed {
+        remove(&held.vg, &held.name)?;
+        held.removed = true;
+    }
+    Ok(())
+}
+
+/// Removes `<private>/fs` and `<private>` if they exist; `remove_dir` only
+/// removes empty directories, so this never deletes data.
+pub(crate) fn remove_mount_dirs(private: &Path) -> Result<()> {
+    for dir in [private.join(MOUNT_DIR), private.to_path_buf()] {
         match fs::remove_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -308,10 +335,6 @@ pub(crate) fn release(held: &mut Held) -> Result<()> {
                 return Err(e).with_context(|| format!("while removing {}", dir.display()));
             }
         }
-    }
-    if !held.removed {
-        remove(&held.vg, &held.name)?;
-        held.removed = true;
     }
     Ok(())
 }

@@ -200,8 +200,7 @@ pub fn remove_stale(plan: &Plan) -> Result<Vec<String>> {
     if let Ok(entries) = fs::read_dir(&plan.mount_base) {
         for entry in entries.flatten() {
             let is_ours = entry.file_name().to_string_lossy().starts_with(PREFIX);
-            // remove_dir only succeeds on an empty directory: never data.
-            if is_ours && entry.path().is_dir() && fs::remove_dir(entry.path()).is_ok() {
+            if is_ours && entry.path().is_dir() && lvm::remove_mount_dirs(&entry.path()).is_ok() {
                 removed.push(entry.path().display().to_string());
             }
         }

@@ -129,15 +129,15 @@ pub fn write_tree(root: &Path, files: &[(&str, &str)]) {
 /// The body of each test binary's hidden `hold_snapshot_until_signalled`
 /// test: takes a snapshot of `$KCBT_HOLD_ATTACHMENTS`, says `READY <view>`,
 /// then blocks like the backup does while the dump runs (`sleeper`: waiting
-/// for a child; `poll`: a loop calling `signals::check`), and exits with the
-/// code kcbackup would use. Does nothing when not started by [`Holder`].
+/// for a child; `poll`: a loop calling `signals::check`; `stubborn`: a loop
+/// that never checks), and exits with the code kcbackup would use. Does nothing when not started by [`Holder`].
 pub fn hold_snapshot_until_signalled() {
     use kcbackup::{error, signals, snapshot};
     let Ok(attachments) = std::env::var("KCBT_HOLD_ATTACHMENTS") else {
         return;
     };
     let base = std::env::var("KCBT_HOLD_BASE").unwrap_or_else(|_| "/tmp".into());
-    let sleeper = std::env::var("KCBT_HOLD_MODE").as_deref() == Ok("sleeper");
+    let mode = std::env::var("KCBT_HOLD_MODE").unwrap_or_default();
     signals::install().unwrap();
     let req = snapshot::Request {
         mount_base: base.into(),
@@ -147,7 +147,7 @@ pub fn hold_snapshot_until_signalled() {
         let plan = snapshot::plan(&req)?;
         let snap = snapshot::take(&plan, "held")?;
         println!("\nREADY {}", snap.view_path(&plan.source).display());
-        if sleeper {
+        if mode == "sleeper" {
             let mut child = Command::new("sleep").arg("60").spawn()?;
             let guard = signals::terminate_on_signal(child.id());
             let status = child.wait()?;
@@ -156,7 +156,10 @@ pub fn hold_snapshot_until_signalled() {
             anyhow::bail!("sleep ended by itself: {status}");
         }
         loop {
-            signals::check()?;
+            // `stubborn` never looks: only a forced exit ends it.
+            if mode != "stubborn" {
+                signals::check()?;
+            }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     })();
@@ -199,9 +202,21 @@ impl Holder {
     }
 
     /// Sends `sig` and returns the exit code (`None`: killed by a signal).
-    pub fn signal_and_wait(mut self, sig: nix::sys::signal::Signal) -> Option<i32> {
+    pub fn signal_and_wait(self, sig: nix::sys::signal::Signal) -> Option<i32> {
+        self.signals_and_wait(&[sig])
+    }
+
+    /// Sends each of `sigs` (100 ms apart), then waits for the exit code.
+    pub fn signals_and_wait(mut self, sigs: &[nix::sys::signal::Signal]) -> Option<i32> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, sig).unwrap();
+        for sig in sigs {
+            nix::sys::signal::kill(pid, *sig).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let sig = sigs
+            .last()
+            .copied()
+            .unwrap_or(nix::sys::signal::Signal::SIGTERM);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
