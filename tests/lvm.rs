@@ -208,6 +208,27 @@ fn fill_percent_grows_and_an_overflow_is_an_error() {
     assert_nothing_left();
 }
 
+#[test]
+#[ignore = "needs LVM: run by tests/vm/run-lvm-tests inside a VM"]
+fn thin_snapshot_takes_no_size_and_reports_the_pool_fill() {
+    let Some(mnt) = volume("KCBT_LVM_THIN") else {
+        return;
+    };
+    let root = store(&mnt, "thin");
+    let base = tempfile::tempdir().unwrap();
+    let plan = snapshot::plan(&request(&root, base.path())).unwrap();
+    assert!(plan.note.contains("thin"), "{}", plan.note);
+    let snap = snapshot::take(&plan, "thin").unwrap();
+    let live = root.join("attachments/2/0/2.gz");
+    fs::remove_file(&live).unwrap();
+    assert_eq!(fs::read_to_string(snap.view_path(&live)).unwrap(), "second");
+    let fill = snap.info(None).unwrap().fill_percent.expect("pool fill");
+    println!("thin: pool {fill}% full");
+    assert!(fill > 0.0 && fill < 100.0, "{fill}");
+    snap.release().unwrap();
+    assert_nothing_left();
+}
+
 fn write_synced(path: &Path, bytes: usize) {
     let mut f = fs::File::create(path).unwrap();
     // Not all zeros, so nothing along the way can skip the writes.

@@ -13,6 +13,7 @@ mod exec;
 pub mod lvm;
 
 use std::fs::{self, File};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -56,7 +57,8 @@ pub struct Request {
     pub config_dir: Option<PathBuf>,
     /// `[snapshot] lvm_size` in bytes; `None` = min(VG free, 20% of origin, 15 GiB).
     pub lvm_size: Option<u64>,
-    /// Where LVM snapshots are mounted (a new 0700 directory per snapshot).
+    /// Where LVM snapshots are mounted (a new 0700 directory per snapshot)
+    /// and the lock file lives: `/run/kcbackup` for root, else the temp dir.
     pub mount_base: PathBuf,
 }
 
@@ -67,7 +69,7 @@ impl Request {
             attachment_path: attachment_path.into(),
             config_dir: None,
             lvm_size: None,
-            mount_base: std::env::temp_dir(),
+            mount_base: default_mount_base(),
         }
     }
 
@@ -77,6 +79,16 @@ impl Request {
             config_dir: Some(s.config_dir.clone()),
             ..Request::new(s.snapshot, &s.attachment_path)
         }
+    }
+}
+
+/// `/run` is cleared at boot and no tmp cleaner walks it; and unlike `$TMPDIR`
+/// it is the same for every run, so the lock there is host-wide.
+fn default_mount_base() -> PathBuf {
+    if nix::unistd::geteuid().is_root() && Path::new("/run").is_dir() {
+        PathBuf::from("/run/kcbackup")
+    } else {
+        std::env::temp_dir()
     }
 }
 
@@ -196,6 +208,12 @@ pub fn remove_stale(plan: &Plan) -> Result<Vec<String>> {
     for dir in detect::mount_points_named(PREFIX)? {
         lvm::unmount(&dir).context("while removing a stale snapshot mount")?;
         removed.push(dir.display().to_string());
+        // Its private directory, wherever that run's mount base was.
+        if let Some(private) = dir.parent().filter(|_| dir.ends_with(lvm::MOUNT_DIR))
+            && lvm::remove_mount_dirs(private).is_ok()
+        {
+            removed.push(private.display().to_string());
+        }
     }
     if let Ok(entries) = fs::read_dir(&plan.mount_base) {
         for entry in entries.flatten() {
@@ -209,13 +227,13 @@ pub fn remove_stale(plan: &Plan) -> Result<Vec<String>> {
         Target::None => {}
         Target::Btrfs(t) => {
             for path in btrfs::stale(t)? {
-                btrfs::delete(&path)?;
+                btrfs::delete(&path).context(STALE)?;
                 removed.push(path.display().to_string());
             }
         }
         Target::Lvm(t) => {
             for name in lvm::stale(&t.vg)? {
-                lvm::remove(&t.vg, &name)?;
+                lvm::remove(&t.vg, &name).context(STALE)?;
                 removed.push(format!("{}/{name}", t.vg));
             }
         }
@@ -226,8 +244,15 @@ pub fn remove_stale(plan: &Plan) -> Result<Vec<String>> {
     Ok(removed)
 }
 
+const STALE: &str = "while removing a snapshot left by an earlier run";
+
 /// An exclusive lock on `<base>/kcbackup-snap.lock`, failing at once if held.
 fn host_lock(base: &Path) -> Result<File> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(base)
+        .with_context(|| format!("while creating {}", base.display()))?;
     let path = base.join(LOCK_FILE);
     let file = File::options()
         .create(true)
@@ -359,5 +384,77 @@ impl SnapshotInfo {
             window_ms: None,
             fill_percent: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(roots: Vec<Root>) -> Snapshot {
+        Snapshot {
+            method: Method::Lvm,
+            name: "kcbackup-snap-t".into(),
+            taken_at: Utc::now(),
+            view_root: "/run/kcbackup/kcbackup-snap-t/fs".into(),
+            roots,
+            held: Held::Nothing,
+            _lock: None,
+        }
+    }
+
+    #[test]
+    fn paths_map_into_the_snapshot_by_their_given_or_canonical_form() {
+        let snap = snapshot(vec![Root {
+            given: "/var/lib/kopano/attachments".into(),
+            canonical: "/srv/data/attachments".into(),
+            rel: "data/attachments".into(),
+        }]);
+        let want = Path::new("/run/kcbackup/kcbackup-snap-t/fs/data/attachments/8/13/161738");
+        assert_eq!(
+            snap.view_path(Path::new("/var/lib/kopano/attachments/8/13/161738")),
+            want
+        );
+        assert_eq!(
+            snap.view_path(Path::new("/srv/data/attachments/8/13/161738")),
+            want
+        );
+        // Not covered: read live. A sibling with a common name prefix is not inside.
+        assert_eq!(
+            snap.view_path(Path::new("/etc/kopano")),
+            Path::new("/etc/kopano")
+        );
+        assert!(!snap.covers(Path::new("/srv/data/attachments-old")));
+        assert!(snap.covers(Path::new("/srv/data/attachments")));
+    }
+
+    #[test]
+    fn window_is_the_gap_between_transaction_and_snapshot() {
+        let snap = snapshot(Vec::new());
+        let began = snap.taken_at - chrono::Duration::milliseconds(42);
+        // Held::Nothing has no fill level to ask lvs for.
+        let info = snap.info(Some(began)).unwrap();
+        assert_eq!(info.window_ms, Some(42));
+        assert_eq!(info.method, Method::Lvm);
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(json["method"], "lvm");
+        assert_eq!(json["window_ms"], 42);
+    }
+
+    #[test]
+    fn odd_set_ids_are_refused() {
+        let plan = Plan {
+            method: Method::None,
+            source: "/".into(),
+            note: String::new(),
+            uncovered: Vec::new(),
+            target: Target::None,
+            roots: Vec::new(),
+            mount_base: std::env::temp_dir(),
+        };
+        for bad in ["", "a/b", "../x", "a b"] {
+            assert!(take(&plan, bad).is_err(), "{bad:?}");
+        }
+        assert!(take(&plan, "20260101T000000Z-2").is_ok());
     }
 }

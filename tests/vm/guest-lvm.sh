@@ -9,20 +9,21 @@ shift
 work=/tmp/kcbt
 export LVM_SUPPRESS_FD_WARNINGS=1
 # No udev in the VM: lvm must create device nodes itself and not wait for
-# udev; no backups of metadata (the guest's /etc is a throwaway overlay).
+# udev; its metadata backups go to $LVM_SYSTEM_DIR, in the guest's RAM.
 export LVM_SYSTEM_DIR=$work/lvm
 passed=0 failed=0
 
-step() { echo "guest: $*"; }
+step() { echo "guest [$(cut -d' ' -f1 /proc/uptime)s]: $*"; }
 die() { echo "guest: setup failed: $*"; echo "0 passed, 1 failed"; exit 1; }
 
-modprobe -a loop dm_mod dm_snapshot ext4 xfs || die "modprobe"
+modprobe -a loop dm_mod dm_snapshot dm_thin_pool ext4 xfs || die "modprobe"
 mkdir -p "$LVM_SYSTEM_DIR" "$work/mnt"
+# Only loop devices are scanned: every scan is slow under emulation.
 cat > "$LVM_SYSTEM_DIR/lvm.conf" <<'CONF'
-devices { obtain_device_list_from_udev = 0 use_devicesfile = 0 }
+devices { obtain_device_list_from_udev = 0 use_devicesfile = 0 global_filter = [ "a|^/dev/loop|", "r|.*|" ] }
 activation { udev_sync = 0 udev_rules = 0 monitoring = 0 }
-global { event_activation = 0 }
-backup { backup = 0 archive = 0 }
+# thin_check (thin-provisioning-tools) is not needed for a fresh pool.
+global { event_activation = 0 thin_check_executable = "" }
 CONF
 
 # pv NAME SIZE: a loop device on a sparse file; prints the device.
@@ -31,7 +32,11 @@ pv() {
 }
 # lv VG NAME SIZE-ARGS FSTYPE: a logical volume with a filesystem, mounted.
 lv() {
-  lvcreate -q -y -n "$2" $3 "$1" >/dev/null || return 1
+  if [[ $3 == *-T* ]]; then
+    lvcreate -q -y -n "$2" $3 >/dev/null 2>&1 || return 1
+  else
+    lvcreate -q -y -n "$2" $3 "$1" >/dev/null || return 1
+  fi
   if [ "$4" = xfs ]; then mkfs.xfs -q -f "/dev/$1/$2"; else mkfs.ext4 -q -F "/dev/$1/$2"; fi || return 1
   mkdir -p "$work/mnt/$2" && mount "/dev/$1/$2" "$work/mnt/$2"
 }
@@ -44,12 +49,16 @@ vgcreate -q kcbt "$pv_main" >/dev/null || die "vgcreate kcbt"
 vgcreate -q kcbtfull "$pv_full" >/dev/null || die "vgcreate kcbtfull"
 lv kcbt ext4 "-L 64M" ext4 || die "ext4 LV"
 lv kcbt xfs "-L 320M" xfs || die "xfs LV"
+# A thin volume in a thin pool (its snapshots take no size).
+lvcreate -q -y -L 128M -T kcbt/pool >/dev/null || die "thin pool"
+lv kcbt thin "-V 256M -T kcbt/pool" ext4 || die "thin LV"
 # A volume group with no free extents left.
 lv kcbtfull full "-l 100%FREE" ext4 || die "full LV"
 vgs kcbt kcbtfull
 lvs kcbt kcbtfull
 
-export KCBT_LVM_EXT4=$work/mnt/ext4 KCBT_LVM_XFS=$work/mnt/xfs KCBT_LVM_FULL=$work/mnt/full
+export KCBT_LVM_EXT4=$work/mnt/ext4 KCBT_LVM_XFS=$work/mnt/xfs KCBT_LVM_FULL=$work/mnt/full \
+  KCBT_LVM_THIN=$work/mnt/thin
 step "running $(basename "$test_bin")"
 "$test_bin" --ignored --test-threads=1 --skip hold_snapshot_until_signalled "$@" 2>&1 \
   | tee "$work/test.log"
