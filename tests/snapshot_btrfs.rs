@@ -11,7 +11,7 @@ use std::time::Instant;
 use kcbackup::settings::SnapshotMethod;
 use kcbackup::snapshot::{self, Method, Request};
 use nix::sys::signal::Signal;
-use snapfix::{Holder, LoopFs, mounts_mentioning, root_or_skip, sh, write_tree};
+use snapfix::{Holder, LoopFs, loop_fs_or_skip, mounts_mentioning, root_or_skip, sh, write_tree};
 
 /// A btrfs image with subvolume `kopano` holding `attachments/` and `etc/`.
 fn btrfs_store() -> (LoopFs, PathBuf) {
@@ -48,7 +48,7 @@ fn our_subvolumes(mount: &Path) -> Vec<String> {
 
 #[test]
 fn snapshot_keeps_files_deleted_from_the_live_tree() {
-    if !root_or_skip("snapshot_keeps_files_deleted_from_the_live_tree") {
+    if !loop_fs_or_skip("snapshot_keeps_files_deleted_from_the_live_tree", "btrfs") {
         return;
     }
     let (fs_, subvol) = btrfs_store();
@@ -135,7 +135,10 @@ fn auto_is_none_on_ext4_and_tmpfs_and_says_so() {
 
 #[test]
 fn stale_snapshots_of_a_crashed_run_are_removed_and_nothing_else() {
-    if !root_or_skip("stale_snapshots_of_a_crashed_run_are_removed_and_nothing_else") {
+    if !loop_fs_or_skip(
+        "stale_snapshots_of_a_crashed_run_are_removed_and_nothing_else",
+        "btrfs",
+    ) {
         return;
     }
     let (fs_, subvol) = btrfs_store();
@@ -170,7 +173,10 @@ fn stale_snapshots_of_a_crashed_run_are_removed_and_nothing_else() {
 
 #[test]
 fn a_subvolume_mounted_on_its_own_is_snapshotted_inside_itself() {
-    if !root_or_skip("a_subvolume_mounted_on_its_own_is_snapshotted_inside_itself") {
+    if !loop_fs_or_skip(
+        "a_subvolume_mounted_on_its_own_is_snapshotted_inside_itself",
+        "btrfs",
+    ) {
         return;
     }
     let (mut fs_, _) = btrfs_store();
@@ -206,7 +212,7 @@ fn hold_snapshot_until_signalled() {
 
 #[test]
 fn signals_while_holding_a_snapshot_clean_up() {
-    if !root_or_skip("signals_while_holding_a_snapshot_clean_up") {
+    if !loop_fs_or_skip("signals_while_holding_a_snapshot_clean_up", "btrfs") {
         return;
     }
     let (fs_, subvol) = btrfs_store();

@@ -212,51 +212,6 @@ fn cover(
     Ok((roots, uncovered))
 }
 
-/// Mount points whose name or parent directory's name starts with `prefix`,
-/// innermost first, from `/proc/self/mountinfo` (no tool needed).
-pub fn mount_points_named(prefix: &str) -> Result<Vec<PathBuf>> {
-    let text =
-        fs::read_to_string("/proc/self/mountinfo").context("while reading /proc/self/mountinfo")?;
-    let mut found: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(unescape_mountinfo(m)))
-        .filter(|m| {
-            let named = |p: &Path| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
-            };
-            named(m) || m.parent().is_some_and(named)
-        })
-        .collect();
-    found.reverse();
-    found.dedup();
-    Ok(found)
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, etc.).
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (b[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Whether two paths are on one device (same `st_dev`): on btrfs, in one subvolume.
 pub(crate) fn same_dev(a: &Path, b: &Path) -> Result<bool> {
     let da = fs::metadata(a).with_context(|| format!("while reading {}", a.display()))?;
@@ -287,12 +242,6 @@ mod tests {
             ..v
         };
         assert_eq!(plain.rel_in_fs(Path::new("/")), PathBuf::from(""));
-    }
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape_mountinfo(r"/tmp/a\040b\134c"), "/tmp/a b\\c");
-        assert_eq!(unescape_mountinfo(r"/x\0"), r"/x\0");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod btrfs;
 pub mod detect;
 mod exec;
 pub mod lvm;
+mod mounts;
 
 use std::fs::{self, File};
 use std::os::unix::fs::DirBuilderExt;
@@ -205,12 +206,12 @@ pub fn remove_stale(plan: &Plan) -> Result<Vec<String>> {
         (Err(e), _) => return Err(e),
     };
     let mut removed = Vec::new();
-    for dir in detect::mount_points_named(PREFIX)? {
-        lvm::unmount(&dir).context("while removing a stale snapshot mount")?;
+    for dir in mounts::mount_points_named(PREFIX)? {
+        mounts::unmount(&dir).context("while removing a stale snapshot mount")?;
         removed.push(dir.display().to_string());
         // Its private directory, wherever that run's mount base was.
-        if let Some(private) = dir.parent().filter(|_| dir.ends_with(lvm::MOUNT_DIR))
-            && lvm::remove_mount_dirs(private).is_ok()
+        if let Some(private) = dir.parent().filter(|_| dir.ends_with(mounts::MOUNT_DIR))
+            && mounts::remove_mount_dirs(private).is_ok()
         {
             removed.push(private.display().to_string());
         }
@@ -218,7 +219,8 @@ pub fn remove_stale(plan: &Plan) -> Result<Vec<String>> {
     if let Ok(entries) = fs::read_dir(&plan.mount_base) {
         for entry in entries.flatten() {
             let is_ours = entry.file_name().to_string_lossy().starts_with(PREFIX);
-            if is_ours && entry.path().is_dir() && lvm::remove_mount_dirs(&entry.path()).is_ok() {
+            if is_ours && entry.path().is_dir() && mounts::remove_mount_dirs(&entry.path()).is_ok()
+            {
                 removed.push(entry.path().display().to_string());
             }
         }
@@ -388,73 +390,4 @@ impl SnapshotInfo {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn snapshot(roots: Vec<Root>) -> Snapshot {
-        Snapshot {
-            method: Method::Lvm,
-            name: "kcbackup-snap-t".into(),
-            taken_at: Utc::now(),
-            view_root: "/run/kcbackup/kcbackup-snap-t/fs".into(),
-            roots,
-            held: Held::Nothing,
-            _lock: None,
-        }
-    }
-
-    #[test]
-    fn paths_map_into_the_snapshot_by_their_given_or_canonical_form() {
-        let snap = snapshot(vec![Root {
-            given: "/var/lib/kopano/attachments".into(),
-            canonical: "/srv/data/attachments".into(),
-            rel: "data/attachments".into(),
-        }]);
-        let want = Path::new("/run/kcbackup/kcbackup-snap-t/fs/data/attachments/8/13/161738");
-        assert_eq!(
-            snap.view_path(Path::new("/var/lib/kopano/attachments/8/13/161738")),
-            want
-        );
-        assert_eq!(
-            snap.view_path(Path::new("/srv/data/attachments/8/13/161738")),
-            want
-        );
-        // Not covered: read live. A sibling with a common name prefix is not inside.
-        assert_eq!(
-            snap.view_path(Path::new("/etc/kopano")),
-            Path::new("/etc/kopano")
-        );
-        assert!(!snap.covers(Path::new("/srv/data/attachments-old")));
-        assert!(snap.covers(Path::new("/srv/data/attachments")));
-    }
-
-    #[test]
-    fn window_is_the_gap_between_transaction_and_snapshot() {
-        let snap = snapshot(Vec::new());
-        let began = snap.taken_at - chrono::Duration::milliseconds(42);
-        // Held::Nothing has no fill level to ask lvs for.
-        let info = snap.info(Some(began)).unwrap();
-        assert_eq!(info.window_ms, Some(42));
-        assert_eq!(info.method, Method::Lvm);
-        let json = serde_json::to_value(&info).unwrap();
-        assert_eq!(json["method"], "lvm");
-        assert_eq!(json["window_ms"], 42);
-    }
-
-    #[test]
-    fn odd_set_ids_are_refused() {
-        let plan = Plan {
-            method: Method::None,
-            source: "/".into(),
-            note: String::new(),
-            uncovered: Vec::new(),
-            target: Target::None,
-            roots: Vec::new(),
-            mount_base: std::env::temp_dir(),
-        };
-        for bad in ["", "a/b", "../x", "a b"] {
-            assert!(take(&plan, bad).is_err(), "{bad:?}");
-        }
-        assert!(take(&plan, "20260101T000000Z-2").is_ok());
-    }
-}
+mod tests;

@@ -17,6 +17,33 @@ pub fn root_or_skip(test: &str) -> bool {
     root
 }
 
+/// True when `fstype` filesystems on loop devices can be made and mounted
+/// here (root, loop devices, kernel support, mkfs); otherwise prints why not.
+pub fn loop_fs_or_skip(test: &str, fstype: &str) -> bool {
+    if !root_or_skip(test) {
+        return false;
+    }
+    let known = fs::read_to_string("/proc/filesystems").is_ok_and(|f| {
+        f.lines()
+            .any(|l| l.trim_start_matches("nodev").trim() == fstype)
+    });
+    let why = if !Path::new("/dev/loop-control").exists() {
+        "no loop devices (/dev/loop-control)".to_string()
+    } else if !known {
+        format!("the kernel does not know {fstype}")
+    } else if Command::new(format!("mkfs.{fstype}"))
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        format!("mkfs.{fstype} is not installed")
+    } else {
+        return true;
+    };
+    println!("SKIPPED {test}: {why}");
+    false
+}
+
 /// Runs a command, panicking with its stderr when it fails.
 pub fn sh(program: &str, args: &[&str]) -> String {
     let out = Command::new(program)
