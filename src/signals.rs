@@ -1,7 +1,6 @@
-//! SIGINT, SIGTERM and SIGHUP become a flag that long loops poll with
-//! [`check`], so guards (snapshots, work directories) drop and clean up before
-//! the process exits 130/143. A watcher thread also terminates registered
-//! children (the dump), so a loop blocked reading from one wakes up.
+//! SIGINT, SIGTERM and SIGHUP become a flag that loops poll with [`check`], so
+//! guards drop and clean up before the exit (130/143); a watcher thread also
+//! terminates registered children (the dump), waking a loop blocked on one.
 
 use std::sync::Mutex;
 use std::sync::OnceLock;

@@ -1,7 +1,6 @@
-//! Real LVM snapshots of ext4 and XFS logical volumes. The kernel of the
-//! build machine has no device-mapper, so these run inside a small VM:
-//! `tests/vm/run-lvm-tests` (guest side: `tests/vm/guest-lvm.sh`, which sets
-//! up the volumes and passes them in `KCBT_LVM_*`). Ignored elsewhere.
+//! Real LVM snapshots of ext4, XFS and thin volumes. This kernel has no
+//! device-mapper, so they run in a VM: `tests/vm/run-lvm-tests` boots it, and
+//! `tests/vm/guest-lvm.sh` sets up the volumes (`KCBT_LVM_*`). Ignored elsewhere.
 
 mod snapfix;
 

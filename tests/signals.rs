@@ -1,7 +1,6 @@
-//! SIGINT/SIGTERM/SIGHUP handling in a child process (no root needed: the
-//! child holds a "none" snapshot of a plain directory): the blocked phase
-//! wakes up, the registered child is terminated, exit codes are 130/143, and
-//! a third signal forces the exit of a process that never checks.
+//! Signals in a child process holding a "none" snapshot (no root needed): a
+//! phase blocked on a child wakes up, the exit codes are 130/143, and a third
+//! signal forces the exit of a process that never checks.
 
 mod snapfix;
 

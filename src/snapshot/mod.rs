@@ -1,16 +1,11 @@
 //! Filesystem snapshots of the attachment store, taken right after the dump's
 //! transaction begins, so files deleted while they are copied are still there.
 //! One guard, [`Snapshot`], for none / btrfs / lvm; it always releases.
-//!
-//! Use: [`plan`] once (resolves `auto`, say [`Plan::note`] once), then
-//! [`remove_stale`] under the repository lock, [`take`] from the dump's
-//! `on_transaction_open`, copy from [`Snapshot::view_path`], [`Snapshot::info`]
-//! (fails if an LVM snapshot overflowed), [`Snapshot::release`].
 
-pub mod btrfs;
+mod btrfs;
 pub mod detect;
 mod exec;
-pub mod lvm;
+mod lvm;
 mod mounts;
 
 use std::fs::{self, File};
@@ -155,6 +150,11 @@ pub struct SnapshotInfo {
 }
 
 /// Takes the planned snapshot, named `kcbackup-snap-<set_id>`.
+///
+/// The backup's order: [`plan`] (resolves `auto`; print [`Plan::note`] once),
+/// [`remove_stale`] under the repository lock, `take` from the dump's
+/// `on_transaction_open`, copy from [`Snapshot::view_path`], then
+/// [`Snapshot::info`] (fails if an LVM snapshot overflowed), [`Snapshot::release`].
 pub fn take(plan: &Plan, set_id: &str) -> Result<Snapshot> {
     if set_id.is_empty()
         || !set_id
