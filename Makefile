@@ -3,7 +3,7 @@
 #   make test   runs the whole test suite
 # Both install what they need on a fresh Debian machine (as root), then build and run.
 
-.PHONY: demo test deps lint
+.PHONY: demo test deps lint test-lvm
 
 deps:
 	@scripts/install-deps
@@ -25,3 +25,7 @@ test: deps
 lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+
+# LVM snapshot tests, in a small VM (this kernel has no device-mapper); root.
+test-lvm:
+	tests/vm/run-lvm-tests

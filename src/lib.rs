@@ -22,6 +22,8 @@ pub mod repo;
 pub mod restore;
 pub mod sandbox;
 pub mod settings;
+pub mod signals;
+pub mod snapshot;
 
 use std::io::IsTerminal;
 

@@ -100,6 +100,8 @@ pub fn run(
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("while starting {}", program.display()))?;
+    // A signal terminates the dump, so the read below returns and cleanup runs.
+    let terminate = crate::signals::terminate_on_signal(child.id());
     let mut stdout = child.stdout.take().context("dump command has no stdout")?;
     let stderr = child.stderr.take().context("dump command has no stderr")?;
     // Drained on its own thread so a chatty dump cannot block on a full pipe.
@@ -126,6 +128,7 @@ pub fn run(
     progress.start("dump", None);
     let stream_result = (|| -> Result<()> {
         loop {
+            crate::signals::check()?;
             let mut buf = vec![0u8; CHUNK];
             let n = stdout
                 .read(&mut buf)
@@ -162,6 +165,7 @@ pub fn run(
         let _ = child.kill();
     }
     let status = child.wait().context("while waiting for the dump command")?;
+    drop(terminate);
     let stderr_text = stderr_thread.join().unwrap_or_default();
     let scanned = scan_thread
         .join()
