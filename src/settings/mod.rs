@@ -89,6 +89,8 @@ pub struct Settings {
     pub config_dir: PathBuf,
     pub repository: PathBuf,
     pub snapshot: SnapshotMethod,
+    /// `[snapshot] lvm_size` in bytes; `None` = the automatic size.
+    pub snapshot_lvm_size: Option<u64>,
     pub mysql: MysqlTarget,
     /// `attachment_storage` as configured; may be `auto`.
     pub attachment_storage: String,
@@ -172,7 +174,16 @@ impl Settings {
         };
         let mysql = mysql_target(&tool, hint_file, &cfg, &server_cfg)?;
         let k = &tool.kopano;
+        let snapshot_lvm_size = match &tool.snapshot.lvm_size {
+            Some(text) => Some(tool::parse_size(text).ok_or_else(|| {
+                ConfigError(format!(
+                    "[snapshot] lvm_size = {text:?} is not a size (examples: \"2G\", \"512M\")"
+                ))
+            })?),
+            None => None,
+        };
         Ok(Settings {
+            snapshot_lvm_size,
             config_file,
             config_dir,
             repository: o

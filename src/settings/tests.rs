@@ -412,3 +412,14 @@ fn empty_env_var_counts_as_unset() {
         (None, f.path("etc/kopano/server.cfg"))
     );
 }
+
+#[test]
+fn lvm_size_accepts_units_and_rejects_nonsense() {
+    assert_eq!(tool::parse_size("2G"), Some(2 << 30));
+    assert_eq!(tool::parse_size("512 MiB"), Some(512 << 20));
+    assert_eq!(tool::parse_size("1.5g"), Some(3 << 29));
+    assert_eq!(tool::parse_size("4096"), Some(4096));
+    assert_eq!(tool::parse_size("lots"), None);
+    assert_eq!(tool::parse_size("2X"), None);
+    assert_eq!(tool::parse_size("0"), None);
+}

@@ -42,6 +42,28 @@ pub struct RepositorySection {
 #[serde(default, deny_unknown_fields)]
 pub struct SnapshotSection {
     pub method: Option<SnapshotMethod>,
+    /// LVM snapshot size, e.g. `"2G"`, `"512M"` or bytes.
+    pub lvm_size: Option<String>,
+}
+
+/// Parses a size like `2G`, `512M`, `1.5GiB`, `4096` (binary units).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return None,
+    };
+    let bytes = num * mult as f64;
+    (bytes >= 1.0).then_some(bytes as u64)
 }
 
 /// `[mysql]`: overrides of what `server.cfg` says. There is deliberately no

@@ -73,6 +73,7 @@ impl Request {
     pub fn from_settings(s: &Settings) -> Request {
         Request {
             config_dir: Some(s.config_dir.clone()),
+            lvm_size: s.snapshot_lvm_size,
             ..Request::new(s.snapshot, &s.attachment_path)
         }
     }
