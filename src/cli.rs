@@ -37,6 +37,9 @@ pub enum Command {
     Backup(BackupArgs),
     /// List the sets in the repository.
     List(JsonArg),
+    /// Re-read a set (dump, archives, every stored object), check every
+    /// checksum, and prove again from the stored dump that no attachment is missing.
+    Verify(VerifyArgs),
     /// Start a throwaway MariaDB with a generated Kopano store, back it up, clean up.
     Demo(DemoArgs),
 }
@@ -56,6 +59,18 @@ pub struct BackupArgs {
     /// How to freeze the attachment store: auto, none, btrfs, lvm.
     #[arg(long, value_enum)]
     pub snapshot: Option<SnapshotArg>,
+    /// Read and hash every attachment, even those unchanged since the last set.
+    #[arg(long)]
+    pub rehash: bool,
+    #[command(flatten)]
+    pub output: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The set to check: its id, or `latest` (the newest complete set).
+    #[arg(default_value = "latest")]
+    pub set: String,
     #[command(flatten)]
     pub output: JsonArg,
 }

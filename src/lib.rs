@@ -7,10 +7,14 @@
 //!
 //! Main types: [`settings::Settings`] (validated configuration),
 //! [`dump::DumpReport`] (what the dump produced), [`repo::Repository`]
-//! (sets, objects, lock) and [`repo::manifest::Manifest`].
+//! (sets, objects, lock), [`repo::manifest::Manifest`], the attachment
+//! index ([`attachments::IndexEntry`]) and the proof ([`crossref::CrossRef`]).
 
+pub mod attachments;
 pub mod cli;
 pub mod commands;
+pub mod config_archive;
+pub mod crossref;
 pub mod dump;
 pub mod error;
 pub mod generator;
@@ -21,6 +25,7 @@ pub mod progress;
 pub mod repo;
 pub mod sandbox;
 pub mod settings;
+pub mod walk;
 
 use std::io::IsTerminal;
 
@@ -38,6 +43,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
             let progress = progress::for_terminal();
             let opts = commands::backup::BackupOptions {
                 tag: args.tag.clone(),
+                rehash: args.rehash,
             };
             let report = commands::backup::run(&settings, &opts, progress.as_ref())?;
             for w in &report.warnings {
@@ -50,7 +56,28 @@ pub fn run(cli: Cli) -> Result<Exit> {
             }
             Ok(match report.status {
                 repo::manifest::SetStatus::Complete => Exit::Ok,
-                repo::manifest::SetStatus::Incomplete => Exit::Incomplete,
+                repo::manifest::SetStatus::Incomplete => {
+                    output::incomplete(&report);
+                    Exit::Incomplete
+                }
+            })
+        }
+        Command::Verify(args) => {
+            let settings = settings()?;
+            let progress = progress::for_terminal();
+            let opts = commands::verify::VerifyOptions {
+                set: args.set.clone(),
+            };
+            let report = commands::verify::run(&settings, &opts, progress.as_ref())?;
+            if args.output.json {
+                output::json(&report)?;
+            } else {
+                output::verify_summary(&report);
+            }
+            Ok(if report.ok {
+                Exit::Ok
+            } else {
+                Exit::Incomplete
             })
         }
         Command::List(args) => {

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::commands::backup::BackupReport;
 use crate::commands::list::SetLine;
+use crate::commands::verify::VerifyReport;
 
 /// Prints `value` as one pretty JSON document on stdout.
 pub fn json<T: Serialize>(value: &T) -> Result<()> {
@@ -44,12 +45,86 @@ pub fn backup_summary(r: &BackupReport) {
         r.kopano_version.as_deref().unwrap_or("unknown"),
         r.storage_backend.as_deref().unwrap_or("unknown")
     );
+    let a = &r.attachments;
+    let c = &a.capture;
+    println!(
+        "  attachments {} referenced, {} present, {} missing, {} extra, {} leftovers{}",
+        a.proof.referenced,
+        a.proof.present,
+        a.proof.missing,
+        a.proof.extra,
+        a.proof.leftovers,
+        if a.proof.corrupt > 0 {
+            format!(", {} CORRUPT", a.proof.corrupt)
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "  captured   {} files, {}: {} read, {} unchanged; {} new objects, {} written",
+        c.files,
+        bytes(c.bytes),
+        c.read_files,
+        c.reused,
+        c.new_objects,
+        bytes(c.written_bytes)
+    );
+    println!(
+        "  config     {} entries, {} from {}",
+        r.config.entries,
+        bytes(r.config.bytes),
+        r.config.source.display()
+    );
     let phases: Vec<String> = r
         .phases
         .iter()
         .map(|p| format!("{} {:.1}s", p.name, p.seconds))
         .collect();
     println!("  took       {:.1}s ({})", r.duration_s, phases.join(", "));
+}
+
+/// On stderr: why the set is incomplete, with the missing instance ids.
+pub fn incomplete(r: &BackupReport) {
+    let p = &r.attachments.proof;
+    let ids: Vec<String> = p.missing_ids.iter().map(u32::to_string).collect();
+    eprintln!(
+        "kcbackup: set {} is INCOMPLETE: {} of {} referenced attachment instances missing, {} corrupt",
+        r.set, p.missing, p.referenced, p.corrupt
+    );
+    if !ids.is_empty() {
+        let more = if p.missing as usize > ids.len() {
+            " ..."
+        } else {
+            ""
+        };
+        eprintln!("missing instance ids: {}{more}", ids.join(" "));
+    }
+    for path in &p.corrupt_paths {
+        eprintln!("corrupt: {path}");
+    }
+}
+
+pub fn verify_summary(r: &VerifyReport) {
+    println!(
+        "set {} {}: {} files, {} checked in {:.1}s",
+        r.set,
+        if r.ok { "OK" } else { "DAMAGED" },
+        r.checked_files,
+        bytes(r.checked_bytes),
+        r.seconds
+    );
+    if let Some(a) = &r.attachments {
+        println!(
+            "  attachments {} referenced, {} present, {} missing, {} corrupt",
+            a.referenced, a.present, a.missing, a.corrupt
+        );
+    }
+    for p in &r.problems {
+        println!("  {:<18} {}: {}", p.kind, p.path, p.detail);
+    }
+    if r.problems_total > r.problems.len() as u64 {
+        println!("  ... {} problems in all", r.problems_total);
+    }
 }
 
 pub fn list(lines: &[SetLine]) {

@@ -8,20 +8,30 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 use serde::Serialize;
 
+use crate::attachments::{self, CaptureOptions};
+use crate::config_archive::{self, ConfigInfo};
+use crate::crossref;
 use crate::dump::{self, DumpFiles};
+use crate::layout::Layout;
 use crate::progress::Progress;
-use crate::repo::Repository;
-use crate::repo::manifest::{DatabaseInfo, FORMAT, KopanoInfo, Manifest, Phase, SetStatus};
+use crate::repo::manifest::{
+    AttachmentsInfo, DatabaseInfo, FORMAT, KopanoInfo, Manifest, Phase, SetStatus,
+};
+use crate::repo::{Repository, SetInfo};
 use crate::settings::Settings;
 
 /// File names inside a set.
 pub const DUMP_FILE: &str = "db.sql.zst";
 pub const REFERENCES_FILE: &str = "singleinstances.jsonl.zst";
 pub const LOB_FILE: &str = "lob.jsonl.zst";
+pub const ATTACHMENTS_FILE: &str = "attachments.jsonl.zst";
+pub const CONFIG_FILE: &str = "config.tar.zst";
 
 #[derive(Debug, Clone, Default)]
 pub struct BackupOptions {
     pub tag: Option<String>,
+    /// Read every attachment, trusting no checksum of an earlier set.
+    pub rehash: bool,
 }
 
 /// What `backup` reports (also its `--json` output).
@@ -32,6 +42,8 @@ pub struct BackupReport {
     pub db: DbSummary,
     pub kopano_version: Option<String>,
     pub storage_backend: Option<String>,
+    pub attachments: AttachmentsInfo,
+    pub config: ConfigSummary,
     pub duration_s: f64,
     pub phases: Vec<Phase>,
     pub warnings: Vec<String>,
@@ -46,6 +58,13 @@ pub struct DbSummary {
     pub sha256: String,
     pub tables: usize,
     pub rows: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigSummary {
+    pub source: std::path::PathBuf,
+    pub entries: usize,
+    pub bytes: u64,
 }
 
 pub fn run(
@@ -90,8 +109,82 @@ pub fn run(
         }
     }
 
-    // 3. The manifest last; then one rename makes the set visible.
-    let status = SetStatus::Complete;
+    // Which layout to prove against; s3 stops here (exit 2, nothing published).
+    let layout = Layout::resolve(
+        findings.attachment_storage.as_deref(),
+        &settings.attachment_storage,
+    )?;
+
+    // 3. The attachment store, read only now: whatever the dump references
+    //    was written before the dump's snapshot (kopano-facts.md, section 4).
+    let previous = if opts.rehash {
+        None
+    } else {
+        previous_set(&repo)?
+    };
+    let store = repo.objects()?;
+    let capture_opts = CaptureOptions {
+        previous_index: previous.as_ref().map(|(_, index)| index.clone()),
+        ..CaptureOptions::default()
+    };
+    let capture = attachments::capture(
+        &settings.attachment_path,
+        &store,
+        &set.path(ATTACHMENTS_FILE),
+        &capture_opts,
+        progress,
+    )
+    .with_context(|| {
+        format!(
+            "while capturing the attachment store {}",
+            settings.attachment_path.display()
+        )
+    })?;
+    phases.push(Phase {
+        name: "attachments".into(),
+        seconds: capture.seconds,
+    });
+    if capture.source_missing && layout != Layout::Database {
+        warnings.push(format!(
+            "the attachment directory {} does not exist; nothing was captured",
+            settings.attachment_path.display()
+        ));
+    }
+    warnings.extend(capture_warnings(&capture));
+
+    // 4. Kopano's configuration.
+    let config_clock = Instant::now();
+    let config = config_archive::capture(&settings.config_dir, &set.path(CONFIG_FILE), CONFIG_FILE)
+        .with_context(|| format!("while archiving {}", settings.config_dir.display()))?;
+    warnings.extend(config.notes.iter().map(|n| format!("config: {n}")));
+    phases.push(Phase {
+        name: "config".into(),
+        seconds: config_clock.elapsed().as_secs_f64(),
+    });
+
+    // 5. The proof: every instance the dump references, against what was captured.
+    let proof_clock = Instant::now();
+    let proof = crossref::from_files(
+        layout,
+        findings.server_guid.as_deref(),
+        &set.path(REFERENCES_FILE),
+        &set.path(ATTACHMENTS_FILE),
+        &set.path(LOB_FILE),
+    )
+    .context("while checking the attachments against the dump")?;
+    phases.push(Phase {
+        name: "crossref".into(),
+        seconds: proof_clock.elapsed().as_secs_f64(),
+    });
+    let status = if proof.is_complete() {
+        SetStatus::Complete
+    } else {
+        SetStatus::Incomplete
+    };
+
+    // 6. Objects durable before the manifest names them; the manifest last,
+    //    then one rename makes the set visible.
+    store.sync()?;
     let mut manifest = Manifest {
         format: FORMAT,
         tool_version: env!("CARGO_PKG_VERSION").into(),
@@ -125,6 +218,14 @@ pub fn run(
             lob_file: LOB_FILE.into(),
             findings: db.findings.clone(),
         },
+        attachments: AttachmentsInfo {
+            source: settings.attachment_path.clone(),
+            index_file: ATTACHMENTS_FILE.into(),
+            previous_set: previous.map(|(id, _)| id),
+            proof,
+            capture,
+        },
+        config,
         warnings: warnings.clone(),
         files: Vec::new(),
     };
@@ -144,11 +245,56 @@ pub fn run(
         },
         kopano_version: manifest.kopano.version.clone(),
         storage_backend: manifest.kopano.storage_backend.clone(),
+        attachments: manifest.attachments.clone(),
+        config: config_summary(&manifest.config),
         duration_s: clock.elapsed().as_secs_f64(),
         phases,
         warnings,
         removed_leftovers,
     })
+}
+
+/// The newest complete set and its attachment index, whose checksums of
+/// unchanged files are reused.
+fn previous_set(repo: &Repository) -> Result<Option<(String, std::path::PathBuf)>> {
+    let Ok(SetInfo {
+        id,
+        dir,
+        manifest: Ok(manifest),
+    }) = repo.resolve("latest")
+    else {
+        return Ok(None);
+    };
+    let name = &manifest.attachments.index_file;
+    let listed = manifest.files.iter().any(|f| &f.name == name);
+    Ok((listed && !name.is_empty()).then(|| (id, dir.join(name))))
+}
+
+/// What a human should hear about files that could not be captured.
+fn capture_warnings(c: &attachments::CaptureStats) -> Vec<String> {
+    let mut out = Vec::new();
+    if c.vanished > 0 {
+        out.push(format!(
+            "{} attachment files vanished while the store was read (deleted after the dump; \
+             harmless unless the dump references them)",
+            c.vanished
+        ));
+    }
+    for path in &c.unstable_paths {
+        out.push(format!("{path}: changed on every read, not captured"));
+    }
+    for why in &c.unreadable {
+        out.push(format!("not captured: {why}"));
+    }
+    out
+}
+
+fn config_summary(c: &ConfigInfo) -> ConfigSummary {
+    ConfigSummary {
+        source: c.source.clone(),
+        entries: c.entries.len(),
+        bytes: c.entries.iter().map(|e| e.size).sum(),
+    }
 }
 
 fn hostname() -> String {

@@ -256,23 +256,21 @@ fn contains_across(tail: &[u8], buf: &[u8], needle: &[u8]) -> bool {
 /// Parses `CHANGE MASTER TO MASTER_LOG_FILE='f', MASTER_LOG_POS=n` (or SOURCE_).
 fn parse_binlog(head: &[u8]) -> Option<BinlogPosition> {
     let text = String::from_utf8_lossy(head);
-    for line in text.lines().filter(|l| l.contains("_LOG_FILE='")) {
-        let file = line
-            .split("_LOG_FILE='")
-            .nth(1)?
-            .split('\'')
-            .next()?
-            .to_string();
-        let position = line
-            .split("_LOG_POS=")
-            .nth(1)?
-            .trim_end_matches(';')
-            .trim()
-            .parse()
-            .ok()?;
-        return Some(BinlogPosition { file, position });
-    }
-    None
+    let line = text.lines().find(|l| l.contains("_LOG_FILE='"))?;
+    let file = line
+        .split("_LOG_FILE='")
+        .nth(1)?
+        .split('\'')
+        .next()?
+        .to_string();
+    let position = line
+        .split("_LOG_POS=")
+        .nth(1)?
+        .trim_end_matches(';')
+        .trim()
+        .parse()
+        .ok()?;
+    Some(BinlogPosition { file, position })
 }
 
 /// Reads a stream to its end, keeping only its last `keep` bytes.
