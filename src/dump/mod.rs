@@ -4,6 +4,7 @@
 
 pub mod refs;
 pub mod scanner;
+pub mod sql_lexer;
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
