@@ -1,11 +1,29 @@
 //! Configuration: the tool's own TOML file plus Kopano's `server.cfg`,
 //! validated into one [`Settings`] that the rest of the program uses.
+//! Precedence, lowest first: Kopano's defaults, `server.cfg`, the TOML
+//! file, the command line.
 
 pub mod kopano_cfg;
 pub mod tool;
 
+use std::ffi::OsString;
 use std::fmt;
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::error::{ConfigError, config_error};
+use kopano_cfg::KopanoCfg;
+use tool::ToolConfig;
+
+/// Used when neither `--config` nor `KCBACKUP_CONFIG` is given; may be absent.
+pub const DEFAULT_TOOL_CONFIG: &str = "/etc/kcbackup/kcbackup.toml";
+/// Used when neither the TOML file nor `KOPANO_CONFIG_PATH` says otherwise.
+pub const DEFAULT_SERVER_CFG: &str = "/etc/kopano/server.cfg";
+pub const DEFAULT_REPOSITORY: &str = "/var/lib/kcbackup";
+pub const DEFAULT_ATTACHMENT_PATH: &str = "/var/lib/kopano/attachments";
+/// Kopano 9+'s default; 8.7 defaulted to `files`, but the database's
+/// `settings` table is authoritative either way (facts, section 3).
+pub const DEFAULT_ATTACHMENT_STORAGE: &str = "auto";
 
 /// A secret string (the database password): never printed by `Debug`/`Display`.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -76,10 +94,227 @@ pub struct Settings {
     pub attachment_storage: String,
     pub attachment_path: PathBuf,
 }
-// STUB-BEGIN (replaced by the settings branch)
-impl Settings {
-    pub fn load(_o: &Overrides) -> anyhow::Result<Settings> {
-        anyhow::bail!("stub")
+
+/// What [`Settings::load`] takes from the process: environment variables
+/// and the default file locations, replaceable so tests need not touch
+/// the real environment.
+struct Environment<'a> {
+    var: &'a dyn Fn(&str) -> Option<OsString>,
+    tool_config: &'a Path,
+    server_cfg: &'a Path,
+}
+
+impl Environment<'_> {
+    /// An empty variable counts as unset.
+    fn path_var(&self, name: &str) -> Option<PathBuf> {
+        (self.var)(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
     }
 }
-// STUB-END
+
+impl Settings {
+    /// Reads the tool's TOML file and Kopano's `server.cfg` and merges them
+    /// with the command-line overrides.
+    pub fn load(o: &Overrides) -> anyhow::Result<Settings> {
+        Self::load_with(o, &|name| std::env::var_os(name))
+    }
+
+    /// [`Settings::load`] with `env` standing in for `std::env::var_os`.
+    pub fn load_with(
+        o: &Overrides,
+        env: &dyn Fn(&str) -> Option<OsString>,
+    ) -> anyhow::Result<Settings> {
+        Self::load_in(
+            o,
+            &Environment {
+                var: env,
+                tool_config: Path::new(DEFAULT_TOOL_CONFIG),
+                server_cfg: Path::new(DEFAULT_SERVER_CFG),
+            },
+        )
+    }
+
+    fn load_in(o: &Overrides, env: &Environment<'_>) -> anyhow::Result<Settings> {
+        let (config_file, tool) = load_tool_config(o, env)?;
+        let hint_file = config_file.as_deref().unwrap_or(env.tool_config);
+
+        let (server_cfg, origin) =
+            match (&tool.kopano.server_cfg, env.path_var("KOPANO_CONFIG_PATH")) {
+                (Some(p), _) => (
+                    p.clone(),
+                    format!("`[kopano] server_cfg` in {}", hint_file.display()),
+                ),
+                (None, Some(dir)) => (
+                    dir.join("server.cfg"),
+                    format!("KOPANO_CONFIG_PATH={}", dir.display()),
+                ),
+                (None, None) => (env.server_cfg.to_path_buf(), "the default".to_owned()),
+            };
+        if let Err(e) = std::fs::metadata(&server_cfg)
+            && e.kind() == io::ErrorKind::NotFound
+        {
+            return config_error(format!(
+                "Kopano's server.cfg not found at {} (from {origin}); \
+                 set `[kopano] server_cfg = \"/path/to/server.cfg\"` in {}",
+                server_cfg.display(),
+                hint_file.display()
+            ));
+        }
+        let cfg = KopanoCfg::read(&server_cfg)?;
+
+        let config_dir = match &tool.kopano.config_dir {
+            Some(dir) => dir.clone(),
+            None => match server_cfg.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            },
+        };
+        let mysql = mysql_target(&tool, hint_file, &cfg, &server_cfg)?;
+        let k = &tool.kopano;
+        Ok(Settings {
+            config_file,
+            config_dir,
+            repository: o
+                .repository
+                .clone()
+                .or_else(|| tool.repository.path.clone())
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_REPOSITORY)),
+            snapshot: o
+                .snapshot
+                .or(tool.snapshot.method)
+                .unwrap_or(SnapshotMethod::Auto),
+            mysql,
+            attachment_storage: k.attachment_storage.clone().unwrap_or_else(|| {
+                cfg.get_or("attachment_storage", DEFAULT_ATTACHMENT_STORAGE)
+                    .to_owned()
+            }),
+            attachment_path: k
+                .attachment_path
+                .clone()
+                .or_else(|| cfg.get_path("attachment_path"))
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_ATTACHMENT_PATH)),
+            server_cfg,
+        })
+    }
+}
+
+/// The TOML file that applies and what it says; `None` when the default
+/// file does not exist.
+fn load_tool_config(
+    o: &Overrides,
+    env: &Environment<'_>,
+) -> anyhow::Result<(Option<PathBuf>, ToolConfig)> {
+    let (path, named_by) = match (&o.config, env.path_var("KCBACKUP_CONFIG")) {
+        (Some(p), _) => (p.clone(), Some("--config")),
+        (None, Some(p)) => (p, Some("KCBACKUP_CONFIG")),
+        (None, None) => (env.tool_config.to_path_buf(), None),
+    };
+    match tool::load(&path) {
+        Ok(config) => Ok((Some(path), config)),
+        Err(e) if !is_not_found(&e) => Err(e),
+        Err(_) => match named_by {
+            None => Ok((None, ToolConfig::default())),
+            Some(how) => config_error(format!(
+                "config file {} (named by {how}) does not exist",
+                path.display()
+            )),
+        },
+    }
+}
+
+fn is_not_found(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<io::Error>())
+        .any(|io| io.kind() == io::ErrorKind::NotFound)
+}
+
+/// Kopano's defaults, then `server.cfg`'s `mysql_*`, then `[mysql]`.
+fn mysql_target(
+    tool: &ToolConfig,
+    tool_file: &Path,
+    cfg: &KopanoCfg,
+    file: &Path,
+) -> anyhow::Result<MysqlTarget> {
+    let m = &tool.mysql;
+    let pick = |over: &Option<String>, name: &str, default: &str| -> anyhow::Result<String> {
+        match over {
+            Some(v) => Ok(v.clone()),
+            None => Ok(cfg_text(cfg, file, name)?.unwrap_or_else(|| default.to_owned())),
+        }
+    };
+    let port = match (m.port, cfg.get("mysql_port")) {
+        (Some(0), _) => {
+            return config_error(format!(
+                "{}: [mysql] port = 0 is not a port",
+                tool_file.display()
+            ));
+        }
+        (Some(p), _) => p,
+        (None, Some(v)) => match v.parse::<u16>() {
+            Ok(p) if p != 0 => p,
+            _ => {
+                return config_error(format!(
+                    "mysql_port = {v:?} in {} is not a port number (1-65535)",
+                    file.display()
+                ));
+            }
+        },
+        (None, None) => 3306,
+    };
+    let password = match &m.password_file {
+        Some(pf) => read_password_file(pf)?,
+        None => Secret::new(pick(&None, "mysql_password", "")?),
+    };
+    let socket = match &m.socket {
+        Some(s) => Some(s.clone()),
+        None => cfg.get_path("mysql_socket"),
+    }
+    .filter(|s| !s.as_os_str().is_empty());
+    Ok(MysqlTarget {
+        host: pick(&m.host, "mysql_host", "localhost")?,
+        port,
+        user: pick(&m.user, "mysql_user", "root")?,
+        password,
+        socket,
+        database: pick(&m.database, "mysql_database", "kopano")?,
+        dump_command: m.dump_command.clone(),
+    })
+}
+
+/// A `server.cfg` value that is passed on to the MySQL client, where a
+/// lossy replacement would only cause a puzzling login failure. The value
+/// is never quoted: it may be the password.
+fn cfg_text(cfg: &KopanoCfg, file: &Path, name: &str) -> anyhow::Result<Option<String>> {
+    match cfg.get_bytes(name).map(std::str::from_utf8) {
+        None => Ok(None),
+        Some(Ok(s)) => Ok(Some(s.to_owned())),
+        Some(Err(_)) => config_error(format!("{name} in {} is not valid UTF-8", file.display())),
+    }
+}
+
+/// The file's content minus ONE trailing line end, which editors add.
+/// Errors name the file but never show its content.
+fn read_password_file(path: &Path) -> anyhow::Result<Secret> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        ConfigError(format!(
+            "cannot read [mysql] password_file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let Ok(mut text) = String::from_utf8(bytes) else {
+        return config_error(format!(
+            "[mysql] password_file {} is not valid UTF-8",
+            path.display()
+        ));
+    };
+    if text.ends_with("\r\n") {
+        text.truncate(text.len() - 2);
+    } else if text.ends_with('\n') {
+        text.truncate(text.len() - 1);
+    }
+    Ok(Secret::new(text))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,2 +1,245 @@
 //! The tool's own TOML configuration (`/etc/kcbackup/kcbackup.toml`).
 //! Unknown keys are errors, so that a typo never silently falls back.
+//! Relative paths are resolved against the TOML file's folder on loading.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use super::SnapshotMethod;
+use crate::error::ConfigError;
+
+/// The whole file; every section and key is optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ToolConfig {
+    pub kopano: KopanoSection,
+    pub repository: RepositorySection,
+    pub snapshot: SnapshotSection,
+    pub mysql: MysqlSection,
+}
+
+/// `[kopano]`: where Kopano's configuration and attachments are.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KopanoSection {
+    pub server_cfg: Option<PathBuf>,
+    pub config_dir: Option<PathBuf>,
+    pub attachment_path: Option<PathBuf>,
+    pub attachment_storage: Option<String>,
+}
+
+/// `[repository]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RepositorySection {
+    pub path: Option<PathBuf>,
+}
+
+/// `[snapshot]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotSection {
+    pub method: Option<SnapshotMethod>,
+}
+
+/// `[mysql]`: overrides of what `server.cfg` says. There is deliberately no
+/// `password` key: secrets go in `password_file`, out of this file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MysqlSection {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// An empty string means "the client's default", even if `server.cfg`
+    /// names a socket.
+    pub socket: Option<PathBuf>,
+    pub database: Option<String>,
+    /// A command name looked up on `PATH`, so it is not resolved like a path.
+    pub dump_command: Option<String>,
+}
+
+/// Reads and validates the TOML file at `path`. A missing file is an
+/// `io::Error` of kind `NotFound` in the error chain.
+pub fn load(path: &Path) -> anyhow::Result<ToolConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("while reading {}", path.display()))?;
+    let mut config = parse_str(&text, path)?;
+    config.resolve_relative(path.parent().unwrap_or(Path::new("")));
+    Ok(config)
+}
+
+/// Parses `text`; `path` is only used to name the file in errors.
+pub fn parse_str(text: &str, path: &Path) -> anyhow::Result<ToolConfig> {
+    let config: ToolConfig =
+        toml::from_str(text).map_err(|e| ConfigError(describe_toml_error(text, path, &e)))?;
+    config.check_not_empty(path)?;
+    Ok(config)
+}
+
+/// `file: line L, column C: message`, without the source excerpt toml
+/// prints by default: the offending line could hold a password someone put
+/// where it does not belong.
+fn describe_toml_error(text: &str, path: &Path, e: &toml::de::Error) -> String {
+    let position = e.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(" line {line}, column {column}:")
+    });
+    format!(
+        "{}:{} {}",
+        path.display(),
+        position.unwrap_or_default(),
+        e.message().trim_end()
+    )
+}
+
+impl ToolConfig {
+    fn paths_mut(&mut self) -> [&mut Option<PathBuf>; 6] {
+        [
+            &mut self.kopano.server_cfg,
+            &mut self.kopano.config_dir,
+            &mut self.kopano.attachment_path,
+            &mut self.repository.path,
+            &mut self.mysql.password_file,
+            &mut self.mysql.socket,
+        ]
+    }
+
+    fn resolve_relative(&mut self, base: &Path) {
+        for path in self.paths_mut().into_iter().flatten() {
+            // Empty stays empty: for `socket` it has a meaning of its own.
+            if !path.as_os_str().is_empty() {
+                *path = base.join(&*path);
+            }
+        }
+    }
+
+    /// An empty path would silently mean "the current folder".
+    fn check_not_empty(&self, file: &Path) -> anyhow::Result<()> {
+        let keys = [
+            ("[kopano] server_cfg", &self.kopano.server_cfg),
+            ("[kopano] config_dir", &self.kopano.config_dir),
+            ("[kopano] attachment_path", &self.kopano.attachment_path),
+            ("[repository] path", &self.repository.path),
+            ("[mysql] password_file", &self.mysql.password_file),
+        ];
+        for (key, value) in keys {
+            if value.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(
+                    ConfigError(format!("{}: {key} must not be empty", file.display())).into(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Exit, exit_for};
+
+    fn parse(text: &str) -> anyhow::Result<ToolConfig> {
+        parse_str(text, Path::new("/etc/kcbackup/kcbackup.toml"))
+    }
+
+    #[test]
+    fn empty_file_means_all_defaults() {
+        assert_eq!(parse("").unwrap(), ToolConfig::default());
+    }
+
+    #[test]
+    fn all_keys_parse() {
+        let c = parse(
+            r#"
+            [kopano]
+            server_cfg = "/k/server.cfg"
+            config_dir = "/k"
+            attachment_path = "/att"
+            attachment_storage = "files_v2"
+            [repository]
+            path = "/repo"
+            [snapshot]
+            method = "lvm"
+            [mysql]
+            host = "db"
+            port = 3307
+            user = "kopano"
+            password_file = "/pw"
+            socket = "/run/mysqld.sock"
+            database = "kc"
+            dump_command = "mysqldump"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.kopano.attachment_storage.as_deref(), Some("files_v2"));
+        assert_eq!(c.snapshot.method, Some(SnapshotMethod::Lvm));
+        assert_eq!(c.mysql.port, Some(3307));
+        assert_eq!(c.mysql.dump_command.as_deref(), Some("mysqldump"));
+        assert_eq!(c.repository.path, Some(PathBuf::from("/repo")));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_file_and_line() {
+        let err = parse("[repository]\nreposity = \"/x\"\n").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("reposity"), "{msg}");
+        assert!(msg.contains("/etc/kcbackup/kcbackup.toml"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+        assert_eq!(exit_for(&err), Exit::Usage);
+    }
+
+    #[test]
+    fn unknown_section_is_named() {
+        let msg = format!("{:#}", parse("[reposity]\npath = \"/x\"\n").unwrap_err());
+        assert!(msg.contains("reposity"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_snapshot_method_is_an_error() {
+        let msg = format!("{:#}", parse("[snapshot]\nmethod = \"zfs\"\n").unwrap_err());
+        assert!(msg.contains("zfs"), "{msg}");
+    }
+
+    #[test]
+    fn misplaced_password_is_named_but_not_echoed() {
+        let msg = format!(
+            "{:#}",
+            parse("[mysql]\npassword = \"hunter2\"\n").unwrap_err()
+        );
+        assert!(msg.contains("password"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+
+    #[test]
+    fn empty_path_is_an_error() {
+        let msg = format!("{:#}", parse("[repository]\npath = \"\"\n").unwrap_err());
+        assert!(msg.contains("[repository] path"), "{msg}");
+    }
+
+    #[test]
+    fn relative_paths_are_resolved_against_the_file_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kcbackup.toml");
+        let text = "[repository]\npath = \"repo\"\n[mysql]\nsocket = \"\"\n\
+                    password_file = \"/abs/pw\"\ndump_command = \"bin/dump\"\n";
+        std::fs::write(&file, text).unwrap();
+        let c = load(&file).unwrap();
+        assert_eq!(c.repository.path, Some(dir.path().join("repo")));
+        assert_eq!(c.mysql.password_file, Some(PathBuf::from("/abs/pw")));
+        assert_eq!(c.mysql.socket, Some(PathBuf::new()));
+        assert_eq!(c.mysql.dump_command.as_deref(), Some("bin/dump"));
+    }
+
+    #[test]
+    fn missing_file_is_not_found_in_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load(&dir.path().join("none.toml")).unwrap_err();
+        let io = err.chain().find_map(|c| c.downcast_ref::<std::io::Error>());
+        assert_eq!(io.map(|e| e.kind()), Some(std::io::ErrorKind::NotFound));
+    }
+}
