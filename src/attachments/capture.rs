@@ -23,8 +23,10 @@ use crate::walk::{Walked, Walker};
 
 /// Entries between the walk and the index writer (bounds memory).
 const WINDOW: usize = 256;
-/// Read buffer per worker; also the sample that decides on compression.
+/// Read buffer per worker.
 const BUF: usize = 256 * 1024;
+/// The first bytes of a file, trial-compressed to decide how to store it.
+const SAMPLE: usize = 64 * 1024;
 /// How often a file that changes while being read is tried.
 const TRIES: usize = 3;
 /// Staged objects are made durable together once this many pile up.
@@ -320,8 +322,8 @@ fn read_file(store: &ObjectStore, path: &Path, rel: &str, buf: &mut [u8]) -> Res
             Err(e) => return Ok(Outcome::Unreadable(format!("while examining {rel}: {e}"))),
         };
         let mut head = 0;
-        while head < buf.len() {
-            match file.read(&mut buf[head..]) {
+        while head < SAMPLE {
+            match file.read(&mut buf[head..SAMPLE]) {
                 Ok(0) => break,
                 Ok(n) => head += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
