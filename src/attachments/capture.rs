@@ -18,7 +18,7 @@ use anyhow::{Context, Result, anyhow};
 use super::index::{EntryKind, IndexEntry, IndexWriter, PrevIndex, read_index};
 use super::{CaptureStats, note};
 use crate::progress::Progress;
-use crate::repo::objects::{Encoding, ObjectStore, Staged};
+use crate::repo::objects::{Encoding, ObjectStore, Packer, Staged};
 use crate::walk::{Walked, Walker};
 
 /// Entries between the walk and the index writer (bounds memory).
@@ -26,7 +26,7 @@ const WINDOW: usize = 256;
 /// Read buffer per worker.
 const BUF: usize = 256 * 1024;
 /// The first bytes of a file, trial-compressed to decide how to store it.
-const SAMPLE: usize = 64 * 1024;
+const SAMPLE: usize = 16 * 1024;
 /// How often a file that changes while being read is tried.
 const TRIES: usize = 3;
 /// Staged objects are made durable together once this many pile up.
@@ -289,13 +289,17 @@ impl Run<'_> {
 
 fn worker(store: &ObjectStore, jobs: &Mutex<Receiver<Job>>) {
     let mut buf = vec![0u8; BUF];
+    let mut packer = Packer::new();
     loop {
         let job = match jobs.lock() {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        let outcome = read_file(store, &job.path, &job.rel, &mut buf);
+        let outcome = match &mut packer {
+            Ok(packer) => read_file(store, &job.path, &job.rel, &mut buf, packer),
+            Err(e) => Err(anyhow!("{e:#}")),
+        };
         // The main loop may have given up; then nobody needs the answer.
         let _ = job.reply.send(outcome);
     }
@@ -304,7 +308,13 @@ fn worker(store: &ObjectStore, jobs: &Mutex<Receiver<Job>>) {
 /// Reads one file into a staged object, trying again when it changes under
 /// the reader, so that no object is recorded under a checksum the file
 /// never had. Errors are the repository's; source trouble is an [`Outcome`].
-fn read_file(store: &ObjectStore, path: &Path, rel: &str, buf: &mut [u8]) -> Result<Outcome> {
+fn read_file(
+    store: &ObjectStore,
+    path: &Path,
+    rel: &str,
+    buf: &mut [u8],
+    packer: &mut Packer,
+) -> Result<Outcome> {
     for _ in 0..TRIES {
         // Non-blocking, so a fifo swapped in after the walk cannot hang the reader.
         let opened = OpenOptions::new()
@@ -321,9 +331,10 @@ fn read_file(store: &ObjectStore, path: &Path, rel: &str, buf: &mut [u8]) -> Res
             Ok(_) => return Ok(Outcome::Unstable),
             Err(e) => return Ok(Outcome::Unreadable(format!("while examining {rel}: {e}"))),
         };
+        let sample = SAMPLE.min(buf.len());
         let mut head = 0;
-        while head < SAMPLE {
-            match file.read(&mut buf[head..SAMPLE]) {
+        while head < sample {
+            match file.read(&mut buf[head..sample]) {
                 Ok(0) => break,
                 Ok(n) => head += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -334,9 +345,9 @@ fn read_file(store: &ObjectStore, path: &Path, rel: &str, buf: &mut [u8]) -> Res
         let encoding = if rel.ends_with(".gz") {
             Encoding::Raw
         } else {
-            Encoding::for_sample(&buf[..head])
+            packer.choose(&buf[..head])
         };
-        let mut object = store.writer(encoding)?;
+        let mut object = store.writer(encoding, packer)?;
         object
             .write_all(&buf[..head])
             .context("while writing to the repository")?;

@@ -160,7 +160,14 @@ fn a_missing_source_gives_an_empty_index() {
 fn a_vanished_file_is_an_outcome_not_an_error() {
     let f = fixture();
     let mut buf = vec![0; 1024];
-    let gone = read_file(&f.store, &f.src.join("nope"), "nope", &mut buf).unwrap();
+    let gone = read_file(
+        &f.store,
+        &f.src.join("nope"),
+        "nope",
+        &mut buf,
+        &mut Packer::new().unwrap(),
+    )
+    .unwrap();
     assert!(matches!(gone, Outcome::Vanished));
 }
 
@@ -170,7 +177,14 @@ fn a_file_whose_size_disagrees_with_what_was_read_is_never_stored() {
     let f = fixture();
     let mut buf = vec![0; 1024];
     let path = Path::new("/proc/self/status");
-    let outcome = read_file(&f.store, path, "status", &mut buf).unwrap();
+    let outcome = read_file(
+        &f.store,
+        path,
+        "status",
+        &mut buf,
+        &mut Packer::new().unwrap(),
+    )
+    .unwrap();
     assert!(matches!(outcome, Outcome::Unstable));
     assert_eq!(fs::read_dir(f.objects.join(".tmp")).unwrap().count(), 0);
     assert_eq!(stored_bytes(&f.objects), 0);

@@ -2,6 +2,7 @@
 //! dump the database FIRST (its snapshot defines what must be present),
 //! capture the rest, prove completeness, write the manifest last, publish.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -14,10 +15,10 @@ use crate::crossref;
 use crate::dump::{self, DumpFiles};
 use crate::layout::Layout;
 use crate::progress::Progress;
+use crate::repo::Repository;
 use crate::repo::manifest::{
     AttachmentsInfo, DatabaseInfo, FORMAT, KopanoInfo, Manifest, Phase, SetStatus,
 };
-use crate::repo::{Repository, SetInfo};
 use crate::settings::Settings;
 
 /// File names inside a set.
@@ -62,7 +63,7 @@ pub struct DbSummary {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ConfigSummary {
-    pub source: std::path::PathBuf,
+    pub source: PathBuf,
     pub entries: usize,
     pub bytes: u64,
 }
@@ -254,20 +255,18 @@ pub fn run(
     })
 }
 
-/// The newest complete set and its attachment index, whose checksums of
-/// unchanged files are reused.
-fn previous_set(repo: &Repository) -> Result<Option<(String, std::path::PathBuf)>> {
-    let Ok(SetInfo {
-        id,
-        dir,
-        manifest: Ok(manifest),
-    }) = repo.resolve("latest")
-    else {
-        return Ok(None);
-    };
-    let name = &manifest.attachments.index_file;
-    let listed = manifest.files.iter().any(|f| &f.name == name);
-    Ok((listed && !name.is_empty()).then(|| (id, dir.join(name))))
+/// The newest set with an intact manifest and its attachment index, whose
+/// checksums of unchanged files are reused. An incomplete set qualifies:
+/// its index is as accurate as any, and the store is checked to still hold
+/// each reused object, so one missing file does not cost a full re-read.
+fn previous_set(repo: &Repository) -> Result<Option<(String, PathBuf)>> {
+    let newest = repo.sets()?.into_iter().rev().find_map(|set| {
+        let manifest = set.manifest.ok()?;
+        let name = &manifest.attachments.index_file;
+        let listed = !name.is_empty() && manifest.files.iter().any(|f| &f.name == name);
+        listed.then(|| (set.id, set.dir.join(name)))
+    });
+    Ok(newest)
 }
 
 /// What a human should hear about files that could not be captured.

@@ -41,17 +41,39 @@ impl Encoding {
             Encoding::Zst => ".zst",
         }
     }
+}
+
+/// Per-thread compression state, reused from object to object: setting up
+/// a zstd context costs more than compressing a small attachment.
+pub struct Packer {
+    stream: zstd::zstd_safe::CCtx<'static>,
+    trial: zstd::bulk::Compressor<'static>,
+    trial_out: Vec<u8>,
+}
+
+impl Packer {
+    pub fn new() -> Result<Packer> {
+        let mut stream = zstd::zstd_safe::CCtx::create();
+        stream
+            .set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(ZSTD_LEVEL))
+            .map_err(|code| anyhow::anyhow!("zstd: {}", zstd::zstd_safe::get_error_name(code)))?;
+        Ok(Packer {
+            stream,
+            trial: zstd::bulk::Compressor::new(1)?,
+            trial_out: Vec::new(),
+        })
+    }
 
     /// Zstd when a trial compression of the data's first bytes saves
     /// something worth the CPU; raw for already compressed formats.
-    pub fn for_sample(head: &[u8]) -> Encoding {
+    pub fn choose(&mut self, head: &[u8]) -> Encoding {
         if head.len() < 64 || is_compressed_format(head) {
             return Encoding::Raw;
         }
-        match zstd::bulk::compress(head, 1) {
-            Ok(small) if small.len() * 100 <= head.len() * (100 - MIN_SAVING_PERCENT) => {
-                Encoding::Zst
-            }
+        self.trial_out.clear();
+        self.trial_out.reserve(zstd::compress_bound(head.len()));
+        match self.trial.compress_to_buffer(head, &mut self.trial_out) {
+            Ok(n) if n * 100 <= head.len() * (100 - MIN_SAVING_PERCENT) => Encoding::Zst,
             _ => Encoding::Raw,
         }
     }
@@ -118,12 +140,12 @@ impl<W: Write> Write for Counter<W> {
     }
 }
 
-enum Sink {
+enum Sink<'a> {
     Raw(Counter<BufWriter<File>>),
-    Zst(zstd::Encoder<'static, Counter<BufWriter<File>>>),
+    Zst(zstd::Encoder<'a, Counter<BufWriter<File>>>),
 }
 
-impl Write for Sink {
+impl Write for Sink<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Sink::Raw(w) => w.write(buf),
@@ -140,13 +162,13 @@ impl Write for Sink {
 
 /// Receives one object's original bytes; hashes and (maybe) compresses them
 /// on the way to a temporary file.
-pub struct ObjectWriter {
-    inner: HashWriter<Sink>,
+pub struct ObjectWriter<'a> {
+    inner: HashWriter<Sink<'a>>,
     encoding: Encoding,
     temp: PathBuf,
 }
 
-impl Write for ObjectWriter {
+impl Write for ObjectWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.inner.write(buf)
     }
@@ -155,7 +177,7 @@ impl Write for ObjectWriter {
     }
 }
 
-impl ObjectWriter {
+impl ObjectWriter<'_> {
     /// Completes the temporary file (closed, not yet synced).
     pub fn finish(self) -> Result<Staged> {
         let (sink, size, sha256) = self.inner.finish();
@@ -236,7 +258,11 @@ impl ObjectStore {
     }
 
     /// Starts a new object under a temporary name.
-    pub fn writer(&self, encoding: Encoding) -> Result<ObjectWriter> {
+    pub fn writer<'a>(
+        &self,
+        encoding: Encoding,
+        packer: &'a mut Packer,
+    ) -> Result<ObjectWriter<'a>> {
         let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
         let temp = self.tmp.join(format!("{}-{n}", std::process::id()));
         let file =
@@ -247,7 +273,7 @@ impl ObjectStore {
         };
         let sink = match encoding {
             Encoding::Raw => Sink::Raw(counter),
-            Encoding::Zst => Sink::Zst(zstd::Encoder::new(counter, ZSTD_LEVEL)?),
+            Encoding::Zst => Sink::Zst(zstd::Encoder::with_context(counter, &mut packer.stream)),
         };
         Ok(ObjectWriter {
             inner: HashWriter::new(sink),
@@ -276,7 +302,8 @@ impl ObjectStore {
         reader: &mut dyn Read,
         encoding: Encoding,
     ) -> Result<(ObjectInfo, Committed)> {
-        let mut writer = self.writer(encoding)?;
+        let mut packer = Packer::new()?;
+        let mut writer = self.writer(encoding, &mut packer)?;
         io::copy(reader, &mut writer).context("while storing an object")?;
         let staged = writer.finish()?;
         let info = staged.info.clone();
@@ -435,7 +462,8 @@ mod tests {
     fn a_staged_object_is_invisible_until_committed_and_gone_when_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let store = ObjectStore::open(dir.path()).unwrap();
-        let mut w = store.writer(Encoding::Raw).unwrap();
+        let mut packer = Packer::new().unwrap();
+        let mut w = store.writer(Encoding::Raw, &mut packer).unwrap();
         w.write_all(b"half an attachment").unwrap();
         let staged = w.finish().unwrap();
         let sha = staged.info.sha256.clone();
@@ -445,7 +473,7 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(), 0);
         assert!(!store.exists(&sha));
 
-        let mut w = store.writer(Encoding::Raw).unwrap();
+        let mut w = store.writer(Encoding::Raw, &mut packer).unwrap();
         w.write_all(b"half an attachment").unwrap();
         let committed = store.commit(vec![w.finish().unwrap()]).unwrap();
         assert!(committed[0].new);
@@ -455,17 +483,41 @@ mod tests {
 
     #[test]
     fn encoding_follows_the_data() {
+        let mut packer = Packer::new().unwrap();
         assert_eq!(
-            Encoding::for_sample(&b"Subject: hello\r\n".repeat(100)),
+            packer.choose(&b"Subject: hello\r\n".repeat(100)),
             Encoding::Zst
         );
         let mut gz = b"\x1f\x8b\x08\x00".to_vec();
         gz.extend(b"compressible but already gzip".repeat(100));
-        assert_eq!(Encoding::for_sample(&gz), Encoding::Raw);
+        assert_eq!(packer.choose(&gz), Encoding::Raw);
         let noise: Vec<u8> = (0..2048u32)
             .flat_map(|i| hex::decode(sha256_hex(&i.to_le_bytes())).unwrap())
             .collect();
-        assert_eq!(Encoding::for_sample(&noise), Encoding::Raw);
+        assert_eq!(packer.choose(&noise), Encoding::Raw);
+        assert_eq!(packer.choose(b"tiny"), Encoding::Raw);
+    }
+
+    #[test]
+    fn one_packer_compresses_many_objects_independently() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        let mut packer = Packer::new().unwrap();
+        let texts = [
+            b"first text ".repeat(300),
+            b"second, other text ".repeat(200),
+        ];
+        let mut staged = Vec::new();
+        for text in &texts {
+            let mut w = store.writer(Encoding::Zst, &mut packer).unwrap();
+            w.write_all(text).unwrap();
+            staged.push(w.finish().unwrap());
+        }
+        let infos: Vec<ObjectInfo> = staged.iter().map(|s| s.info.clone()).collect();
+        store.commit(staged).unwrap();
+        for (info, text) in infos.iter().zip(&texts) {
+            assert_eq!(read_all(&store, &info.sha256), *text);
+        }
     }
 
     #[test]
