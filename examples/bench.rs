@@ -29,7 +29,7 @@ struct Args {
 fn args() -> Result<Args> {
     let mut a = Args {
         attachments: 20_000,
-        attachment_kb: 100,
+        attachment_kb: 220,
         db_mb: 200,
         layout: Layout::FilesV1 { l1: 10, l2: 20 },
         dir: std::env::temp_dir(),
