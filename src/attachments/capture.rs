@@ -90,8 +90,14 @@ pub fn capture(
         return Ok(stats);
     }
     let walker = Walker::new(source)?;
-    let previous = match &opts.previous_index {
-        Some(path) => PrevIndex::new(read_index(path)?),
+    // An unreadable previous index only costs re-reading every file.
+    let rows = opts.previous_index.as_deref().and_then(|path| {
+        read_index(path)
+            .inspect_err(|e| tracing::warn!("not reusing checksums of the previous set: {e:#}"))
+            .ok()
+    });
+    let previous = match rows {
+        Some(rows) => PrevIndex::new(rows),
         None => PrevIndex::none(),
     };
     let (job_tx, job_rx) = sync_channel::<Job>(WINDOW);

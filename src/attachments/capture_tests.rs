@@ -189,3 +189,11 @@ fn a_file_whose_size_disagrees_with_what_was_read_is_never_stored() {
     assert_eq!(fs::read_dir(f.objects.join(".tmp")).unwrap().count(), 0);
     assert_eq!(stored_bytes(&f.objects), 0);
 }
+
+#[test]
+fn an_unreadable_previous_index_means_reading_everything_not_failing() {
+    let f = fixture();
+    let (stats, entries) = run(&f, "a.jsonl.zst", Some("missing.jsonl.zst"));
+    assert_eq!((stats.read_files, stats.reused), (4, 0));
+    assert_eq!(entries.len(), 11);
+}
