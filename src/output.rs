@@ -108,7 +108,11 @@ pub fn verify_summary(r: &VerifyReport) {
     println!(
         "set {} {}: {} files, {} checked in {:.1}s",
         r.set,
-        if r.ok { "OK" } else { "DAMAGED" },
+        if r.ok {
+            "OK".to_string()
+        } else {
+            format!("FAILED ({} problems)", r.problems_total)
+        },
         r.checked_files,
         bytes(r.checked_bytes),
         r.seconds

@@ -136,3 +136,13 @@ fn damage_to_one_set_leaves_another_intact() {
     let run = env.verify(&first);
     assert_eq!(run.code, 0, "{:#?}", problems(&run.json));
 }
+
+#[test]
+fn a_missing_manifest_checksum_is_reported_and_the_rest_still_checked() {
+    let (env, set) = backed_up();
+    fs::remove_file(env.set_dir(&set).join("manifest.json.sha256")).unwrap();
+    expect_problem(&env, &set, "manifest", "manifest.json.sha256");
+    // The manifest could still be read, so the objects were checked too.
+    let run = env.verify(&set);
+    assert!(num(&run.json, "checked_files") > 4, "{:#}", run.json);
+}
