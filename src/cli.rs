@@ -37,8 +37,63 @@ pub enum Command {
     Backup(BackupArgs),
     /// List the sets in the repository.
     List(JsonArg),
+    /// Re-read a set (dump, archives, every stored object), check every
+    /// checksum, and prove again from the stored dump that no attachment is missing.
+    Verify(VerifyArgs),
+    /// Restore a set: the dump into a database, attachments and config into directories.
+    Restore(RestoreArgs),
+    /// Restore a set into a throwaway MariaDB and a scratch directory, check
+    /// everything, report the recovery time, clean up.
+    Drill(DrillArgs),
     /// Start a throwaway MariaDB with a generated Kopano store, back it up, clean up.
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The set: its id, or `latest` (the newest complete set).
+    pub set: String,
+    /// Load the dump into this database (on the configured server, or --mysql-*).
+    #[arg(long, value_name = "NAME")]
+    pub to_database: Option<String>,
+    /// Restore the attachment tree into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub to_attachments: Option<PathBuf>,
+    /// Restore the Kopano config directory into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub to_config: Option<PathBuf>,
+    /// Replace a non-empty database; move files the set does not hold into a
+    /// kcbackup-quarantine-<time> folder beside a non-empty directory.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long, value_name = "PATH")]
+    pub mysql_socket: Option<PathBuf>,
+    #[arg(long, value_name = "HOST")]
+    pub mysql_host: Option<String>,
+    #[arg(long, value_name = "PORT")]
+    pub mysql_port: Option<u16>,
+    #[arg(long, value_name = "USER")]
+    pub mysql_user: Option<String>,
+    /// A file holding the password (never give it on the command line).
+    #[arg(long, value_name = "FILE")]
+    pub mysql_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// The set: its id, or `latest` (the newest complete set).
+    #[arg(default_value = "latest")]
+    pub set: String,
+    /// Leave the scratch directory (server stopped) behind and print where.
+    #[arg(long)]
+    pub keep: bool,
+    /// Where to create the scratch directory [default: $TMPDIR or /tmp].
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: JsonArg,
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +111,18 @@ pub struct BackupArgs {
     /// How to freeze the attachment store: auto, none, btrfs, lvm.
     #[arg(long, value_enum)]
     pub snapshot: Option<SnapshotArg>,
+    /// Read and hash every attachment, even those unchanged since the last set.
+    #[arg(long)]
+    pub rehash: bool,
+    #[command(flatten)]
+    pub output: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The set to check: its id, or `latest` (the newest complete set).
+    #[arg(default_value = "latest")]
+    pub set: String,
     #[command(flatten)]
     pub output: JsonArg,
 }

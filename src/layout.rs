@@ -6,6 +6,10 @@ use std::path::PathBuf;
 
 use crate::error::config_error;
 
+/// Why a set cannot be made for the `s3` backend.
+pub const S3_UNSUPPORTED: &str = "attachment_storage s3 is not supported yet: kcbackup can back up \
+     attachments stored in files (files, files_v1-L1-L2, files_v2) or in the database";
+
 /// One attachment storage backend, as named in `settings.attachment_storage`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -43,6 +47,21 @@ impl Layout {
             }
         }
         config_error(format!("unknown attachment_storage backend {name:?}"))
+    }
+
+    /// The layout a backup works with: the database's value (authoritative),
+    /// else the configured one, where `auto` means `files_v2` (Kopano's rule).
+    /// `s3` is refused: its data is not on this machine.
+    pub fn resolve(dumped: Option<&str>, configured: &str) -> anyhow::Result<Layout> {
+        let name = match dumped {
+            Some(name) => name,
+            None if configured.trim() == "auto" => "files_v2",
+            None => configured,
+        };
+        match Layout::parse(name)? {
+            Layout::S3 => config_error(S3_UNSUPPORTED),
+            layout => Ok(layout),
+        }
     }
 
     /// For `files_v1`: the directory of instance `id`, relative to `attachment_path`.
@@ -92,6 +111,21 @@ mod tests {
         assert_eq!(Layout::parse("database").unwrap(), Layout::Database);
         assert!(Layout::parse("files_v1-0-3").is_err());
         assert!(Layout::parse("auto").is_err());
+    }
+
+    #[test]
+    fn the_database_value_wins_and_s3_is_refused_as_a_config_error() {
+        assert_eq!(
+            Layout::resolve(Some("files_v1-16-32"), "files").unwrap(),
+            Layout::FilesV1 { l1: 16, l2: 32 }
+        );
+        assert_eq!(Layout::resolve(None, "auto").unwrap(), Layout::FilesV2);
+        assert_eq!(Layout::resolve(None, "database").unwrap(), Layout::Database);
+        for (dumped, configured) in [(Some("s3"), "auto"), (None, "s3")] {
+            let err = Layout::resolve(dumped, configured).unwrap_err();
+            assert!(err.to_string().contains("not supported yet"), "{err}");
+            assert_eq!(crate::error::exit_for(&err), crate::error::Exit::Usage);
+        }
     }
 
     #[test]

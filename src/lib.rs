@@ -7,10 +7,14 @@
 //!
 //! Main types: [`settings::Settings`] (validated configuration),
 //! [`dump::DumpReport`] (what the dump produced), [`repo::Repository`]
-//! (sets, objects, lock) and [`repo::manifest::Manifest`].
+//! (sets, objects, lock), [`repo::manifest::Manifest`], the attachment
+//! index ([`attachments::IndexEntry`]) and the proof ([`crossref::CrossRef`]).
 
+pub mod attachments;
 pub mod cli;
 pub mod commands;
+pub mod config_archive;
+pub mod crossref;
 pub mod dump;
 pub mod error;
 pub mod generator;
@@ -24,6 +28,7 @@ pub mod sandbox;
 pub mod settings;
 pub mod signals;
 pub mod snapshot;
+pub mod walk;
 
 use std::io::IsTerminal;
 
@@ -41,6 +46,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
             let progress = progress::for_terminal();
             let opts = commands::backup::BackupOptions {
                 tag: args.tag.clone(),
+                rehash: args.rehash,
             };
             let report = commands::backup::run(&settings, &opts, progress.as_ref())?;
             for w in &report.warnings {
@@ -53,7 +59,65 @@ pub fn run(cli: Cli) -> Result<Exit> {
             }
             Ok(match report.status {
                 repo::manifest::SetStatus::Complete => Exit::Ok,
-                repo::manifest::SetStatus::Incomplete => Exit::Incomplete,
+                repo::manifest::SetStatus::Incomplete => {
+                    output::incomplete(&report);
+                    Exit::Incomplete
+                }
+            })
+        }
+        Command::Verify(args) => {
+            let settings = settings()?;
+            let progress = progress::for_terminal();
+            let opts = commands::verify::VerifyOptions {
+                set: args.set.clone(),
+            };
+            let report = commands::verify::run(&settings, &opts, progress.as_ref())?;
+            if args.output.json {
+                output::json(&report)?;
+            } else {
+                output::verify_summary(&report);
+            }
+            Ok(if report.ok {
+                Exit::Ok
+            } else {
+                Exit::Incomplete
+            })
+        }
+        Command::Restore(args) => {
+            let settings = settings()?;
+            let opts = commands::restore::RestoreOptions {
+                set: args.set.clone(),
+                to_database: args.to_database.clone(),
+                to_attachments: args.to_attachments.clone(),
+                to_config: args.to_config.clone(),
+                mysql: restore_target(&settings, args)?,
+                force: args.force,
+            };
+            let report = commands::restore::run(&settings, &opts)?;
+            if args.output.json {
+                output::json(&report)?;
+            } else {
+                output::restore_summary(&report);
+            }
+            Ok(Exit::Ok)
+        }
+        Command::Drill(args) => {
+            let settings = settings()?;
+            let opts = commands::drill::DrillOptions {
+                set: args.set.clone(),
+                keep: args.keep,
+                scratch_parent: args.scratch.clone(),
+            };
+            let report = commands::drill::run(&settings, &opts)?;
+            if args.output.json {
+                output::json(&report)?;
+            } else {
+                output::drill_summary(&report);
+            }
+            Ok(if report.ok {
+                Exit::Ok
+            } else {
+                Exit::Incomplete
             })
         }
         Command::List(args) => {
@@ -74,10 +138,37 @@ pub fn run(cli: Cli) -> Result<Exit> {
             } else {
                 output::demo_summary(&report);
             }
-            Ok(match report.backup.status {
-                repo::manifest::SetStatus::Complete => Exit::Ok,
-                repo::manifest::SetStatus::Incomplete => Exit::Incomplete,
+            Ok(if report.ok() {
+                Exit::Ok
+            } else {
+                Exit::Incomplete
             })
         }
     }
+}
+
+/// The server `restore --to-database` loads into: the configured one, with
+/// any `--mysql-*` flags laid over it.
+fn restore_target(
+    settings: &settings::Settings,
+    args: &cli::RestoreArgs,
+) -> Result<Option<settings::MysqlTarget>> {
+    let mut target = settings.mysql.clone();
+    if let Some(socket) = &args.mysql_socket {
+        target.socket = Some(socket.clone());
+        target.host = "localhost".into();
+    }
+    if let Some(host) = &args.mysql_host {
+        target.host = host.clone();
+    }
+    if let Some(port) = args.mysql_port {
+        target.port = port;
+    }
+    if let Some(user) = &args.mysql_user {
+        target.user = user.clone();
+    }
+    if let Some(file) = &args.mysql_password_file {
+        target.password = settings::read_password_file(file)?;
+    }
+    Ok(Some(target))
 }

@@ -6,7 +6,10 @@ use serde::Serialize;
 
 use crate::commands::backup::BackupReport;
 use crate::commands::demo::DemoReport;
+use crate::commands::drill::DrillReport;
 use crate::commands::list::SetLine;
+use crate::commands::restore::RestoreReport;
+use crate::commands::verify::VerifyReport;
 
 /// Prints `value` as one pretty JSON document on stdout.
 pub fn json<T: Serialize>(value: &T) -> Result<()> {
@@ -45,6 +48,44 @@ pub fn backup_summary(r: &BackupReport) {
         r.kopano_version.as_deref().unwrap_or("unknown"),
         r.storage_backend.as_deref().unwrap_or("unknown")
     );
+    let a = &r.attachments;
+    let c = &a.capture;
+    println!(
+        "  attachments {} referenced, {} present, {} missing, {} extra, {} leftovers{}",
+        a.proof.referenced,
+        a.proof.present,
+        a.proof.missing,
+        a.proof.extra,
+        a.proof.leftovers,
+        if a.proof.corrupt > 0 {
+            format!(", {} CORRUPT", a.proof.corrupt)
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "  captured   {} files, {}: {} read, {} unchanged; {} new objects, {} written",
+        c.files,
+        bytes(c.bytes),
+        c.read_files,
+        c.reused,
+        c.new_objects,
+        bytes(c.written_bytes)
+    );
+    println!(
+        "  config     {} entries, {} from {}",
+        r.config.entries,
+        bytes(r.config.bytes),
+        r.config.source.display()
+    );
+    match r.snapshot.window_ms {
+        Some(ms) => println!(
+            "  snapshot   {} {}, taken {ms} ms after the dump's transaction began",
+            r.snapshot.method.as_str(),
+            r.snapshot.name.as_deref().unwrap_or("")
+        ),
+        None => println!("  snapshot   {}", r.snapshot_note),
+    }
     let phases: Vec<String> = r
         .phases
         .iter()
@@ -53,26 +94,87 @@ pub fn backup_summary(r: &BackupReport) {
     println!("  took       {:.1}s ({})", r.duration_s, phases.join(", "));
 }
 
+/// On stderr: why the set is incomplete, with the missing instance ids.
+pub fn incomplete(r: &BackupReport) {
+    let p = &r.attachments.proof;
+    let ids: Vec<String> = p.missing_ids.iter().map(u32::to_string).collect();
+    eprintln!(
+        "kcbackup: set {} is INCOMPLETE: {} of {} referenced attachment instances missing, {} corrupt",
+        r.set, p.missing, p.referenced, p.corrupt
+    );
+    if !ids.is_empty() {
+        let more = if p.missing as usize > ids.len() {
+            " ..."
+        } else {
+            ""
+        };
+        eprintln!("missing instance ids: {}{more}", ids.join(" "));
+    }
+    for path in &p.corrupt_paths {
+        eprintln!("corrupt: {path}");
+    }
+}
+
+pub fn verify_summary(r: &VerifyReport) {
+    println!(
+        "set {} {}: {} files, {} checked in {:.1}s",
+        r.set,
+        if r.ok {
+            "OK".to_string()
+        } else {
+            format!("FAILED ({} problems)", r.problems_total)
+        },
+        r.checked_files,
+        bytes(r.checked_bytes),
+        r.seconds
+    );
+    if let Some(a) = &r.attachments {
+        println!(
+            "  attachments {} referenced, {} present, {} missing, {} corrupt",
+            a.referenced, a.present, a.missing, a.corrupt
+        );
+    }
+    for p in &r.problems {
+        println!("  {:<18} {}: {}", p.kind, p.path, p.detail);
+    }
+    if r.problems_total > r.problems.len() as u64 {
+        println!("  ... {} problems in all", r.problems_total);
+    }
+}
+
 pub fn list(lines: &[SetLine]) {
     if lines.is_empty() {
         println!("no sets");
         return;
     }
     println!(
-        "{:<22} {:<20} {:<11} {:>10}  tag",
-        "set", "time", "status", "size"
+        "{:<22} {:<20} {:<11} {:>10}  {:<26} tag",
+        "set", "time", "status", "size", "last drill"
     );
     for l in lines {
         let time = l
             .time
             .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_default();
+        let drill = l
+            .last_drill
+            .as_ref()
+            .map(|d| {
+                format!(
+                    "{} {} {:.0}s",
+                    d.time.format("%Y-%m-%d %H:%M"),
+                    if d.ok { "pass" } else { "FAIL" },
+                    d.recovery_s
+                )
+            })
+            .unwrap_or_else(|| "never".into());
         println!(
-            "{:<22} {:<20} {:<11} {:>10}  {}",
+            "{:<22} {:<20} {:<11} {:>10}  {:<26} {}",
             l.id,
             time,
             l.status,
             bytes(l.bytes),
+            drill,
             l.tag.as_deref().unwrap_or("")
         );
         if let Some(p) = &l.problem {
@@ -88,9 +190,79 @@ pub fn demo_summary(r: &DemoReport) {
         r.store.tables, r.store.referenced_instances, r.store.storage_backend
     );
     backup_summary(&r.backup);
+    println!();
+    verify_summary(&r.verify);
+    println!();
+    drill_summary(&r.drill);
+    println!();
     if r.kept {
         println!("kept {} (server stopped)", r.dir.display());
     } else {
         println!("cleaned up {}", r.dir.display());
+    }
+}
+
+pub fn restore_summary(r: &RestoreReport) {
+    println!("restored set {} in {:.1}s", r.set, r.seconds);
+    if let Some(db) = &r.database {
+        println!(
+            "  database    `{}`: {} of SQL in {:.1}s",
+            db.database,
+            bytes(db.bytes),
+            db.seconds
+        );
+    }
+    for (what, tree) in [("attachments", &r.attachments), ("config", &r.config)] {
+        if let Some(t) = tree {
+            println!(
+                "  {what:<11} {}: {} files, {} in {:.1}s, checksums verified",
+                t.target.display(),
+                t.files,
+                bytes(t.bytes),
+                t.seconds
+            );
+            if let Some(q) = &t.quarantine {
+                println!(
+                    "              {} files moved aside into {}",
+                    t.quarantined,
+                    q.display()
+                );
+            }
+        }
+    }
+    for note in &r.notes {
+        println!("  note: {note}");
+    }
+}
+
+pub fn drill_summary(r: &DrillReport) {
+    println!(
+        "drill of set {}: {}",
+        r.set,
+        if r.ok { "PASSED" } else { "FAILED" }
+    );
+    for c in &r.checks {
+        println!(
+            "  [{}] {:<22} {}",
+            if c.ok { " ok " } else { "FAIL" },
+            c.name,
+            c.detail
+        );
+    }
+    let d = &r.durations;
+    println!(
+        "  recovery time {:.1}s: database load {:.1}s, attachments {:.1}s, config {:.1}s, checks {:.1}s",
+        d.total, d.database_load, d.attachment_restore, d.config_restore, d.checks
+    );
+    println!(
+        "  restored {} of SQL ({} tables, {} rows), {} files ({})",
+        bytes(r.sql_bytes),
+        r.tables,
+        r.rows,
+        r.files,
+        bytes(r.attachment_bytes)
+    );
+    if let Some(dir) = &r.kept {
+        println!("  kept {} (server stopped)", dir.display());
     }
 }

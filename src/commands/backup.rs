@@ -2,26 +2,39 @@
 //! dump the database FIRST (its snapshot defines what must be present),
 //! capture the rest, prove completeness, write the manifest last, publish.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::dump::{self, DumpFiles};
+use crate::attachments::{self, CaptureOptions};
+use crate::config_archive::{self, ConfigInfo};
+use crate::crossref;
+use crate::dump::{self, DumpFiles, DumpReport};
+use crate::layout::Layout;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::repo::manifest::{DatabaseInfo, FORMAT, KopanoInfo, Manifest, Phase, SetStatus};
+use crate::repo::manifest::{
+    AttachmentsInfo, DatabaseInfo, FORMAT, KopanoInfo, Manifest, Phase, SetStatus,
+};
 use crate::settings::Settings;
+use crate::signals;
+use crate::snapshot::{self, Request, SnapshotInfo};
 
 /// File names inside a set.
 pub const DUMP_FILE: &str = "db.sql.zst";
 pub const REFERENCES_FILE: &str = "singleinstances.jsonl.zst";
 pub const LOB_FILE: &str = "lob.jsonl.zst";
+pub const ATTACHMENTS_FILE: &str = "attachments.jsonl.zst";
+pub const CONFIG_FILE: &str = "config.tar.zst";
 
 #[derive(Debug, Clone, Default)]
 pub struct BackupOptions {
     pub tag: Option<String>,
+    /// Read every attachment, trusting no checksum of an earlier set.
+    pub rehash: bool,
 }
 
 /// What `backup` reports (also its `--json` output).
@@ -32,11 +45,19 @@ pub struct BackupReport {
     pub db: DbSummary,
     pub kopano_version: Option<String>,
     pub storage_backend: Option<String>,
+    pub attachments: AttachmentsInfo,
+    pub config: ConfigSummary,
+    /// The snapshot actually used (`method`: btrfs, lvm or none) and `window_ms`.
+    pub snapshot: SnapshotInfo,
+    /// What was snapshotted, or why nothing (said once).
+    pub snapshot_note: String,
     pub duration_s: f64,
     pub phases: Vec<Phase>,
     pub warnings: Vec<String>,
     /// Hidden work directories of crashed earlier runs that were removed.
     pub removed_leftovers: Vec<String>,
+    /// Snapshots and mounts of crashed earlier runs that were removed.
+    pub removed_snapshots: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -48,11 +69,19 @@ pub struct DbSummary {
     pub rows: u64,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigSummary {
+    pub source: PathBuf,
+    pub entries: usize,
+    pub bytes: u64,
+}
+
 pub fn run(
     settings: &Settings,
     opts: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
+    signals::install()?;
     let started = Utc::now();
     let clock = Instant::now();
     let mut phases = Vec::new();
@@ -62,36 +91,119 @@ pub fn run(
     let repo = Repository::open_or_create(&settings.repository)?;
     let lock = repo.lock_exclusive()?;
     let removed_leftovers = repo.remove_leftovers(&lock)?;
-    for name in &removed_leftovers {
+    let plan = snapshot::plan(&Request::from_settings(settings))?;
+    let removed_snapshots = snapshot::remove_stale(&plan)?;
+    for name in removed_leftovers.iter().chain(&removed_snapshots) {
         tracing::warn!("removed {name}, left by an earlier run that did not finish");
     }
     let set = repo.begin_set(&lock, started)?;
 
-    // 2. The database first: what its snapshot references must be present later.
+    // 2. The database first: what its snapshot references must be present
+    //    later. The filesystem snapshot is taken the moment the dump's
+    //    transaction is open, while the dump goes on streaming.
     let files = DumpFiles {
         dump: &set.path(DUMP_FILE),
         singleinstances: &set.path(REFERENCES_FILE),
         lob: &set.path(LOB_FILE),
     };
-    let db = dump::run(&settings.mysql, &files, progress, |_| {})
-        .context("the database dump failed; no set was published")?;
-    phases.push(Phase {
-        name: "dump".into(),
-        seconds: db.seconds,
-    });
-    let findings = &db.findings;
-    if let Some(dumped) = &findings.attachment_storage {
-        let configured = settings.attachment_storage.as_str();
-        if configured != "auto" && configured != dumped {
-            warnings.push(format!(
-                "server.cfg says attachment_storage = {configured}, but the database uses {dumped}: \
-                 kopano-server would refuse to start with this configuration"
-            ));
-        }
+    let mut snap = None;
+    let db = dump::run(&settings.mysql, &files, progress, |_| {
+        snap = Some(snapshot::take(&plan, set.id()));
+    })
+    .map_err(signals::explain)
+    .context("the database dump failed; no set was published")?;
+    // A dump of a database without tables never opens one: snapshot now.
+    let snap = match snap {
+        Some(taken) => taken,
+        None => snapshot::take(&plan, set.id()),
     }
+    .context("while taking the filesystem snapshot; no set was published")?;
+    phases.push(phase("dump", db.seconds));
+    signals::check()?;
+    let findings = &db.findings;
+    warnings.extend(storage_conflict(
+        settings,
+        findings.attachment_storage.as_deref(),
+    ));
+    // Which layout to prove against; s3 stops here (exit 2, nothing published).
+    let layout = Layout::resolve(
+        findings.attachment_storage.as_deref(),
+        &settings.attachment_storage,
+    )?;
 
-    // 3. The manifest last; then one rename makes the set visible.
-    let status = SetStatus::Complete;
+    // 3. The attachment store, from the snapshot when there is one: whatever
+    //    the dump references was written before its transaction began.
+    let previous = if opts.rehash {
+        None
+    } else {
+        previous_set(&repo)?
+    };
+    let store = repo.objects()?;
+    let capture_opts = CaptureOptions {
+        previous_index: previous.as_ref().map(|(_, index)| index.clone()),
+        ..CaptureOptions::default()
+    };
+    let capture = attachments::capture(
+        &snap.view_path(&settings.attachment_path),
+        &store,
+        &set.path(ATTACHMENTS_FILE),
+        &capture_opts,
+        progress,
+    )
+    .map_err(signals::explain)
+    .with_context(|| {
+        format!(
+            "while capturing the attachment store {}",
+            settings.attachment_path.display()
+        )
+    })?;
+    phases.push(phase("attachments", capture.seconds));
+    if capture.source_missing && layout != Layout::Database {
+        warnings.push(format!(
+            "the attachment directory {} does not exist; nothing was captured",
+            settings.attachment_path.display()
+        ));
+    }
+    warnings.extend(capture_warnings(&capture));
+
+    // 4. Kopano's configuration (from the snapshot if it is on that volume).
+    let config_clock = Instant::now();
+    let mut config = config_archive::capture(
+        &snap.view_path(&settings.config_dir),
+        &set.path(CONFIG_FILE),
+        CONFIG_FILE,
+    )
+    .with_context(|| format!("while archiving {}", settings.config_dir.display()))?;
+    config.source = settings.config_dir.clone();
+    warnings.extend(config.notes.iter().map(|n| format!("config: {n}")));
+    phases.push(phase("config", config_clock.elapsed().as_secs_f64()));
+
+    // 5. Done with the snapshot. An LVM snapshot that overflowed fails the
+    //    backup here: what was read from it cannot be trusted.
+    let snapshot_info = snap.info(db.transaction_started)?;
+    snap.release()?;
+    signals::check()?;
+
+    // 6. The proof: every instance the dump references, against what was captured.
+    let proof_clock = Instant::now();
+    let proof = crossref::from_files(
+        layout,
+        findings.server_guid.as_deref(),
+        &set.path(REFERENCES_FILE),
+        &set.path(ATTACHMENTS_FILE),
+        &set.path(LOB_FILE),
+    )
+    .context("while checking the attachments against the dump")?;
+    phases.push(phase("crossref", proof_clock.elapsed().as_secs_f64()));
+    let status = if proof.is_complete() {
+        SetStatus::Complete
+    } else {
+        SetStatus::Incomplete
+    };
+
+    // 7. Objects durable before the manifest names them; the manifest last,
+    //    then one rename makes the set visible.
+    store.sync()?;
     let mut manifest = Manifest {
         format: FORMAT,
         tool_version: env!("CARGO_PKG_VERSION").into(),
@@ -110,21 +222,16 @@ pub fn run(
             config_dir: settings.config_dir.clone(),
             server_cfg: settings.server_cfg.clone(),
         },
-        database: DatabaseInfo {
-            database: settings.mysql.database.clone(),
-            server_version: db.server_version.clone(),
-            command: db.command.clone(),
-            binlog: db.binlog.clone(),
-            transaction_started: db.transaction_started,
-            file: DUMP_FILE.into(),
-            bytes: db.bytes,
-            sha256: db.sha256.clone(),
-            stored_bytes: db.stored_bytes,
-            stored_sha256: db.stored_sha256.clone(),
-            references_file: REFERENCES_FILE.into(),
-            lob_file: LOB_FILE.into(),
-            findings: db.findings.clone(),
+        database: database_info(settings, &db),
+        attachments: AttachmentsInfo {
+            source: settings.attachment_path.clone(),
+            index_file: ATTACHMENTS_FILE.into(),
+            previous_set: previous.map(|(id, _)| id),
+            proof,
+            capture,
         },
+        config,
+        snapshot: Some(snapshot_info.clone()),
         warnings: warnings.clone(),
         files: Vec::new(),
     };
@@ -144,11 +251,95 @@ pub fn run(
         },
         kopano_version: manifest.kopano.version.clone(),
         storage_backend: manifest.kopano.storage_backend.clone(),
+        attachments: manifest.attachments.clone(),
+        config: config_summary(&manifest.config),
+        snapshot: snapshot_info,
+        snapshot_note: plan.note.clone(),
         duration_s: clock.elapsed().as_secs_f64(),
         phases,
         warnings,
         removed_leftovers,
+        removed_snapshots,
     })
+}
+
+fn phase(name: &str, seconds: f64) -> Phase {
+    Phase {
+        name: name.into(),
+        seconds,
+    }
+}
+
+/// kopano-server refuses to start when server.cfg names another backend
+/// than the database uses (kopano-facts.md, section 3).
+fn storage_conflict(settings: &Settings, dumped: Option<&str>) -> Option<String> {
+    let configured = settings.attachment_storage.as_str();
+    let dumped = dumped?;
+    (configured != "auto" && configured != dumped).then(|| {
+        format!(
+            "server.cfg says attachment_storage = {configured}, but the database uses {dumped}: \
+             kopano-server would refuse to start with this configuration"
+        )
+    })
+}
+
+fn database_info(settings: &Settings, db: &DumpReport) -> DatabaseInfo {
+    DatabaseInfo {
+        database: settings.mysql.database.clone(),
+        server_version: db.server_version.clone(),
+        command: db.command.clone(),
+        binlog: db.binlog.clone(),
+        transaction_started: db.transaction_started,
+        file: DUMP_FILE.into(),
+        bytes: db.bytes,
+        sha256: db.sha256.clone(),
+        stored_bytes: db.stored_bytes,
+        stored_sha256: db.stored_sha256.clone(),
+        references_file: REFERENCES_FILE.into(),
+        lob_file: LOB_FILE.into(),
+        findings: db.findings.clone(),
+    }
+}
+
+/// The newest set with an intact manifest and its attachment index, whose
+/// checksums of unchanged files are reused. An incomplete set qualifies:
+/// its index is as accurate as any, and the store is checked to still hold
+/// each reused object, so one missing file does not cost a full re-read.
+fn previous_set(repo: &Repository) -> Result<Option<(String, PathBuf)>> {
+    let newest = repo.sets()?.into_iter().rev().find_map(|set| {
+        let manifest = set.manifest.ok()?;
+        let name = &manifest.attachments.index_file;
+        let listed = !name.is_empty() && manifest.files.iter().any(|f| &f.name == name);
+        listed.then(|| (set.id, set.dir.join(name)))
+    });
+    Ok(newest)
+}
+
+/// What a human should hear about files that could not be captured.
+fn capture_warnings(c: &attachments::CaptureStats) -> Vec<String> {
+    let mut out = Vec::new();
+    if c.vanished > 0 {
+        out.push(format!(
+            "{} attachment files vanished while the store was read (deleted after the dump; \
+             harmless unless the dump references them)",
+            c.vanished
+        ));
+    }
+    for path in &c.unstable_paths {
+        out.push(format!("{path}: changed on every read, not captured"));
+    }
+    for why in &c.unreadable {
+        out.push(format!("not captured: {why}"));
+    }
+    out
+}
+
+fn config_summary(c: &ConfigInfo) -> ConfigSummary {
+    ConfigSummary {
+        source: c.source.clone(),
+        entries: c.entries.len(),
+        bytes: c.entries.iter().map(|e| e.size).sum(),
+    }
 }
 
 fn hostname() -> String {

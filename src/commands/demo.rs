@@ -1,6 +1,7 @@
 //! `kcbackup demo`: a newcomer sees the tool work in one command. It starts a
 //! throwaway MariaDB with a generated Kopano store in a temporary directory,
-//! backs it up with the real procedure, and cleans everything up.
+//! backs it up with the real procedure, verifies the set, drills a
+//! restore of it, and cleans everything up.
 
 use std::fs;
 use std::path::PathBuf;
@@ -28,6 +29,17 @@ pub struct DemoReport {
     pub kept: bool,
     pub store: StoreSummary,
     pub backup: BackupReport,
+    pub verify: super::verify::VerifyReport,
+    pub drill: super::drill::DrillReport,
+}
+
+impl DemoReport {
+    /// Backed up complete, verified clean, drilled successfully.
+    pub fn ok(&self) -> bool {
+        self.backup.status == crate::repo::manifest::SetStatus::Complete
+            && self.verify.ok
+            && self.drill.ok
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -66,6 +78,20 @@ pub fn run(opts: &DemoOptions, progress: &dyn Progress) -> Result<DemoReport> {
         ..Default::default()
     })?;
     let backup = backup::run(&settings, &BackupOptions::default(), progress)?;
+    let verify = super::verify::run(
+        &settings,
+        &super::verify::VerifyOptions {
+            set: backup.set.clone(),
+        },
+        progress,
+    )?;
+    let drill = super::drill::run(
+        &settings,
+        &super::drill::DrillOptions {
+            set: backup.set.clone(),
+            ..Default::default()
+        },
+    )?;
 
     sandbox.stop()?;
     let path = dir.path().to_path_buf();
@@ -81,5 +107,7 @@ pub fn run(opts: &DemoOptions, progress: &dyn Progress) -> Result<DemoReport> {
             tables: store.expected.row_counts.len(),
         },
         backup,
+        verify,
+        drill,
     })
 }

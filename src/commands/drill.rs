@@ -80,7 +80,11 @@ pub fn run(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     let started = Utc::now();
     let repo = Repository::open(&settings.repository)?;
     let _lock = repo.lock_shared()?;
-    let set = repo.resolve(if opts.set.is_empty() { "latest" } else { &opts.set })?;
+    let set = repo.resolve(if opts.set.is_empty() {
+        "latest"
+    } else {
+        &opts.set
+    })?;
     let mut report = DrillReport {
         set: set.id.clone(),
         started,
@@ -123,9 +127,14 @@ pub fn run(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     match database::restore(&set.dir, &manifest, &target, false) {
         Ok(db) => {
             report.sql_bytes = db.bytes;
-            report.checks.push(passed("database load", format!("{} bytes of SQL", db.bytes)));
+            report.checks.push(passed(
+                "database load",
+                format!("{} bytes of SQL", db.bytes),
+            ));
         }
-        Err(e) => report.checks.push(failed("database load", format!("{e:#}"))),
+        Err(e) => report
+            .checks
+            .push(failed("database load", format!("{e:#}"))),
     }
     report.durations.database_load = t.elapsed().as_secs_f64();
 
@@ -140,10 +149,15 @@ pub fn run(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
                 report.attachment_bytes = tree.bytes;
                 report.checks.push(passed(
                     "attachment restore",
-                    format!("{} files, {} bytes, every checksum verified", tree.files, tree.bytes),
+                    format!(
+                        "{} files, {} bytes, every checksum verified",
+                        tree.files, tree.bytes
+                    ),
                 ));
             }
-            Err(e) => report.checks.push(failed("attachment restore", format!("{e:#}"))),
+            Err(e) => report
+                .checks
+                .push(failed("attachment restore", format!("{e:#}"))),
         }
     }
     report.durations.attachment_restore = t.elapsed().as_secs_f64();
@@ -159,7 +173,10 @@ pub fn run(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
             &mut tree,
             &mut notes,
         ) {
-            Ok(()) => passed("config restore", format!("{} files, checksums verified", tree.files)),
+            Ok(()) => passed(
+                "config restore",
+                format!("{} files, checksums verified", tree.files),
+            ),
             Err(e) => failed("config restore", format!("{e:#}")),
         };
         report.checks.push(check);
@@ -170,10 +187,23 @@ pub fn run(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     let t = Instant::now();
     if report.checks.iter().all(|c| c.ok) {
         let client = Client::new(&target)?;
-        report.checks.extend(check_database(&client, &manifest, &mut report.tables, &mut report.rows));
-        report.checks.push(check_references(&client, &manifest, &attachments, &mut report.referenced));
+        report.checks.extend(check_database(
+            &client,
+            &manifest,
+            &mut report.tables,
+            &mut report.rows,
+        ));
+        report.checks.push(check_references(
+            &client,
+            &manifest,
+            &attachments,
+            &mut report.referenced,
+        ));
         if !manifest.attachments.index_file.is_empty() {
-            report.checks.push(check_files(&set.dir.join(&manifest.attachments.index_file), &attachments));
+            report.checks.push(check_files(
+                &set.dir.join(&manifest.attachments.index_file),
+                &attachments,
+            ));
         }
     }
     report.durations.checks = t.elapsed().as_secs_f64();
@@ -183,17 +213,27 @@ pub fn run(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     if opts.keep {
         report.kept = Some(scratch.keep());
     } else {
-        scratch.close().context("while removing the drill's scratch directory")?;
+        scratch
+            .close()
+            .context("while removing the drill's scratch directory")?;
     }
     finish(&repo, report, clock)
 }
 
 fn passed(name: &str, detail: String) -> Check {
-    Check { name: name.into(), ok: true, detail }
+    Check {
+        name: name.into(),
+        ok: true,
+        detail,
+    }
 }
 
 fn failed(name: &str, detail: String) -> Check {
-    Check { name: name.into(), ok: false, detail }
+    Check {
+        name: name.into(),
+        ok: false,
+        detail,
+    }
 }
 
 /// Sets the verdict and total time, and writes the report into the repository.
@@ -202,7 +242,11 @@ fn finish(repo: &Repository, mut report: DrillReport, clock: Instant) -> Result<
     report.durations.total = clock.elapsed().as_secs_f64();
     let dir = repo.root().join(DRILLS_DIR);
     fs::create_dir_all(&dir)?;
-    let name = format!("{}--{}.json", report.set, report.started.format("%Y%m%dT%H%M%S%.3fZ"));
+    let name = format!(
+        "{}--{}.json",
+        report.set,
+        report.started.format("%Y%m%dT%H%M%S%.3fZ")
+    );
     fs::write(dir.join(name), serde_json::to_vec_pretty(&report)?)
         .context("while recording the drill in the repository")?;
     Ok(report)
@@ -232,7 +276,12 @@ fn quote_ident(name: &str) -> String {
 }
 
 /// Row counts, Kopano version and storage backend against the manifest.
-fn check_database(client: &Client, manifest: &Manifest, tables: &mut usize, rows: &mut u64) -> Vec<Check> {
+fn check_database(
+    client: &Client,
+    manifest: &Manifest,
+    tables: &mut usize,
+    rows: &mut u64,
+) -> Vec<Check> {
     let expected = &manifest.database.findings.row_counts;
     let mut mismatches = Vec::new();
     for (table, want) in expected {
@@ -243,12 +292,22 @@ fn check_database(client: &Client, manifest: &Manifest, tables: &mut usize, rows
             .and_then(|v| v.parse::<u64>().ok());
         *rows += got.unwrap_or(0);
         if got != Some(*want) {
-            mismatches.push(format!("{table}: {want} in the dump, {} restored", got.map_or("none".into(), |g| g.to_string())));
+            mismatches.push(format!(
+                "{table}: {want} in the dump, {} restored",
+                got.map_or("none".into(), |g| g.to_string())
+            ));
         }
     }
     *tables = expected.len();
     let mut checks = vec![if mismatches.is_empty() {
-        passed("row counts", format!("{} tables, {} rows, all equal to the dump's", expected.len(), rows))
+        passed(
+            "row counts",
+            format!(
+                "{} tables, {} rows, all equal to the dump's",
+                expected.len(),
+                rows
+            ),
+        )
     } else {
         failed("row counts", mismatches.join("; "))
     }];
@@ -272,13 +331,25 @@ fn check_database(client: &Client, manifest: &Manifest, tables: &mut usize, rows
         });
     checks.push(match version {
         Ok(v) if v == manifest.kopano.version => passed("kopano version", v.unwrap_or_default()),
-        Ok(v) => failed("kopano version", format!("restored {v:?}, manifest {:?}", manifest.kopano.version)),
+        Ok(v) => failed(
+            "kopano version",
+            format!("restored {v:?}, manifest {:?}", manifest.kopano.version),
+        ),
         Err(e) => failed("kopano version", format!("{e:#}")),
     });
-    let backend = client.query_value("SELECT value FROM settings WHERE name = 'attachment_storage'");
+    let backend =
+        client.query_value("SELECT value FROM settings WHERE name = 'attachment_storage'");
     checks.push(match backend {
-        Ok(b) if b == manifest.kopano.storage_backend => passed("storage backend", b.unwrap_or_default()),
-        Ok(b) => failed("storage backend", format!("restored {b:?}, manifest {:?}", manifest.kopano.storage_backend)),
+        Ok(b) if b == manifest.kopano.storage_backend => {
+            passed("storage backend", b.unwrap_or_default())
+        }
+        Ok(b) => failed(
+            "storage backend",
+            format!(
+                "restored {b:?}, manifest {:?}",
+                manifest.kopano.storage_backend
+            ),
+        ),
         Err(e) => failed("storage backend", format!("{e:#}")),
     });
     checks
@@ -286,7 +357,12 @@ fn check_database(client: &Client, manifest: &Manifest, tables: &mut usize, rows
 
 /// Every instance the RESTORED `singleinstances` references has its data
 /// where kopano-server will look for it.
-fn check_references(client: &Client, manifest: &Manifest, tree: &Path, referenced: &mut u64) -> Check {
+fn check_references(
+    client: &Client,
+    manifest: &Manifest,
+    tree: &Path,
+    referenced: &mut u64,
+) -> Check {
     let name = "attachments present";
     let Some(backend) = &manifest.kopano.storage_backend else {
         return failed(name, "the manifest names no storage backend".into());
@@ -295,7 +371,12 @@ fn check_references(client: &Client, manifest: &Manifest, tree: &Path, reference
         Ok(l) => l,
         Err(e) => return failed(name, format!("{e:#}")),
     };
-    let guid = manifest.database.findings.server_guid.clone().unwrap_or_default();
+    let guid = manifest
+        .database
+        .findings
+        .server_guid
+        .clone()
+        .unwrap_or_default();
     let lob_ok = if layout == Layout::Database {
         let mut ok = HashSet::new();
         let r = client.for_each_row(
@@ -322,19 +403,32 @@ fn check_references(client: &Client, manifest: &Manifest, tree: &Path, reference
         "SELECT instanceid, IFNULL(filename, '') FROM singleinstances ORDER BY instanceid",
         |row| {
             let mut cols = row.splitn(2, '\t');
-            let id: u32 = cols.next().unwrap_or_default().parse().map_err(|_| anyhow!("bad instanceid in {row:?}"))?;
+            let id: u32 = cols
+                .next()
+                .unwrap_or_default()
+                .parse()
+                .map_err(|_| anyhow!("bad instanceid in {row:?}"))?;
             let filename = cols.next().unwrap_or_default();
             let present = match layout {
                 Layout::FilesV1 { l1, l2 } => {
                     if last == Some(id) {
                         return Ok(());
                     }
-                    Layout::v1_candidates(l1, l2, id).iter().any(|p| readable(&tree.join(p)))
+                    Layout::v1_candidates(l1, l2, id)
+                        .iter()
+                        .any(|p| readable(&tree.join(p)))
                 }
                 Layout::FilesV2 => {
                     !filename.is_empty()
                         && readable(&tree.join(filename).join("content"))
-                        && tree.join(filename).join("holder").join(Layout::v2_holder_name(&hex::decode(&guid).unwrap_or_default(), id)).exists()
+                        && tree
+                            .join(filename)
+                            .join("holder")
+                            .join(Layout::v2_holder_name(
+                                &hex::decode(&guid).unwrap_or_default(),
+                                id,
+                            ))
+                            .exists()
                 }
                 Layout::Database => lob_ok.contains(&id),
                 Layout::S3 => false,
@@ -354,8 +448,19 @@ fn check_references(client: &Client, manifest: &Manifest, tree: &Path, reference
     );
     match r {
         Err(e) => failed(name, format!("{e:#}")),
-        Ok(()) if missing_count == 0 => passed(name, format!("{referenced} referenced instances, all readable where kopano-server looks ({layout})")),
-        Ok(()) => failed(name, format!("{missing_count} of {referenced} referenced instances missing: {}", missing.join(", "))),
+        Ok(()) if missing_count == 0 => passed(
+            name,
+            format!(
+                "{referenced} referenced instances, all readable where kopano-server looks ({layout})"
+            ),
+        ),
+        Ok(()) => failed(
+            name,
+            format!(
+                "{missing_count} of {referenced} referenced instances missing: {}",
+                missing.join(", ")
+            ),
+        ),
     }
 }
 
@@ -391,19 +496,23 @@ fn check_files(index: &Path, tree: &Path) -> Check {
                 anyhow::bail!("checksum differs from the set's");
             }
             if entry.path.ends_with(".gz") {
-                let mut gz = flate2::read::MultiGzDecoder::new(io::BufReader::new(File::open(&path)?));
+                let mut gz =
+                    flate2::read::MultiGzDecoder::new(io::BufReader::new(File::open(&path)?));
                 io::copy(&mut gz, &mut io::sink()).context("gzip does not decode")?;
             }
             Ok(())
         })();
-        if let Err(e) = result {
-            if bad.len() < LISTED {
-                bad.push(format!("{}: {e:#}", entry.path));
-            }
+        if let Err(e) = result
+            && bad.len() < LISTED
+        {
+            bad.push(format!("{}: {e:#}", entry.path));
         }
     }
     if bad.is_empty() {
-        passed(name, format!("{checked} files re-read: checksums equal, gzip files decode"))
+        passed(
+            name,
+            format!("{checked} files re-read: checksums equal, gzip files decode"),
+        )
     } else {
         failed(name, bad.join("; "))
     }

@@ -18,6 +18,16 @@ pub struct SetLine {
     pub bytes: u64,
     /// Why the set is damaged, if it is.
     pub problem: Option<String>,
+    /// The newest drill of this set, if any.
+    pub last_drill: Option<LastDrill>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastDrill {
+    pub time: DateTime<Utc>,
+    pub ok: bool,
+    /// The measured recovery time in seconds.
+    pub recovery_s: f64,
 }
 
 pub fn run(settings: &Settings) -> Result<Vec<SetLine>> {
@@ -26,11 +36,20 @@ pub fn run(settings: &Settings) -> Result<Vec<SetLine>> {
         return Ok(Vec::new());
     }
     let repo = Repository::open(root)?;
+    let drills = super::drill::last_drills(root);
+    let last_drill = |id: &str| {
+        drills.get(id).map(|d| LastDrill {
+            time: d.started,
+            ok: d.ok,
+            recovery_s: d.durations.total,
+        })
+    };
     Ok(repo
         .sets()?
         .into_iter()
         .map(|s| {
             let status = s.status().to_string();
+            let last_drill = last_drill(&s.id);
             match s.manifest {
                 Ok(m) => SetLine {
                     id: s.id,
@@ -39,6 +58,7 @@ pub fn run(settings: &Settings) -> Result<Vec<SetLine>> {
                     status,
                     bytes: m.stored_bytes(),
                     problem: None,
+                    last_drill,
                 },
                 Err(e) => SetLine {
                     id: s.id,
@@ -47,6 +67,7 @@ pub fn run(settings: &Settings) -> Result<Vec<SetLine>> {
                     status,
                     bytes: 0,
                     problem: Some(e),
+                    last_drill,
                 },
             }
         })

@@ -3,4 +3,7 @@
 
 pub mod backup;
 pub mod demo;
+pub mod drill;
 pub mod list;
+pub mod restore;
+pub mod verify;

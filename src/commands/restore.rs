@@ -43,7 +43,9 @@ pub struct RestoreReport {
 
 pub fn run(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> {
     if opts.to_database.is_none() && opts.to_attachments.is_none() && opts.to_config.is_none() {
-        return config_error("restore needs at least one of --to-database, --to-attachments, --to-config");
+        return config_error(
+            "restore needs at least one of --to-database, --to-attachments, --to-config",
+        );
     }
     let started = Instant::now();
     let repo = Repository::open(&settings.repository)?;
@@ -74,7 +76,12 @@ pub fn run(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
         if manifest.config.file.is_empty() {
             report.notes.push("the set holds no config archive".into());
         } else {
-            prepare_target(dir, manifest.config.entries.iter().cloned().map(Ok), opts.force, &mut tree)?;
+            prepare_target(
+                dir,
+                manifest.config.entries.iter().cloned().map(Ok),
+                opts.force,
+                &mut tree,
+            )?;
             restore_config(
                 &set.dir.join(&manifest.config.file),
                 &manifest.config.entries,

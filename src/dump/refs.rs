@@ -17,7 +17,8 @@ pub struct RefsWriter {
     lob: zstd::Encoder<'static, BufWriter<File>>,
 }
 
-fn encoder(path: &Path) -> Result<zstd::Encoder<'static, BufWriter<File>>> {
+/// A zstd JSON-lines file being written (also used for the attachment index).
+pub(crate) fn encoder(path: &Path) -> Result<zstd::Encoder<'static, BufWriter<File>>> {
     let file = File::create(path).with_context(|| format!("while creating {}", path.display()))?;
     Ok(zstd::Encoder::new(BufWriter::new(file), 3)?)
 }
@@ -51,7 +52,9 @@ impl ScanSink for RefsWriter {
 }
 
 /// Reads one of the files back, row by row.
-pub fn read_rows<T: DeserializeOwned>(path: &Path) -> Result<impl Iterator<Item = Result<T>>> {
+pub fn read_rows<T: DeserializeOwned>(
+    path: &Path,
+) -> Result<impl Iterator<Item = Result<T>> + use<T>> {
     let file = File::open(path).with_context(|| format!("while opening {}", path.display()))?;
     let reader = BufReader::new(zstd::Decoder::new(file)?);
     let shown = path.display().to_string();

@@ -58,6 +58,10 @@ impl<R: Read> HashReader<R> {
         }
     }
 
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
     pub fn finish(self) -> (u64, String) {
         (self.bytes, hex::encode(self.hasher.finalize()))
     }

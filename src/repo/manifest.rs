@@ -10,7 +10,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::digest::sha256_hex;
+use crate::attachments::CaptureStats;
+use crate::config_archive::ConfigInfo;
+use crate::crossref::CrossRef;
 use crate::dump::scanner::DumpFindings;
+use crate::snapshot::SnapshotInfo;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const MANIFEST_SUM: &str = "manifest.json.sha256";
@@ -95,6 +99,21 @@ pub struct KopanoInfo {
     pub server_cfg: PathBuf,
 }
 
+/// The attachment store in the set: where it came from, its index, the
+/// completeness proof and what the capture cost.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttachmentsInfo {
+    pub source: PathBuf,
+    /// Name of the index within the set (JSON lines, zstd).
+    pub index_file: String,
+    /// The set whose index supplied checksums of unchanged files, if any.
+    #[serde(default)]
+    pub previous_set: Option<String>,
+    #[serde(flatten)]
+    pub proof: CrossRef,
+    pub capture: CaptureStats,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: u32,
@@ -108,6 +127,14 @@ pub struct Manifest {
     pub phases: Vec<Phase>,
     pub kopano: KopanoInfo,
     pub database: DatabaseInfo,
+    #[serde(default)]
+    pub attachments: AttachmentsInfo,
+    #[serde(default)]
+    pub config: ConfigInfo,
+    /// The filesystem snapshot the attachments were read from, and the
+    /// consistency window between the dump's transaction and it.
+    #[serde(default)]
+    pub snapshot: Option<SnapshotInfo>,
     /// Warnings a human should read (e.g. a storage backend conflict).
     #[serde(default)]
     pub warnings: Vec<String>,
@@ -118,20 +145,45 @@ pub struct Manifest {
 impl Manifest {
     /// Reads the manifest of the set in `dir`, checking it against its checksum file.
     pub fn load(dir: &Path) -> Result<Manifest> {
+        let (json, mismatch) = Self::read(dir)?;
+        if let Some(why) = mismatch {
+            bail!(why);
+        }
+        Self::parse(dir, &json)
+    }
+
+    /// For `verify`: the manifest even when it does not match its checksum
+    /// file, together with that finding, so the rest can still be checked.
+    pub fn load_suspect(dir: &Path) -> Result<(Manifest, Option<String>)> {
+        let (json, mismatch) = Self::read(dir)?;
+        Ok((Self::parse(dir, &json)?, mismatch))
+    }
+
+    /// The manifest's bytes, and why they do not match the checksum file, if they do not.
+    fn read(dir: &Path) -> Result<(Vec<u8>, Option<String>)> {
         let path = dir.join(MANIFEST);
         let json = fs::read(&path).with_context(|| format!("while reading {}", path.display()))?;
         let sum_path = dir.join(MANIFEST_SUM);
-        let sum = fs::read_to_string(&sum_path)
-            .with_context(|| format!("while reading {}", sum_path.display()))?;
+        let sum = match fs::read_to_string(&sum_path) {
+            Ok(sum) => sum,
+            Err(e) => {
+                let why = format!("cannot read {}: {e}", sum_path.display());
+                return Ok((json, Some(why)));
+            }
+        };
         let expected = sum.split_whitespace().next().unwrap_or_default();
-        let actual = sha256_hex(&json);
-        if expected != actual {
-            bail!(
+        let mismatch = (expected != sha256_hex(&json)).then(|| {
+            format!(
                 "manifest checksum mismatch in {}: the manifest was modified or damaged",
                 dir.display()
-            );
-        }
-        serde_json::from_slice(&json).with_context(|| format!("while parsing {}", path.display()))
+            )
+        });
+        Ok((json, mismatch))
+    }
+
+    fn parse(dir: &Path, json: &[u8]) -> Result<Manifest> {
+        serde_json::from_slice(json)
+            .with_context(|| format!("while parsing {}", dir.join(MANIFEST).display()))
     }
 
     /// Total bytes of the set's own files (not shared objects).

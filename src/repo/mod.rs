@@ -8,6 +8,7 @@
 pub mod digest;
 pub mod lock;
 pub mod manifest;
+pub mod objects;
 pub mod set;
 
 use std::fs;
@@ -18,6 +19,7 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 
 pub use lock::{ExclusiveLock, SharedLock};
+pub use objects::ObjectStore;
 pub use set::{SetInfo, WorkSet};
 
 /// Prefix of sets still being written; never listed as sets.
@@ -76,10 +78,31 @@ impl Repository {
         SharedLock::acquire(&self.root.join("lock"))
     }
 
-    /// Removes work directories left by a crashed or killed run. Needs the
-    /// exclusive lock, so no live run's directory is touched.
+    /// The content-addressed store of file data shared by all sets.
+    pub fn objects(&self) -> Result<ObjectStore> {
+        ObjectStore::open(&self.objects_dir())
+    }
+
+    /// Removes work directories and half-written objects left by a crashed
+    /// or killed run. Needs the exclusive lock, so no live run's files are touched.
     pub fn remove_leftovers(&self, _lock: &ExclusiveLock) -> Result<Vec<String>> {
         let mut removed = Vec::new();
+        let tmp = self.objects_dir().join(objects::TMP_DIR);
+        if tmp.is_dir() {
+            let mut temps = 0;
+            for entry in fs::read_dir(&tmp).context("while listing unfinished objects")? {
+                let path = entry?.path();
+                fs::remove_file(&path)
+                    .with_context(|| format!("while removing leftover {}", path.display()))?;
+                temps += 1;
+            }
+            if temps > 0 {
+                removed.push(format!(
+                    "objects/{}/ ({temps} unfinished objects)",
+                    objects::TMP_DIR
+                ));
+            }
+        }
         for entry in fs::read_dir(self.sets_dir()).context("while listing the repository's sets")? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();

@@ -29,14 +29,24 @@ pub fn restore_config(
     let listed: HashMap<&str, &IndexEntry> = entries.iter().map(|e| (e.path.as_str(), e)).collect();
     fs::create_dir_all(target).with_context(|| format!("while creating {}", target.display()))?;
     report.target = target.to_path_buf();
-    let file = fs::File::open(archive).with_context(|| format!("while opening {}", archive.display()))?;
+    let file =
+        fs::File::open(archive).with_context(|| format!("while opening {}", archive.display()))?;
     let mut tar = tar::Archive::new(zstd::Decoder::new(file)?);
-    for item in tar.entries().with_context(|| format!("while reading {}", archive.display()))? {
+    for item in tar
+        .entries()
+        .with_context(|| format!("while reading {}", archive.display()))?
+    {
         let mut item = item.with_context(|| format!("while reading {}", archive.display()))?;
-        let rel = item.path()?.to_string_lossy().trim_end_matches('/').to_string();
+        let rel = item
+            .path()?
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .to_string();
         let path = safe_join(target, Path::new(&rel))?;
         let Some(entry) = listed.get(rel.as_str()) else {
-            bail!("{rel} is in the config archive but not in the manifest: the set was tampered with");
+            bail!(
+                "{rel} is in the config archive but not in the manifest: the set was tampered with"
+            );
         };
         match item.header().entry_type() {
             tar::EntryType::Directory => {
@@ -82,7 +92,9 @@ pub fn restore_config(
                 let inside = !Path::new(&link).is_absolute()
                     && safe_join(target, &Path::new(&rel).with_file_name(&link)).is_ok();
                 if !inside {
-                    notes.push(format!("{rel} -> {link}: points outside the target, not created"));
+                    notes.push(format!(
+                        "{rel} -> {link}: points outside the target, not created"
+                    ));
                     report.skipped += 1;
                     continue;
                 }

@@ -129,7 +129,8 @@ pub fn restore_tree(
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
                     Err(e) => {
-                        return Err(e).with_context(|| format!("while creating {}", path.display()));
+                        return Err(e)
+                            .with_context(|| format!("while creating {}", path.display()));
                     }
                 }
                 fs::set_permissions(&path, fs::Permissions::from_mode(entry.mode))?;
@@ -148,7 +149,10 @@ pub fn restore_tree(
                 let escapes = Path::new(&link).is_absolute()
                     || safe_join(target, &Path::new(&entry.path).with_file_name(&link)).is_err();
                 if escapes {
-                    bail!("refusing symlink {} -> {link}: it points outside the target", entry.path);
+                    bail!(
+                        "refusing symlink {} -> {link}: it points outside the target",
+                        entry.path
+                    );
                 }
                 create_parents(&path)?;
                 let _ = fs::remove_file(&path);
@@ -170,7 +174,10 @@ fn restore_file(store: &ObjectStore, entry: &IndexEntry, path: &Path, as_root: b
     };
     let encoding = entry.stored.unwrap_or(Encoding::Raw);
     create_parents(path)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".kcbackup-restore-{name}"));
     let _ = fs::remove_file(&tmp);
     let file = OpenOptions::new()

@@ -306,7 +306,7 @@ fn cfg_text(cfg: &KopanoCfg, file: &Path, name: &str) -> anyhow::Result<Option<S
 
 /// The file's content minus ONE trailing line end, which editors add.
 /// Errors name the file but never show its content.
-fn read_password_file(path: &Path) -> anyhow::Result<Secret> {
+pub fn read_password_file(path: &Path) -> anyhow::Result<Secret> {
     let bytes = std::fs::read(path).map_err(|e| {
         ConfigError(format!(
             "cannot read [mysql] password_file {}: {e}",

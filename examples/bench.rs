@@ -1,0 +1,345 @@
+//! Benchmark: kcbackup against the manual procedure, on a generated store in
+//! a throwaway MariaDB. Run through `scripts/bench` (see its header).
+//!
+//! Prints, in one run: (a) full backup vs `mysqldump | gzip; cp -r; cp -r`,
+//! (b) the attachment phase after 1% new attachments vs the full one,
+//! (c) `kcbackup verify` vs `sha256sum -c` over the same files, (d) peak RSS.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use kcbackup::generator::{self, StoreSpec};
+use kcbackup::layout::Layout;
+use kcbackup::mysql::{ClientDefaults, dump_program};
+use kcbackup::sandbox::{Sandbox, SandboxOptions};
+use serde_json::Value;
+
+struct Args {
+    attachments: u64,
+    attachment_kb: u64,
+    db_mb: u64,
+    layout: Layout,
+    dir: PathBuf,
+    keep: bool,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args {
+        attachments: 20_000,
+        attachment_kb: 220,
+        db_mb: 200,
+        layout: Layout::FilesV1 { l1: 10, l2: 20 },
+        dir: std::env::temp_dir(),
+        keep: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--attachments" => a.attachments = value()?.parse()?,
+            "--attachment-kb" => a.attachment_kb = value()?.parse()?,
+            "--db-mb" => a.db_mb = value()?.parse()?,
+            "--layout" => a.layout = Layout::parse(&value()?)?,
+            "--dir" => a.dir = PathBuf::from(value()?),
+            "--keep" => a.keep = true,
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    Ok(a)
+}
+
+/// One timed command: wall time, peak RSS of the largest process.
+struct Timed {
+    seconds: f64,
+    max_rss_kb: u64,
+    stdout: String,
+}
+
+fn timed(cmd: &[&str]) -> Result<Timed> {
+    let report = tempfile::NamedTempFile::new()?;
+    let started = Instant::now();
+    let out = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg("-o")
+        .arg(report.path())
+        .args(cmd)
+        .output()
+        .context("running /usr/bin/time (install the `time` package)")?;
+    let seconds = started.elapsed().as_secs_f64();
+    let code = out.status.code().unwrap_or(-1);
+    if code != 0 {
+        bail!(
+            "{cmd:?} exited {code}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = fs::read_to_string(report.path())?;
+    let max_rss_kb = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    Ok(Timed {
+        seconds,
+        max_rss_kb,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+    })
+}
+
+fn du(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    fs::read_dir(path)
+        .map(|rd| rd.flatten().map(|e| du(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+fn gib(n: u64) -> String {
+    format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64)
+}
+
+fn mib(kb: u64) -> String {
+    format!("{:.0} MiB", kb as f64 / 1024.0)
+}
+
+/// `target/<profile>/kcbackup`, beside `target/<profile>/examples/bench`.
+fn kcbackup_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|p| p.join("kcbackup"))
+        .context("where is the kcbackup binary?")?;
+    if !bin.is_file() {
+        bail!(
+            "{} is missing: build it first (scripts/bench does)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+fn phase(report: &Value, name: &str) -> f64 {
+    report["phases"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+        .and_then(|p| p["seconds"].as_f64())
+        .unwrap_or(f64::NAN)
+}
+
+fn main() -> Result<()> {
+    let a = args()?;
+    let work = tempfile::Builder::new()
+        .prefix("kcbench-")
+        .tempdir_in(&a.dir)?;
+    let root = work.path().to_path_buf();
+    println!("work directory: {}", root.display());
+
+    // A store of about the requested size: 1.5 attachments per message on average.
+    let users = 20u32;
+    let messages = (a.attachments as f64 / 1.5).ceil() as u64;
+    let spec = StoreSpec {
+        layout: a.layout,
+        users,
+        messages_per_user: (messages / u64::from(users)).max(1) as u32,
+        max_attachments_per_message: 3,
+        seed: 1,
+        attachment_bytes: a.attachment_kb * 1024,
+        lob_chunk: 384 * 1024,
+        body_bytes: (a.db_mb << 20) as usize / messages.max(1) as usize,
+        imap_copies: false,
+        extras: 10,
+        leftovers: true,
+        database: "kopano".into(),
+        config_attachment_storage: None,
+    };
+    let sandbox = Sandbox::start(&SandboxOptions {
+        parent_dir: Some(a.dir.clone()),
+        keep: false,
+        ..SandboxOptions::default()
+    })?;
+    let clock = Instant::now();
+    let mut store = generator::generate(&sandbox, &root.join("store"), &spec)?;
+    println!(
+        "generated {} attachments ({}) and a database in {:.0}s",
+        store.expected.referenced.len(),
+        gib(du(&store.attachment_path)),
+        clock.elapsed().as_secs_f64()
+    );
+
+    let repo = root.join("repo");
+    let config = root.join("kcbackup.toml");
+    fs::write(
+        &config,
+        format!(
+            "[kopano]\nserver_cfg = {:?}\n[repository]\npath = {:?}\n[snapshot]\nmethod = \"none\"\n",
+            store.server_cfg, repo
+        ),
+    )?;
+    let kc = kcbackup_binary()?;
+    let kc = kc.to_str().context("utf-8 path")?;
+    let cfg = config.to_str().context("utf-8 path")?;
+
+    // Warm the page cache the same way for both contenders.
+    timed(&[
+        "tar",
+        "-cf",
+        "/dev/null",
+        "-C",
+        root.to_str().unwrap_or("/"),
+        "store",
+    ])?;
+
+    // (a) The manual procedure, made durable with one sync at the end like kcbackup.
+    let manual = root.join("manual");
+    fs::create_dir_all(&manual)?;
+    let defaults = ClientDefaults::write(&store.kopano_target())?;
+    let dump = dump_program(&store.kopano_target())?;
+    let script = format!(
+        "set -e -o pipefail; {dump} {defaults} --single-transaction --routines {db} | gzip > {m}/db.sql.gz; \
+         cp -r {att} {m}/attachments; cp -r {etc} {m}/etc; sync -f {m}",
+        dump = dump.display(),
+        defaults = defaults.arg().to_string_lossy(),
+        db = store.database,
+        m = manual.display(),
+        att = store.attachment_path.display(),
+        etc = store.config_dir.display(),
+    );
+    let manual_run = timed(&["bash", "-c", &script])?;
+    let manual_bytes = du(&manual);
+
+    let full = timed(&[kc, "--config", cfg, "backup", "--json"])?;
+    let full_json: Value = serde_json::from_str(&full.stdout)?;
+    let full_bytes = du(&repo);
+
+    // (b) 1% new attachments, then the second backup.
+    let new = (store.expected.referenced.len() as u32 / 100).max(1);
+    generator::add_attachments(&sandbox, &mut store, new, 2)?;
+    let objects_before = du(&repo.join("objects"));
+    let second = timed(&[kc, "--config", cfg, "backup", "--json"])?;
+    let second_json: Value = serde_json::from_str(&second.stdout)?;
+    let second_written = du(&repo.join("objects")) - objects_before;
+
+    // (c) verify vs sha256sum -c over the same data (the copied tree and dump).
+    let list = root.join("sha256.list");
+    let listing = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "cd {m} && find . -type f -print0 | xargs -0 sha256sum > {l}",
+            m = manual.display(),
+            l = list.display()
+        ))
+        .status()?;
+    if !listing.success() {
+        bail!("could not list checksums of the manual copy");
+    }
+    let sums = format!(
+        "cd {} && sha256sum -c --quiet {}",
+        manual.display(),
+        list.display()
+    );
+    let sha_run = timed(&["bash", "-c", &sums])?;
+    let verify = timed(&[kc, "--config", cfg, "verify", "--json"])?;
+    let verify_json: Value = serde_json::from_str(&verify.stdout)?;
+    if verify_json["ok"] != true {
+        bail!("verify found problems: {}", verify.stdout);
+    }
+
+    let full_att = phase(&full_json, "attachments");
+    let second_att = phase(&second_json, "attachments");
+    let full_written = full_json["attachments"]["capture"]["written_bytes"]
+        .as_u64()
+        .unwrap_or(0);
+    println!();
+    println!(
+        "store: {} attachments, layout {}, attachments {}, SQL dump {}",
+        store.expected.referenced.len(),
+        a.layout,
+        gib(du(&store.attachment_path)),
+        gib(full_json["db"]["bytes"].as_u64().unwrap_or(0)),
+    );
+    println!();
+    println!(
+        "{:<44} {:>9} {:>11} {:>9}",
+        "", "time", "written", "max RSS"
+    );
+    let row = |name: &str, s: f64, bytes: u64, rss: Option<u64>| {
+        println!(
+            "{name:<44} {s:>8.2}s {:>11} {:>9}",
+            gib(bytes),
+            rss.map(mib).unwrap_or_default()
+        )
+    };
+    row(
+        "(a) manual: dump | gzip; cp -r; cp -r; sync",
+        manual_run.seconds,
+        manual_bytes,
+        Some(manual_run.max_rss_kb),
+    );
+    row(
+        "    kcbackup backup (full)",
+        full.seconds,
+        full_bytes,
+        Some(full.max_rss_kb),
+    );
+    println!(
+        "    ratio {:.2} (goal <= 1.0)",
+        full.seconds / manual_run.seconds
+    );
+    row(
+        "(b) attachment phase, full backup",
+        full_att,
+        full_written,
+        None,
+    );
+    row(
+        &format!("    attachment phase after {new} new (1%)"),
+        second_att,
+        second_written,
+        Some(second.max_rss_kb),
+    );
+    println!(
+        "    ratio time {:.3}, bytes {:.3} (goal <= 0.1)",
+        second_att / full_att,
+        second_written as f64 / full_written.max(1) as f64
+    );
+    row(
+        "(c) sha256sum -c (manual copy)",
+        sha_run.seconds,
+        0,
+        Some(sha_run.max_rss_kb),
+    );
+    row(
+        "    kcbackup verify",
+        verify.seconds,
+        0,
+        Some(verify.max_rss_kb),
+    );
+    println!(
+        "    ratio {:.2} (goal <= 0.5)",
+        verify.seconds / sha_run.seconds
+    );
+    println!(
+        "    verify read {} files, {}",
+        verify_json["checked_files"],
+        gib(verify_json["checked_bytes"].as_u64().unwrap_or(0))
+    );
+    println!("(d) peak memory is the max RSS column (largest process of each run)");
+
+    if a.keep {
+        let kept = work.keep();
+        println!("kept {} (database server stopped)", kept.display());
+    }
+    sandbox.stop()?;
+    Ok(())
+}

@@ -1,0 +1,399 @@
+//! The capture pipeline: the walk (one thread) decides per file whether the
+//! previous set's checksum can be reused; files that must be read go to a
+//! few workers that hash and store them; results come back in walk order
+//! through a bounded window, so the index streams out sorted.
+
+use std::collections::VecDeque;
+use std::fs::{Metadata, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow};
+
+use super::index::{EntryKind, IndexEntry, IndexWriter, PrevIndex, read_index};
+use super::{CaptureStats, note};
+use crate::progress::Progress;
+use crate::repo::objects::{Encoding, ObjectStore, Packer, Staged};
+use crate::walk::{Walked, Walker};
+
+/// Entries between the walk and the index writer (bounds memory).
+const WINDOW: usize = 256;
+/// Read buffer per worker.
+const BUF: usize = 256 * 1024;
+/// The first bytes of a file, trial-compressed to decide how to store it.
+const SAMPLE: usize = 16 * 1024;
+/// How often a file that changes while being read is tried.
+const TRIES: usize = 3;
+/// Staged objects are made durable together once this many pile up.
+const BATCH_OBJECTS: usize = 4096;
+const BATCH_BYTES: u64 = 512 << 20;
+
+#[derive(Debug, Clone)]
+pub struct CaptureOptions {
+    /// Threads that read and hash files.
+    pub workers: usize,
+    /// The previous complete set's index; `None` reads every file (`--rehash`).
+    pub previous_index: Option<PathBuf>,
+}
+
+impl Default for CaptureOptions {
+    fn default() -> Self {
+        CaptureOptions {
+            workers: thread::available_parallelism().map_or(2, |n| n.get()),
+            previous_index: None,
+        }
+    }
+}
+
+/// What a worker made of one file.
+enum Outcome {
+    Stored(IndexEntry, Staged),
+    Vanished,
+    /// Size or times changed during every try.
+    Unstable,
+    /// An error reading the source (not the repository): reported, not fatal.
+    Unreadable(String),
+}
+
+struct Job {
+    path: PathBuf,
+    rel: String,
+    reply: SyncSender<Result<Outcome>>,
+}
+
+enum Slot {
+    Ready(IndexEntry),
+    Pending(String, Receiver<Result<Outcome>>),
+}
+
+/// Captures the tree under `source` into `store`, writing its index to
+/// `index_path`. `source` may be the live attachment directory or, later, a
+/// snapshot of it: only relative paths are recorded.
+pub fn capture(
+    source: &Path,
+    store: &ObjectStore,
+    index_path: &Path,
+    opts: &CaptureOptions,
+    progress: &dyn Progress,
+) -> Result<CaptureStats> {
+    let started = Instant::now();
+    let mut stats = CaptureStats::default();
+    let mut index = IndexWriter::create(index_path)?;
+    if !source.is_dir() {
+        stats.source_missing = true;
+        index.finish()?;
+        return Ok(stats);
+    }
+    let walker = Walker::new(source)?;
+    // An unreadable previous index only costs re-reading every file.
+    let rows = opts.previous_index.as_deref().and_then(|path| {
+        read_index(path)
+            .inspect_err(|e| tracing::warn!("not reusing checksums of the previous set: {e:#}"))
+            .ok()
+    });
+    let previous = match rows {
+        Some(rows) => PrevIndex::new(rows),
+        None => PrevIndex::none(),
+    };
+    let (job_tx, job_rx) = sync_channel::<Job>(WINDOW);
+    let job_rx = Mutex::new(job_rx);
+    progress.start("attachments", None);
+    let result = thread::scope(|scope| {
+        for _ in 0..opts.workers.max(1) {
+            scope.spawn(|| worker(store, &job_rx));
+        }
+        let mut run = Run {
+            store,
+            stats: &mut stats,
+            index: &mut index,
+            window: VecDeque::with_capacity(WINDOW + 1),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            progress,
+        };
+        // job_tx moves in, so the workers see the channel close however this ends.
+        run.walk(walker, previous, job_tx)
+    });
+    progress.finish();
+    result?;
+    index.finish()?;
+    stats.seconds = started.elapsed().as_secs_f64();
+    Ok(stats)
+}
+
+struct Run<'a> {
+    store: &'a ObjectStore,
+    stats: &'a mut CaptureStats,
+    index: &'a mut IndexWriter,
+    window: VecDeque<Slot>,
+    batch: Vec<Staged>,
+    batch_bytes: u64,
+    progress: &'a dyn Progress,
+}
+
+impl Run<'_> {
+    fn walk<I>(
+        &mut self,
+        walker: Walker,
+        mut previous: PrevIndex<I>,
+        jobs: SyncSender<Job>,
+    ) -> Result<()>
+    where
+        I: Iterator<Item = Result<IndexEntry>>,
+    {
+        let root = walker.root().to_path_buf();
+        for walked in walker {
+            crate::signals::check()?;
+            match walked? {
+                Walked::Vanished { rel } => self.vanished(rel),
+                Walked::Skipped { rel, reason } => {
+                    note(&mut self.stats.unreadable, format!("{rel}: {reason}"))
+                }
+                Walked::Entry { rel, meta } => {
+                    let slot = self.classify(&root, rel, &meta, &mut previous, &jobs)?;
+                    self.window.push_back(slot);
+                }
+            }
+            while self.window.len() > WINDOW {
+                self.drain_one()?;
+            }
+        }
+        drop(jobs);
+        while !self.window.is_empty() {
+            self.drain_one()?;
+        }
+        if let Some(problem) = previous.problem {
+            tracing::warn!("the previous set's index could not be read to the end: {problem}");
+        }
+        self.commit_batch()
+    }
+
+    /// Decides what one walked entry needs: nothing more, or a worker.
+    fn classify<I>(
+        &mut self,
+        root: &Path,
+        rel: String,
+        meta: &Metadata,
+        previous: &mut PrevIndex<I>,
+        jobs: &SyncSender<Job>,
+    ) -> Result<Slot>
+    where
+        I: Iterator<Item = Result<IndexEntry>>,
+    {
+        let mut entry = IndexEntry::from_meta(rel, meta);
+        match entry.kind {
+            EntryKind::File => {
+                if let Some(before) = previous.find(&entry.path)
+                    && entry.unchanged_since(&before)
+                    && let Some(sha) = before.sha256
+                    // Reuse only what the store still holds.
+                    && let Some(found) = self
+                        .store
+                        .find(&sha, before.stored.unwrap_or(Encoding::Raw))
+                {
+                    entry.sha256 = Some(sha);
+                    entry.stored = Some(found);
+                    self.stats.reused += 1;
+                    self.stats.reused_bytes += entry.size;
+                    return Ok(Slot::Ready(entry));
+                }
+                let (reply, rx) = sync_channel(1);
+                jobs.send(Job {
+                    path: root.join(&entry.path),
+                    rel: entry.path.clone(),
+                    reply,
+                })
+                .map_err(|_| anyhow!("the attachment readers stopped early"))?;
+                Ok(Slot::Pending(entry.path, rx))
+            }
+            EntryKind::Symlink => {
+                let path = root.join(&entry.path);
+                match std::fs::read_link(&path) {
+                    Ok(target) => entry.target = Some(target.to_string_lossy().into_owned()),
+                    Err(e) => note(&mut self.stats.unreadable, format!("{}: {e}", entry.path)),
+                }
+                Ok(Slot::Ready(entry))
+            }
+            EntryKind::Dir | EntryKind::Other => Ok(Slot::Ready(entry)),
+        }
+    }
+
+    /// Writes the oldest entry of the window to the index, waiting for its
+    /// worker if needed.
+    fn drain_one(&mut self) -> Result<()> {
+        let Some(slot) = self.window.pop_front() else {
+            return Ok(());
+        };
+        let entry = match slot {
+            Slot::Ready(entry) => entry,
+            Slot::Pending(rel, rx) => {
+                let outcome = rx
+                    .recv()
+                    .map_err(|_| anyhow!("an attachment reader stopped while reading {rel}"))??;
+                match outcome {
+                    Outcome::Stored(entry, staged) => {
+                        self.stats.read_files += 1;
+                        self.stats.read_bytes += entry.size;
+                        self.batch_bytes += staged.info.stored_bytes;
+                        self.batch.push(staged);
+                        if self.batch.len() >= BATCH_OBJECTS || self.batch_bytes >= BATCH_BYTES {
+                            self.commit_batch()?;
+                        }
+                        entry
+                    }
+                    Outcome::Vanished => {
+                        self.vanished(rel);
+                        return Ok(());
+                    }
+                    Outcome::Unstable => {
+                        tracing::warn!("{rel} changed on every read; it is not in this set");
+                        note(&mut self.stats.unstable_paths, rel);
+                        return Ok(());
+                    }
+                    Outcome::Unreadable(why) => {
+                        tracing::warn!("{why}");
+                        note(&mut self.stats.unreadable, why);
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        match entry.kind {
+            EntryKind::File => {
+                self.stats.files += 1;
+                self.stats.bytes += entry.size;
+                self.progress.inc(entry.size);
+            }
+            EntryKind::Dir => self.stats.dirs += 1,
+            EntryKind::Symlink => self.stats.symlinks += 1,
+            EntryKind::Other => self.stats.other += 1,
+        }
+        self.index.write(&entry)
+    }
+
+    fn vanished(&mut self, rel: String) {
+        self.stats.vanished += 1;
+        note(&mut self.stats.vanished_paths, rel);
+    }
+
+    fn commit_batch(&mut self) -> Result<()> {
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        for committed in self.store.commit(batch)? {
+            if committed.new {
+                self.stats.new_objects += 1;
+                self.stats.written_bytes += committed.written_bytes;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn worker(store: &ObjectStore, jobs: &Mutex<Receiver<Job>>) {
+    let mut buf = vec![0u8; BUF];
+    let mut packer = Packer::new();
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let outcome = match &mut packer {
+            Ok(packer) => read_file(store, &job.path, &job.rel, &mut buf, packer),
+            Err(e) => Err(anyhow!("{e:#}")),
+        };
+        // The main loop may have given up; then nobody needs the answer.
+        let _ = job.reply.send(outcome);
+    }
+}
+
+/// Reads one file into a staged object, trying again when it changes under
+/// the reader, so that no object is recorded under a checksum the file
+/// never had. Errors are the repository's; source trouble is an [`Outcome`].
+fn read_file(
+    store: &ObjectStore,
+    path: &Path,
+    rel: &str,
+    buf: &mut [u8],
+    packer: &mut Packer,
+) -> Result<Outcome> {
+    for _ in 0..TRIES {
+        // Non-blocking, so a fifo swapped in after the walk cannot hang the reader.
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path);
+        let mut file = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Outcome::Vanished),
+            Err(e) => return Ok(Outcome::Unreadable(format!("while opening {rel}: {e}"))),
+        };
+        let before = match file.metadata() {
+            Ok(m) if m.is_file() => m,
+            Ok(_) => return Ok(Outcome::Unstable),
+            Err(e) => return Ok(Outcome::Unreadable(format!("while examining {rel}: {e}"))),
+        };
+        let sample = SAMPLE.min(buf.len());
+        let mut head = 0;
+        while head < sample {
+            match file.read(&mut buf[head..sample]) {
+                Ok(0) => break,
+                Ok(n) => head += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Ok(Outcome::Unreadable(format!("while reading {rel}: {e}"))),
+            }
+        }
+        // Kopano's own .gz files are stored as they are.
+        let encoding = if rel.ends_with(".gz") {
+            Encoding::Raw
+        } else {
+            packer.choose(&buf[..head])
+        };
+        let mut object = store.writer(encoding, packer)?;
+        object
+            .write_all(&buf[..head])
+            .context("while writing to the repository")?;
+        loop {
+            let n = match file.read(buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Ok(Outcome::Unreadable(format!("while reading {rel}: {e}"))),
+            };
+            object
+                .write_all(&buf[..n])
+                .context("while writing to the repository")?;
+        }
+        let staged = object.finish()?;
+        let after = match file.metadata() {
+            Ok(m) => m,
+            Err(e) => return Ok(Outcome::Unreadable(format!("while examining {rel}: {e}"))),
+        };
+        if staged.info.size == after.size() && same_stamps(&before, &after) {
+            let mut entry = IndexEntry::from_meta(rel.to_string(), &after);
+            entry.sha256 = Some(staged.info.sha256.clone());
+            entry.stored = Some(staged.info.encoding);
+            return Ok(Outcome::Stored(entry, staged));
+        }
+        // Dropping `staged` removes its temporary file.
+    }
+    Ok(Outcome::Unstable)
+}
+
+/// Size and change times unchanged: nobody wrote to the file meanwhile.
+fn same_stamps(a: &Metadata, b: &Metadata) -> bool {
+    a.size() == b.size()
+        && a.mtime() == b.mtime()
+        && a.mtime_nsec() == b.mtime_nsec()
+        && a.ctime() == b.ctime()
+        && a.ctime_nsec() == b.ctime_nsec()
+}
+
+#[cfg(test)]
+#[path = "capture_tests.rs"]
+mod tests;

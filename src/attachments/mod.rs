@@ -1,0 +1,57 @@
+//! Capturing the attachment store: a sorted walk of a source tree whose new
+//! or changed files go into the shared object store, with a per-set index
+//! of every entry. Unchanged files (same path, size, mtime as in the
+//! previous complete set) are not read again.
+
+pub mod capture;
+pub mod index;
+
+use serde::{Deserialize, Serialize};
+
+pub use capture::{CaptureOptions, capture};
+pub use index::{EntryKind, IndexEntry, IndexWriter, read_index};
+
+/// How many paths a list in the stats keeps (the counts are always exact).
+pub const MAX_LISTED: usize = 100;
+
+/// What one capture did, for the manifest and `backup --json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CaptureStats {
+    /// The source root did not exist: nothing was captured.
+    #[serde(default)]
+    pub source_missing: bool,
+    /// Regular files in the index, and their total size.
+    pub files: u64,
+    pub bytes: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Sockets, fifos, devices (recorded, not read).
+    pub other: u64,
+    /// Files read and hashed in this run.
+    pub read_files: u64,
+    pub read_bytes: u64,
+    /// Files whose checksum was taken from the previous set, not read.
+    pub reused: u64,
+    pub reused_bytes: u64,
+    /// Objects added to the repository, and their stored size.
+    pub new_objects: u64,
+    pub written_bytes: u64,
+    /// Listed by their directory, gone when opened (not an error by itself).
+    pub vanished: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vanished_paths: Vec<String>,
+    /// Changed under the reader on every try: not in the index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unstable_paths: Vec<String>,
+    /// Could not be read or have unusable names: not in the index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<String>,
+    pub seconds: f64,
+}
+
+/// Appends to a capped list.
+pub(crate) fn note(list: &mut Vec<String>, item: String) {
+    if list.len() < MAX_LISTED {
+        list.push(item);
+    }
+}

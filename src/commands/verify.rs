@@ -1,0 +1,413 @@
+//! `kcbackup verify`: re-reads everything a set refers to (its own files,
+//! the dump, the config archive, every stored object) and checks it against
+//! the manifest, then re-runs the attachment proof from the STORED dump,
+//! rescanned, rather than trusting the manifest's findings. Every problem
+//! is collected; none stops the check.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::thread;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow};
+use serde::Serialize;
+
+use crate::attachments::{EntryKind, IndexEntry, read_index};
+use crate::config_archive;
+use crate::crossref::{self, CrossRef};
+use crate::dump::refs::RefsWriter;
+use crate::dump::scanner::{DumpFindings, Scanner};
+use crate::layout::Layout;
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::repo::digest::{HashReader, file_digest};
+use crate::repo::manifest::{MANIFEST, MANIFEST_SUM, Manifest};
+use crate::repo::objects::{Encoding, ObjectStore};
+use crate::settings::Settings;
+
+/// How many problems the report lists (the count is exact).
+pub const MAX_PROBLEMS: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// A set id or `latest`.
+    pub set: String,
+}
+
+/// One thing found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Problem {
+    /// `manifest`, `set-file`, `dump`, `object`, `index`, `config`,
+    /// `attachment-missing`, `attachment-corrupt`, `proof`.
+    pub kind: &'static str,
+    /// The file, object or instance concerned.
+    pub path: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub set: String,
+    pub ok: bool,
+    /// Files and objects read in full, and their bytes as stored.
+    pub checked_files: u64,
+    pub checked_bytes: u64,
+    /// The proof recomputed from the stored dump, when it could be.
+    pub attachments: Option<CrossRef>,
+    pub problems_total: u64,
+    /// The first [`MAX_PROBLEMS`] problems, sorted.
+    pub problems: Vec<Problem>,
+    pub seconds: f64,
+}
+
+/// Collects problems from several threads, keeping the first few.
+#[derive(Default)]
+struct Findings {
+    list: Mutex<(u64, Vec<Problem>)>,
+    files: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Findings {
+    fn add(&self, kind: &'static str, path: impl Into<String>, detail: impl Into<String>) {
+        let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        list.0 += 1;
+        if list.1.len() < MAX_PROBLEMS {
+            list.1.push(Problem {
+                kind,
+                path: path.into(),
+                detail: detail.into(),
+            });
+        }
+    }
+
+    fn checked(&self, bytes: u64) {
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+pub fn run(
+    settings: &Settings,
+    opts: &VerifyOptions,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    let clock = Instant::now();
+    let repo = Repository::open(&settings.repository)?;
+    let _lock = repo.lock_shared()?;
+    let set = repo.resolve(&opts.set)?;
+    let found = Findings::default();
+    let mut attachments = None;
+
+    match Manifest::load_suspect(&set.dir) {
+        Err(e) => found.add("manifest", MANIFEST, format!("{e:#}")),
+        Ok((manifest, mismatch)) => {
+            if let Some(why) = mismatch {
+                found.add("manifest", MANIFEST, why);
+            }
+            attachments = check_set(&repo, &set.dir, &manifest, &found, progress)?;
+        }
+    }
+
+    let (total, mut problems) = found.list.into_inner().unwrap_or_else(|p| p.into_inner());
+    problems.sort();
+    Ok(VerifyReport {
+        set: set.id,
+        ok: total == 0,
+        checked_files: found.files.into_inner(),
+        checked_bytes: found.bytes.into_inner(),
+        attachments,
+        problems_total: total,
+        problems,
+        seconds: clock.elapsed().as_secs_f64(),
+    })
+}
+
+/// Everything after the manifest: the set's files, the dump (in its own
+/// thread, as it is the longest single read), objects, config, the proof.
+fn check_set(
+    repo: &Repository,
+    dir: &Path,
+    manifest: &Manifest,
+    found: &Findings,
+    progress: &dyn Progress,
+) -> Result<Option<CrossRef>> {
+    check_set_files(dir, manifest, found);
+    let scratch = tempfile::tempdir().context("while creating a scratch directory")?;
+    let refs = scratch.path().join("singleinstances.jsonl.zst");
+    let lob = scratch.path().join("lob.jsonl.zst");
+    let store = repo.objects()?;
+    progress.start("verify", None);
+    let rescanned = thread::scope(|scope| {
+        let dump = scope.spawn(|| rescan_dump(dir, manifest, &refs, &lob, found));
+        check_objects(&store, dir, manifest, found, progress);
+        dump.join().map_err(|_| anyhow!("the dump check panicked"))
+    })?;
+    progress.finish();
+
+    if !manifest.config.file.is_empty() {
+        let archive = dir.join(&manifest.config.file);
+        match config_archive::check(&archive, &manifest.config.entries) {
+            Ok(diffs) => {
+                for (path, detail) in diffs {
+                    found.add("config", format!("{}:{path}", manifest.config.file), detail);
+                }
+            }
+            Err(e) => found.add("config", &manifest.config.file, format!("{e:#}")),
+        }
+    }
+
+    let Some(findings) = rescanned else {
+        return Ok(None);
+    };
+    Ok(reprove(dir, manifest, &findings, &refs, &lob, found))
+}
+
+/// Each file the manifest lists: present, same size, same SHA-256; and no
+/// file the manifest does not know.
+fn check_set_files(dir: &Path, manifest: &Manifest, found: &Findings) {
+    for f in &manifest.files {
+        match file_digest(&dir.join(&f.name)) {
+            Ok((bytes, sha256)) => {
+                found.checked(bytes);
+                if bytes != f.bytes || sha256 != f.sha256 {
+                    found.add(
+                        "set-file",
+                        &f.name,
+                        format!(
+                            "{bytes} bytes with SHA-256 {sha256}; the manifest says {} bytes, {}",
+                            f.bytes, f.sha256
+                        ),
+                    );
+                }
+            }
+            Err(e) => found.add("set-file", &f.name, format!("{e:#}")),
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let known = name == MANIFEST || name == MANIFEST_SUM;
+        if !known && !manifest.files.iter().any(|f| f.name == name) {
+            found.add("set-file", name, "in the set but not in the manifest");
+        }
+    }
+}
+
+/// Decompresses the stored dump, checks its size and SHA-256, and scans it
+/// again into fresh reference lists. `None` when it cannot be read to the end.
+fn rescan_dump(
+    dir: &Path,
+    manifest: &Manifest,
+    refs: &Path,
+    lob: &Path,
+    found: &Findings,
+) -> Option<DumpFindings> {
+    let db = &manifest.database;
+    let path = dir.join(&db.file);
+    let result = (|| -> Result<DumpFindings> {
+        let file =
+            File::open(&path).with_context(|| format!("while opening {}", path.display()))?;
+        let mut sql = HashReader::new(zstd::Decoder::new(file)?);
+        let mut scanner = Scanner::new(RefsWriter::create(refs, lob)?);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = sql
+                .read(&mut buf)
+                .with_context(|| format!("while decompressing {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            scanner.feed(&buf[..n])?;
+        }
+        let (findings, sink) = scanner.finish()?;
+        sink.finish()?;
+        let (bytes, sha256) = sql.finish();
+        if bytes != db.bytes || sha256 != db.sha256 {
+            found.add(
+                "dump",
+                &db.file,
+                format!(
+                    "the SQL is {bytes} bytes with SHA-256 {sha256}; the manifest says {} bytes, {}",
+                    db.bytes, db.sha256
+                ),
+            );
+        }
+        Ok(findings)
+    })();
+    match result {
+        Ok(findings) => {
+            if !findings.trailer_seen {
+                found.add(
+                    "dump",
+                    &db.file,
+                    "the dump has no completion trailer: truncated",
+                );
+            }
+            if findings != db.findings {
+                found.add(
+                    "dump",
+                    &db.file,
+                    "scanning the dump again gives other findings than the manifest records",
+                );
+            }
+            Some(findings)
+        }
+        Err(e) => {
+            found.add("dump", &db.file, format!("{e:#}"));
+            None
+        }
+    }
+}
+
+/// Every object the attachment index names: present, decodable, and of the
+/// size and SHA-256 the index records. Workers share the reading.
+fn check_objects(
+    store: &ObjectStore,
+    dir: &Path,
+    manifest: &Manifest,
+    found: &Findings,
+    progress: &dyn Progress,
+) {
+    let name = &manifest.attachments.index_file;
+    if name.is_empty() {
+        return;
+    }
+    let index = match read_index(&dir.join(name)) {
+        Ok(index) => index,
+        Err(e) => return found.add("index", name, format!("{e:#}")),
+    };
+    let workers = thread::available_parallelism().map_or(2, |n| n.get());
+    let (tx, rx) = sync_channel::<IndexEntry>(256);
+    let rx = Mutex::new(rx);
+    thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let next = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(entry) = next else { return };
+                    check_object(store, &entry, found, progress);
+                }
+            });
+        }
+        for entry in index {
+            match entry {
+                Ok(e) if e.kind == EntryKind::File => {
+                    if tx.send(e).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    found.add("index", name, format!("{e:#}"));
+                    break;
+                }
+            }
+        }
+        drop(tx);
+    });
+}
+
+fn check_object(
+    store: &ObjectStore,
+    entry: &IndexEntry,
+    found: &Findings,
+    progress: &dyn Progress,
+) {
+    let Some(sha) = entry.sha256.as_deref() else {
+        return found.add("index", &entry.path, "a file without a checksum");
+    };
+    let stored = entry.stored.unwrap_or(Encoding::Raw);
+    let what = format!("{} (object {sha})", entry.path);
+    let result = store.reader(sha, stored).and_then(|reader| {
+        let mut reader = HashReader::new(reader);
+        std::io::copy(&mut reader, &mut std::io::sink())
+            .with_context(|| format!("while reading object {sha}"))?;
+        Ok(reader.finish())
+    });
+    match result {
+        Ok((size, actual)) => {
+            found.checked(size);
+            progress.inc(size);
+            if actual != sha || size != entry.size {
+                found.add(
+                    "object",
+                    what,
+                    format!(
+                        "holds {size} bytes with SHA-256 {actual}; the index says {} bytes",
+                        entry.size
+                    ),
+                );
+            }
+        }
+        Err(e) => found.add("object", what, format!("{e:#}")),
+    }
+}
+
+/// The proof again, from the rescanned dump, compared with the manifest's.
+fn reprove(
+    dir: &Path,
+    manifest: &Manifest,
+    findings: &DumpFindings,
+    refs: &Path,
+    lob: &Path,
+    found: &Findings,
+) -> Option<CrossRef> {
+    let layout = match Layout::resolve(
+        findings.attachment_storage.as_deref(),
+        &manifest.kopano.configured_storage,
+    ) {
+        Ok(layout) => layout,
+        Err(e) => {
+            found.add("proof", &manifest.database.file, format!("{e:#}"));
+            return None;
+        }
+    };
+    let index = dir.join(&manifest.attachments.index_file);
+    let proof =
+        match crossref::from_files(layout, findings.server_guid.as_deref(), refs, &index, lob) {
+            Ok(proof) => proof,
+            Err(e) => {
+                found.add("proof", &manifest.attachments.index_file, format!("{e:#}"));
+                return None;
+            }
+        };
+    for id in &proof.missing_ids {
+        found.add(
+            "attachment-missing",
+            format!("instance {id}"),
+            format!("referenced by the dump, no data in the set ({layout})"),
+        );
+    }
+    for path in &proof.corrupt_paths {
+        found.add(
+            "attachment-corrupt",
+            path,
+            "the content does not match the hash its name promises",
+        );
+    }
+    if proof != manifest.attachments.proof {
+        found.add(
+            "proof",
+            MANIFEST,
+            format!(
+                "the manifest's attachment proof differs from the recomputed one \
+                 (manifest: {} referenced, {} present; recomputed: {} referenced, {} present)",
+                manifest.attachments.proof.referenced,
+                manifest.attachments.proof.present,
+                proof.referenced,
+                proof.present
+            ),
+        );
+    }
+    Some(proof)
+}

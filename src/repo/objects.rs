@@ -1,0 +1,411 @@
+//! The content-addressed object store shared by all sets: file data named by
+//! the SHA-256 of its original bytes, each object written once (temporary
+//! name, synced, renamed without replacing) and never modified afterwards.
+//!
+//! Layout: `objects/<h0h1>/<sha256>` (stored as is) or `<sha256>.zst` (zstd);
+//! `objects/.tmp/` holds objects being written and is emptied by the next
+//! writer (`Repository::remove_leftovers`).
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use super::digest::HashWriter;
+
+/// The directory of objects being written, inside `objects/`.
+pub const TMP_DIR: &str = ".tmp";
+/// zstd level for compressible data: fast, and most of the gain.
+const ZSTD_LEVEL: i32 = 3;
+/// Compressing must save at least this share of the sample to be worth it.
+const MIN_SAVING_PERCENT: usize = 10;
+
+/// How an object's bytes are kept on disk; the file name's suffix says it too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// The original bytes (already compressed data, e.g. Kopano's `.gz`).
+    Raw,
+    /// One zstd stream of the original bytes; file name ends in `.zst`.
+    Zst,
+}
+
+impl Encoding {
+    fn suffix(self) -> &'static str {
+        match self {
+            Encoding::Raw => "",
+            Encoding::Zst => ".zst",
+        }
+    }
+}
+
+/// Per-thread compression state, reused from object to object: setting up
+/// a zstd context costs more than compressing a small attachment.
+pub struct Packer {
+    stream: zstd::zstd_safe::CCtx<'static>,
+    trial: zstd::bulk::Compressor<'static>,
+    trial_out: Vec<u8>,
+}
+
+impl Packer {
+    pub fn new() -> Result<Packer> {
+        let mut stream = zstd::zstd_safe::CCtx::create();
+        stream
+            .set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(ZSTD_LEVEL))
+            .map_err(|code| anyhow::anyhow!("zstd: {}", zstd::zstd_safe::get_error_name(code)))?;
+        Ok(Packer {
+            stream,
+            trial: zstd::bulk::Compressor::new(1)?,
+            trial_out: Vec::new(),
+        })
+    }
+
+    /// Zstd when a trial compression of the data's first bytes saves
+    /// something worth the CPU; raw for already compressed formats.
+    pub fn choose(&mut self, head: &[u8]) -> Encoding {
+        if head.len() < 64 || is_compressed_format(head) {
+            return Encoding::Raw;
+        }
+        self.trial_out.clear();
+        self.trial_out.reserve(zstd::compress_bound(head.len()));
+        match self.trial.compress_to_buffer(head, &mut self.trial_out) {
+            Ok(n) if n * 100 <= head.len() * (100 - MIN_SAVING_PERCENT) => Encoding::Zst,
+            _ => Encoding::Raw,
+        }
+    }
+}
+
+/// Magic numbers of formats that do not compress further (Kopano's list and a few more).
+fn is_compressed_format(head: &[u8]) -> bool {
+    const MAGIC: &[&[u8]] = &[
+        b"\x1f\x8b",         // gzip
+        b"PK\x03\x04",       // zip, docx, xlsx, odt
+        b"\xff\xd8\xff",     // jpeg
+        b"\x89PNG",          // png
+        b"GIF8",             // gif
+        b"Rar!",             // rar
+        b"\xfd7zXZ",         // xz
+        b"BZh",              // bzip2
+        b"ID3",              // mp3
+        b"\x28\xb5\x2f\xfd", // zstd
+        b"7z\xbc\xaf",       // 7-zip
+    ];
+    MAGIC.iter().any(|m| head.starts_with(m))
+}
+
+/// What an object is: its name, original size, and how it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub sha256: String,
+    /// Size of the original bytes.
+    pub size: u64,
+    pub encoding: Encoding,
+    /// Size of the file as stored.
+    pub stored_bytes: u64,
+}
+
+/// An object written to its temporary name, not yet in the store.
+#[derive(Debug)]
+pub struct Staged {
+    pub info: ObjectInfo,
+    temp: PathBuf,
+}
+
+impl Drop for Staged {
+    /// A staged object that was not committed (e.g. its source changed
+    /// while being read) is removed.
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.temp);
+    }
+}
+
+/// Counts bytes on their way to the temporary file.
+struct Counter<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+enum Sink<'a> {
+    Raw(Counter<BufWriter<File>>),
+    Zst(zstd::Encoder<'a, Counter<BufWriter<File>>>),
+}
+
+impl Write for Sink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Raw(w) => w.write(buf),
+            Sink::Zst(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Raw(w) => w.flush(),
+            Sink::Zst(w) => w.flush(),
+        }
+    }
+}
+
+/// Receives one object's original bytes; hashes and (maybe) compresses them
+/// on the way to a temporary file.
+pub struct ObjectWriter<'a> {
+    inner: HashWriter<Sink<'a>>,
+    encoding: Encoding,
+    temp: PathBuf,
+}
+
+impl Write for ObjectWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl ObjectWriter<'_> {
+    /// Completes the temporary file (closed, not yet synced).
+    pub fn finish(self) -> Result<Staged> {
+        let (sink, size, sha256) = self.inner.finish();
+        let counter = match sink {
+            Sink::Raw(c) => c,
+            Sink::Zst(z) => z.finish()?,
+        };
+        let stored_bytes = counter.bytes;
+        counter
+            .inner
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("while writing {}", self.temp.display()))?;
+        Ok(Staged {
+            info: ObjectInfo {
+                sha256,
+                size,
+                encoding: self.encoding,
+                stored_bytes,
+            },
+            temp: self.temp,
+        })
+    }
+}
+
+/// What committing a staged object did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// False when an identical object was already stored (the copy is dropped).
+    pub new: bool,
+    /// Bytes added to the repository (0 when not new).
+    pub written_bytes: u64,
+}
+
+/// The store under `<repo>/objects`.
+pub struct ObjectStore {
+    dir: PathBuf,
+    tmp: PathBuf,
+    next_temp: AtomicU64,
+    /// Shard directories that received an object since the last [`Self::sync`].
+    touched: Mutex<[bool; 256]>,
+}
+
+impl ObjectStore {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<ObjectStore> {
+        let tmp = dir.join(TMP_DIR);
+        fs::create_dir_all(&tmp).with_context(|| format!("while creating {}", tmp.display()))?;
+        Ok(ObjectStore {
+            dir: dir.to_path_buf(),
+            tmp,
+            next_temp: AtomicU64::new(0),
+            touched: Mutex::new([false; 256]),
+        })
+    }
+
+    /// The final path of an object.
+    pub fn path(&self, sha256: &str, encoding: Encoding) -> PathBuf {
+        let shard = sha256.get(..2).unwrap_or("xx");
+        self.dir
+            .join(shard)
+            .join(format!("{sha256}{}", encoding.suffix()))
+    }
+
+    /// How the object is stored, if it is (`preferred` is looked up first).
+    pub fn find(&self, sha256: &str, preferred: Encoding) -> Option<Encoding> {
+        let other = match preferred {
+            Encoding::Raw => Encoding::Zst,
+            Encoding::Zst => Encoding::Raw,
+        };
+        [preferred, other]
+            .into_iter()
+            .find(|&e| self.path(sha256, e).is_file())
+    }
+
+    pub fn exists(&self, sha256: &str) -> bool {
+        self.find(sha256, Encoding::Zst).is_some()
+    }
+
+    /// Starts a new object under a temporary name.
+    pub fn writer<'a>(
+        &self,
+        encoding: Encoding,
+        packer: &'a mut Packer,
+    ) -> Result<ObjectWriter<'a>> {
+        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
+        let temp = self.tmp.join(format!("{}-{n}", std::process::id()));
+        let file =
+            File::create(&temp).with_context(|| format!("while creating {}", temp.display()))?;
+        let counter = Counter {
+            inner: BufWriter::with_capacity(256 * 1024, file),
+            bytes: 0,
+        };
+        let sink = match encoding {
+            Encoding::Raw => Sink::Raw(counter),
+            Encoding::Zst => Sink::Zst(zstd::Encoder::with_context(counter, &mut packer.stream)),
+        };
+        Ok(ObjectWriter {
+            inner: HashWriter::new(sink),
+            encoding,
+            temp,
+        })
+    }
+
+    /// Makes staged objects durable, then moves each to its final name
+    /// unless that name exists. One `syncfs` for the batch instead of one
+    /// `fsync` per file: the cost of many small attachments is the flush.
+    pub fn commit(&self, batch: Vec<Staged>) -> Result<Vec<Committed>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let anchor = File::open(&self.tmp)
+            .with_context(|| format!("while opening {}", self.tmp.display()))?;
+        nix::unistd::syncfs(&anchor)
+            .with_context(|| format!("while syncing new objects in {}", self.dir.display()))?;
+        batch.into_iter().map(|s| self.place(s)).collect()
+    }
+
+    /// Convenience for one object: write `reader` and commit it at once.
+    pub fn put(
+        &self,
+        reader: &mut dyn Read,
+        encoding: Encoding,
+    ) -> Result<(ObjectInfo, Committed)> {
+        let mut packer = Packer::new()?;
+        let mut writer = self.writer(encoding, &mut packer)?;
+        io::copy(reader, &mut writer).context("while storing an object")?;
+        let staged = writer.finish()?;
+        let info = staged.info.clone();
+        let committed = self.commit(vec![staged])?.remove(0);
+        Ok((info, committed))
+    }
+
+    fn place(&self, staged: Staged) -> Result<Committed> {
+        let info = &staged.info;
+        let target = self.path(&info.sha256, info.encoding);
+        let shard = target.parent().context("object path without a directory")?;
+        let shard_no = u8::from_str_radix(info.sha256.get(..2).unwrap_or("zz"), 16)
+            .with_context(|| format!("not a SHA-256: {:?}", info.sha256))?;
+        {
+            let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+            if !touched[shard_no as usize] {
+                match fs::create_dir(shard) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("while creating {}", shard.display()));
+                    }
+                }
+                touched[shard_no as usize] = true;
+            }
+        }
+        // An object of the same content in the other encoding counts as stored.
+        if self.find(&info.sha256, info.encoding).is_some() {
+            return Ok(Committed {
+                new: false,
+                written_bytes: 0,
+            });
+        }
+        if rename_no_replace(&staged.temp, &target)? {
+            Ok(Committed {
+                new: true,
+                written_bytes: info.stored_bytes,
+            })
+        } else {
+            Ok(Committed {
+                new: false,
+                written_bytes: 0,
+            })
+        }
+    }
+
+    /// The barrier before a manifest may name these objects: every shard
+    /// directory that received a rename is synced.
+    pub fn sync(&self) -> Result<()> {
+        let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+        for (n, t) in touched.iter_mut().enumerate() {
+            if *t {
+                let shard = self.dir.join(format!("{n:02x}"));
+                File::open(&shard)
+                    .and_then(|d| d.sync_all())
+                    .with_context(|| format!("while syncing {}", shard.display()))?;
+                *t = false;
+            }
+        }
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("while syncing {}", self.dir.display()))
+    }
+
+    /// Reads an object back: its original bytes, decompressed if needed.
+    pub fn reader(&self, sha256: &str, preferred: Encoding) -> Result<Box<dyn Read + Send>> {
+        let Some(encoding) = self.find(sha256, preferred) else {
+            bail!("object {sha256} is not in the repository");
+        };
+        let path = self.path(sha256, encoding);
+        let file =
+            File::open(&path).with_context(|| format!("while opening {}", path.display()))?;
+        Ok(match encoding {
+            Encoding::Raw => Box::new(io::BufReader::with_capacity(256 * 1024, file)),
+            Encoding::Zst => Box::new(zstd::Decoder::new(file)?),
+        })
+    }
+}
+
+/// Renames without ever replacing: false when `to` already exists (then
+/// `from` is left for its owner to drop).
+fn rename_no_replace(from: &Path, to: &Path) -> Result<bool> {
+    use nix::errno::Errno;
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => Ok(true),
+        Err(Errno::EEXIST) => Ok(false),
+        // Filesystems without RENAME_NOREPLACE: we hold the only writer's
+        // lock, so check-then-rename cannot race another writer.
+        Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
+            if to.exists() {
+                return Ok(false);
+            }
+            fs::rename(from, to)
+                .with_context(|| format!("while storing object {}", to.display()))?;
+            Ok(true)
+        }
+        Err(e) => Err(e).with_context(|| format!("while storing object {}", to.display())),
+    }
+}
+
+#[cfg(test)]
+#[path = "objects_tests.rs"]
+mod tests;

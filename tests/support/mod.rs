@@ -1,0 +1,173 @@
+//! Helpers shared by the attachment and verify tests: a generated store with
+//! its tool config and repository, and kcbackup runs parsed from `--json`.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use kcbackup::generator::GeneratedStore;
+use kcbackup::layout::Layout;
+use serde_json::Value;
+
+use crate::common;
+
+/// A generated store, a repository and the config that ties them together.
+pub struct Env {
+    pub store: GeneratedStore,
+    pub repo: PathBuf,
+    pub config: PathBuf,
+    _store_dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+}
+
+pub fn env(layout: Layout) -> Env {
+    env_with(layout, |_| {})
+}
+
+pub fn env_with(layout: Layout, tweak: impl FnOnce(&mut kcbackup::generator::StoreSpec)) -> Env {
+    let (store_dir, store) = common::new_store(layout, tweak);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = dir.path().join("repo");
+    let config = common::write_tool_config(dir.path(), &store, &repo);
+    Env {
+        store,
+        repo,
+        config,
+        _store_dir: store_dir,
+        _dir: dir,
+    }
+}
+
+/// What one kcbackup run returned.
+pub struct Run {
+    pub code: i32,
+    pub json: Value,
+    pub stderr: String,
+}
+
+impl Env {
+    pub fn run(&self, args: &[&str]) -> Run {
+        let mut all = vec!["--config", self.config.to_str().expect("utf-8 path")];
+        all.extend_from_slice(args);
+        let out = common::kcbackup(&all);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let json = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!("kcbackup {args:?}: no JSON on stdout ({e}): {stdout}\nstderr: {stderr}")
+        });
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            json,
+            stderr,
+        }
+    }
+
+    /// `backup --json`, which must publish a set (exit 0 or 3).
+    pub fn backup(&self, extra: &[&str]) -> Run {
+        let mut args = vec!["backup", "--json"];
+        args.extend_from_slice(extra);
+        let run = self.run(&args);
+        assert!(
+            run.code == 0 || run.code == 3,
+            "backup exited {}: {}",
+            run.code,
+            run.stderr
+        );
+        run
+    }
+
+    pub fn verify(&self, set: &str) -> Run {
+        self.run(&["verify", set, "--json"])
+    }
+
+    pub fn set_dir(&self, set: &str) -> PathBuf {
+        self.repo.join("sets").join(set)
+    }
+
+    /// Total size of every object in the repository.
+    pub fn objects_bytes(&self) -> u64 {
+        tree_bytes(&self.repo.join("objects"))
+    }
+
+    /// Every stored object file (not temporaries).
+    pub fn object_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        collect_files(&self.repo.join("objects"), &mut out);
+        out.retain(|p| !p.to_string_lossy().contains("/.tmp/"));
+        out.sort();
+        out
+    }
+}
+
+pub fn tree_bytes(dir: &Path) -> u64 {
+    let mut files = Vec::new();
+    collect_files(dir, &mut files);
+    files
+        .iter()
+        .map(|f| fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
+
+pub fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => collect_files(&path, out),
+            Ok(t) if t.is_file() => out.push(path),
+            _ => {}
+        }
+    }
+}
+
+/// A number from a JSON document, by path (`attachments.referenced`).
+pub fn num(v: &Value, path: &str) -> u64 {
+    let mut at = v;
+    for key in path.split('.') {
+        at = &at[key];
+    }
+    at.as_u64()
+        .unwrap_or_else(|| panic!("{path} is not a number in {v:#}"))
+}
+
+pub fn text<'a>(v: &'a Value, path: &str) -> &'a str {
+    let mut at = v;
+    for key in path.split('.') {
+        at = &at[key];
+    }
+    at.as_str()
+        .unwrap_or_else(|| panic!("{path} is not a string in {v:#}"))
+}
+
+/// Flips one bit of the byte at `offset` (from the end when negative).
+pub fn flip_byte(path: &Path, offset: i64) {
+    let mut bytes = fs::read(path).expect("reading file to damage");
+    let i = if offset < 0 {
+        bytes.len() - offset.unsigned_abs() as usize
+    } else {
+        offset as usize
+    };
+    bytes[i] ^= 0x01;
+    fs::write(path, bytes).expect("writing damaged file");
+}
+
+/// The problems of a verify report as `kind path: detail` lines.
+pub fn problems(v: &Value) -> Vec<String> {
+    v["problems"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    format!(
+                        "{} {}: {}",
+                        p["kind"].as_str().unwrap_or(""),
+                        p["path"].as_str().unwrap_or(""),
+                        p["detail"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
