@@ -19,16 +19,11 @@ const FILES_16_8: Layout = Layout::FilesV1 { l1: 16, l2: 8 };
 
 /// Every file of the attachment tree with its size.
 fn tree(store: &GeneratedStore) -> BTreeMap<PathBuf, u64> {
-    let mut files = Vec::new();
-    support::collect_files(&store.attachment_path, &mut files);
-    files
+    let root = &store.attachment_path;
+    common::verify::list_files(root)
         .into_iter()
-        .map(|f| {
-            let size = fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
-            let rel = f
-                .strip_prefix(&store.attachment_path)
-                .map(PathBuf::from)
-                .unwrap_or(f);
+        .map(|rel| {
+            let size = fs::metadata(root.join(&rel)).map(|m| m.len()).unwrap_or(0);
             (rel, size)
         })
         .collect()

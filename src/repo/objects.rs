@@ -222,10 +222,10 @@ pub struct ObjectStore {
 }
 
 impl ObjectStore {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens the store in `dir`. Nothing is written until an object is:
+    /// readers (verify, restore) may work on a read-only repository.
     pub fn open(dir: &Path) -> Result<ObjectStore> {
         let tmp = dir.join(TMP_DIR);
-        fs::create_dir_all(&tmp).with_context(|| format!("while creating {}", tmp.display()))?;
         Ok(ObjectStore {
             dir: dir.to_path_buf(),
             tmp,
@@ -265,8 +265,15 @@ impl ObjectStore {
     ) -> Result<ObjectWriter<'a>> {
         let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
         let temp = self.tmp.join(format!("{}-{n}", std::process::id()));
-        let file =
-            File::create(&temp).with_context(|| format!("while creating {}", temp.display()))?;
+        let file = match File::create(&temp) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&self.tmp)
+                    .with_context(|| format!("while creating {}", self.tmp.display()))?;
+                File::create(&temp)
+            }
+            other => other,
+        }
+        .with_context(|| format!("while creating {}", temp.display()))?;
         let counter = Counter {
             inner: BufWriter::with_capacity(256 * 1024, file),
             bytes: 0,

@@ -20,12 +20,9 @@ pub struct Env {
     _dir: tempfile::TempDir,
 }
 
+/// A small generated store of `layout` (see `StoreSpec::small`).
 pub fn env(layout: Layout) -> Env {
-    env_with(layout, |_| {})
-}
-
-pub fn env_with(layout: Layout, tweak: impl FnOnce(&mut kcbackup::generator::StoreSpec)) -> Env {
-    let (store_dir, store) = common::new_store(layout, tweak);
+    let (store_dir, store) = common::new_store(layout, |_| {});
     let dir = tempfile::tempdir().expect("temp dir");
     let repo = dir.path().join("repo");
     let config = common::write_tool_config(dir.path(), &store, &repo);
@@ -89,37 +86,23 @@ impl Env {
         tree_bytes(&self.repo.join("objects"))
     }
 
-    /// Every stored object file (not temporaries).
+    /// Every stored object file (not temporaries), sorted.
     pub fn object_files(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        collect_files(&self.repo.join("objects"), &mut out);
-        out.retain(|p| !p.to_string_lossy().contains("/.tmp/"));
-        out.sort();
-        out
+        let objects = self.repo.join("objects");
+        common::verify::list_files(&objects)
+            .into_iter()
+            .filter(|rel| !rel.starts_with(".tmp"))
+            .map(|rel| objects.join(rel))
+            .collect()
     }
 }
 
+/// Total size of the files under `dir`.
 pub fn tree_bytes(dir: &Path) -> u64 {
-    let mut files = Vec::new();
-    collect_files(dir, &mut files);
-    files
+    common::verify::list_files(dir)
         .iter()
-        .map(|f| fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .map(|rel| fs::metadata(dir.join(rel)).map(|m| m.len()).unwrap_or(0))
         .sum()
-}
-
-pub fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        match entry.file_type() {
-            Ok(t) if t.is_dir() => collect_files(&path, out),
-            Ok(t) if t.is_file() => out.push(path),
-            _ => {}
-        }
-    }
 }
 
 /// A number from a JSON document, by path (`attachments.referenced`).
