@@ -20,7 +20,7 @@ demo: deps
 test: deps
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
-	cargo test --all-targets
+	scripts/run-tests
 
 lint:
 	cargo fmt --check
