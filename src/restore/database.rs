@@ -157,7 +157,7 @@ pub fn restore(
         format!("database `{name}` holds a partial load: drop it or restore again with --force");
     if let Some(line) = too_long {
         bail!(
-            "line {line} of the dump is a statement of more than {} bytes, larger than the \
+            "the statement at line {line} of the dump has more than {} bytes, more than the \
              server's max_allowed_packet ({} bytes): raise it (e.g. SET GLOBAL \
              max_allowed_packet = 1073741824, or max_allowed_packet in the [mysqld] section) \
              and restore again; {partial}",
@@ -171,7 +171,7 @@ pub fn restore(
             || client_err.contains("gone away")
         {
             format!(
-                " (the longest statement of the dump has {longest} bytes; the server's \
+                " (the longest statement sent had {longest} bytes; the server's \
                  max_allowed_packet is {}: raise it)",
                 state.max_packet
             )
@@ -180,7 +180,7 @@ pub fn restore(
         };
         bail!(
             "loading the dump into `{name}` failed ({status}): {}{hint}; {partial}",
-            client_err.trim()
+            client_errors(&client_err)
         );
     }
     copied.with_context(|| format!("while reading {}: {partial}", dump_path.display()))?;
@@ -199,16 +199,21 @@ pub fn restore(
     })
 }
 
-/// Passes the SQL on to the client, measuring the longest line (mariadb-dump
-/// writes one statement per line) and stopping before a statement the
-/// server would refuse, so the error says why instead of "gone away".
+/// Passes the SQL on to the client, measuring the longest statement and
+/// stopping before one the server would refuse, so the error says why
+/// instead of "gone away". mariadb-dump ends every statement with `;` at the
+/// end of a line, and a newline inside a value is always escaped, so a line
+/// ending in `;` ends a statement (rows of one INSERT may span lines).
 struct PacketGuard<W> {
     inner: W,
     limit: u64,
+    /// 1-based line number where the current statement started.
+    start_line: u64,
     line: u64,
     current: u64,
     longest: u64,
-    /// The 1-based line that exceeded `limit`.
+    last_byte: u8,
+    /// The line where a statement over `limit` started.
     too_long: Option<u64>,
 }
 
@@ -217,9 +222,11 @@ impl<W> PacketGuard<W> {
         PacketGuard {
             inner,
             limit,
+            start_line: 1,
             line: 1,
             current: 0,
             longest: 0,
+            last_byte: b'\n',
             too_long: None,
         }
     }
@@ -229,17 +236,28 @@ impl<W: Write> Write for PacketGuard<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut start = 0;
         for nl in memchr::memchr_iter(b'\n', buf).chain(std::iter::once(buf.len())) {
+            // The newline itself does not go into the packet.
             self.current += (nl - start) as u64;
             self.longest = self.longest.max(self.current);
             if self.current > self.limit {
-                self.too_long = Some(self.line);
+                self.too_long = Some(self.start_line);
                 return Err(io::Error::other("statement larger than max_allowed_packet"));
             }
             if nl < buf.len() {
+                let before = if nl > 0 { buf[nl - 1] } else { self.last_byte };
                 self.line += 1;
-                self.current = 0;
+                if before == b';' {
+                    self.current = 0;
+                    self.start_line = self.line;
+                } else {
+                    // The line break stays inside the statement.
+                    self.current += 1;
+                }
             }
             start = nl + 1;
+        }
+        if let Some(&b) = buf.last() {
+            self.last_byte = b;
         }
         self.inner.write_all(buf)?;
         Ok(buf.len())
@@ -250,18 +268,52 @@ impl<W: Write> Write for PacketGuard<W> {
     }
 }
 
+/// The client's error lines, without the statement text it echoes in batch
+/// mode (which can be megabytes of hex).
+fn client_errors(stderr: &str) -> String {
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("ERROR") || l.contains("error"))
+        .collect();
+    if errors.is_empty() {
+        let t = stderr.trim();
+        let cut = t.len().saturating_sub(500);
+        let cut = (cut..=t.len())
+            .find(|&i| t.is_char_boundary(i))
+            .unwrap_or(0);
+        t[cut..].to_string()
+    } else {
+        errors.join("; ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn packet_guard_measures_lines_and_stops_at_the_limit() {
-        let mut g = PacketGuard::new(Vec::new(), 10);
-        g.write_all(b"abc\nabcdef").unwrap();
-        g.write_all(b"gh\n12\n").unwrap();
-        assert_eq!((g.longest, g.line, g.too_long), (8, 4, None));
-        assert!(g.write_all(b"0123456789x").is_err());
-        assert_eq!(g.too_long, Some(4));
-        assert_eq!(g.inner, b"abc\nabcdefgh\n12\n");
+    fn packet_guard_measures_statements_and_stops_at_the_limit() {
+        let mut g = PacketGuard::new(Vec::new(), 12);
+        g.write_all(b"ab;\nINSERT (1),").unwrap();
+        assert!(g.write_all(b"\n(2);\nx;\n").is_err());
+        // `INSERT (1),` + newline + `(2);` = 16 > 12 would have failed:
+        assert_eq!(g.too_long, Some(2));
+        let mut g = PacketGuard::new(Vec::new(), 20);
+        g.write_all(b"ab;\nINSERT (1),").unwrap();
+        g.write_all(b"\n(2);\nx;\n").unwrap();
+        assert_eq!((g.longest, g.line, g.too_long), (16, 5, None));
+        assert!(g.write_all(b"0123456789\n0123456789x").is_err());
+        assert_eq!(g.too_long, Some(5));
+        assert_eq!(g.inner, b"ab;\nINSERT (1),\n(2);\nx;\n");
+    }
+
+    #[test]
+    fn client_errors_drop_the_echoed_statement() {
+        let err = "--------------\nINSERT INTO `lob` VALUES (1,0,0x00)\n--------------\n\n\
+                   ERROR 2006 (HY000) at line 632: Server has gone away\n";
+        assert_eq!(
+            client_errors(err),
+            "ERROR 2006 (HY000) at line 632: Server has gone away"
+        );
     }
 }
