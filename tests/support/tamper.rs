@@ -88,8 +88,10 @@ pub fn edit_dump(set_dir: &Path, edit: impl FnOnce(String) -> String) {
 /// Removes the first row of `table` from the dump's INSERT statements
 /// (a whole statement when it holds a single row).
 pub fn drop_first_row(sql: String, table: &str) -> String {
-    let marker = format!("INSERT INTO `{table}` VALUES (");
-    let start = sql.find(&marker).expect("an INSERT for the table") + marker.len() - 1;
+    // At a line start: the generator hides look-alikes inside strings.
+    let marker = format!("\nINSERT INTO `{table}` VALUES");
+    let at = sql.find(&marker).expect("an INSERT for the table") + marker.len();
+    let start = at + sql[at..].find('(').expect("a row");
     // Rows are `(...),(...);` with quoted strings that may hold `),(`: walk
     // the quotes to find the end of the first tuple.
     let bytes = sql.as_bytes();
