@@ -3,23 +3,17 @@
 //! way kopano-server would read it, times every phase (the recovery time),
 //! records the result in the repository, and cleans up.
 
-use std::collections::HashSet;
-use std::fs::{self, File};
-use std::io;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::attachments::{EntryKind, read_index};
-use crate::dump::scanner::KopanoVersion;
-use crate::layout::Layout;
 use crate::mysql::Client;
 use crate::repo::Repository;
-use crate::repo::digest::HashReader;
-use crate::repo::manifest::Manifest;
+use crate::restore::checks;
 use crate::restore::config::restore_config;
 use crate::restore::database;
 use crate::restore::files::TreeRestore;
@@ -28,8 +22,6 @@ use crate::settings::Settings;
 
 /// Where drill reports are kept, one write-once file per drill.
 pub const DRILLS_DIR: &str = "drills";
-/// How many missing ids a failed check lists.
-const LISTED: usize = 20;
 
 #[derive(Debug, Clone, Default)]
 pub struct DrillOptions {
@@ -76,6 +68,19 @@ pub struct DrillReport {
 }
 
 pub fn run(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
+    crate::signals::install()?;
+    drill(settings, opts).map_err(crate::signals::explain)
+}
+
+/// A failed phase is a failed check, unless a signal caused it.
+fn outcome<T>(result: Result<T>) -> Result<Result<T>> {
+    match result {
+        Err(e) if crate::signals::received().is_some() => Err(crate::signals::explain(e)),
+        other => Ok(other),
+    }
+}
+
+fn drill(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     let clock = Instant::now();
     let started = Utc::now();
     let repo = Repository::open(&settings.repository)?;
@@ -107,7 +112,8 @@ pub fn run(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
         }
     };
 
-    // 1. A throwaway server and a scratch directory, removed by their guards.
+    // 1. A scratch directory and, inside it, a throwaway server: their
+    // guards remove both on every way out (the server first, being younger).
     let mut builder = tempfile::Builder::new();
     builder.prefix("kcbackup-drill-");
     let scratch = match &opts.scratch_parent {
@@ -117,94 +123,103 @@ pub fn run(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     .context("while creating the drill's scratch directory")?;
     let sandbox = Sandbox::start(&SandboxOptions {
         keep: opts.keep,
+        parent_dir: Some(sandbox_parent(scratch.path())),
         ..Default::default()
     })
     .context("while starting the drill's throwaway MariaDB")?;
+    crate::signals::check()?;
     let target = sandbox.root_target("kopano");
 
     // 2. Restore, timing each phase; a failed restore is a failed check.
     let t = Instant::now();
-    match database::restore(&set.dir, &manifest, &target, false) {
+    let loaded = outcome(database::restore(&set.dir, &manifest, &target, false))?;
+    report.durations.database_load = t.elapsed().as_secs_f64();
+    report.checks.push(match &loaded {
         Ok(db) => {
             report.sql_bytes = db.bytes;
-            report.checks.push(passed(
-                "database load",
-                format!("{} bytes of SQL", db.bytes),
-            ));
+            passed("database load", format!("{} bytes of SQL", db.bytes))
         }
-        Err(e) => report
-            .checks
-            .push(failed("database load", format!("{e:#}"))),
-    }
-    report.durations.database_load = t.elapsed().as_secs_f64();
+        Err(e) => failed("database load", format!("{e:#}")),
+    });
 
     let attachments = scratch.path().join("attachments");
     let t = Instant::now();
-    if manifest.attachments.index_file.is_empty() {
+    let tree_ok = if manifest.attachments.index_file.is_empty() {
         fs::create_dir_all(&attachments)?;
+        true
     } else {
-        match super::restore::attachments(&repo, &set.dir, &manifest, &attachments, false) {
+        let restored = outcome(super::restore::attachments(
+            &repo,
+            &set.dir,
+            &manifest,
+            &attachments,
+            false,
+        ))?;
+        report.checks.push(match &restored {
             Ok(tree) => {
                 report.files = tree.files;
                 report.attachment_bytes = tree.bytes;
-                report.checks.push(passed(
+                passed(
                     "attachment restore",
                     format!(
                         "{} files, {} bytes, every checksum verified",
                         tree.files, tree.bytes
                     ),
-                ));
+                )
             }
-            Err(e) => report
-                .checks
-                .push(failed("attachment restore", format!("{e:#}"))),
-        }
-    }
+            Err(e) => failed("attachment restore", format!("{e:#}")),
+        });
+        restored.is_ok()
+    };
     report.durations.attachment_restore = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
     if !manifest.config.file.is_empty() {
         let mut tree = TreeRestore::default();
         let mut notes = Vec::new();
-        let check = match restore_config(
+        let restored = outcome(restore_config(
             &set.dir.join(&manifest.config.file),
             &manifest.config.entries,
             &scratch.path().join("config"),
             &mut tree,
             &mut notes,
-        ) {
+        ))?;
+        report.checks.push(match restored {
             Ok(()) => passed(
                 "config restore",
                 format!("{} files, checksums verified", tree.files),
             ),
             Err(e) => failed("config restore", format!("{e:#}")),
-        };
-        report.checks.push(check);
+        });
     }
     report.durations.config_restore = t.elapsed().as_secs_f64();
 
-    // 3. Check the restored copy as kopano-server would read it.
+    // 3. Check the restored copy as kopano-server would read it. Without a
+    // loaded database there is nothing to check against; without a complete
+    // tree the restore check has already named the first bad file.
     let t = Instant::now();
-    if report.checks.iter().all(|c| c.ok) {
+    if loaded.is_ok() {
         let client = Client::new(&target)?;
-        report.checks.extend(check_database(
+        report.checks.extend(checks::check_database(
             &client,
             &manifest,
             &mut report.tables,
             &mut report.rows,
-        ));
-        report.checks.push(check_references(
-            &client,
-            &manifest,
-            &attachments,
-            &mut report.referenced,
-        ));
-        if !manifest.attachments.index_file.is_empty() {
-            report.checks.push(check_files(
-                &set.dir.join(&manifest.attachments.index_file),
+        )?);
+        if tree_ok {
+            report.checks.push(checks::check_references(
+                &client,
+                &manifest,
                 &attachments,
-            ));
+                &mut report.referenced,
+            )?);
         }
+    }
+    if tree_ok && !manifest.attachments.index_file.is_empty() {
+        report.checks.push(checks::check_files(
+            &set.dir.join(&manifest.attachments.index_file),
+            &attachments,
+        )?);
     }
     report.durations.checks = t.elapsed().as_secs_f64();
 
@@ -220,7 +235,18 @@ pub fn run(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     finish(&repo, report, clock)
 }
 
-fn passed(name: &str, detail: String) -> Check {
+/// The sandbox lives in the scratch directory (one thing to clean up, one
+/// thing to keep), unless that makes its socket path too long.
+fn sandbox_parent(scratch: &Path) -> PathBuf {
+    // `<scratch>/kcsb-XXXXXX/mysqld.sock`
+    if scratch.as_os_str().len() + 24 <= 100 {
+        scratch.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+pub(crate) fn passed(name: &str, detail: String) -> Check {
     Check {
         name: name.into(),
         ok: true,
@@ -228,7 +254,7 @@ fn passed(name: &str, detail: String) -> Check {
     }
 }
 
-fn failed(name: &str, detail: String) -> Check {
+pub(crate) fn failed(name: &str, detail: String) -> Check {
     Check {
         name: name.into(),
         ok: false,
@@ -247,7 +273,10 @@ fn finish(repo: &Repository, mut report: DrillReport, clock: Instant) -> Result<
         report.set,
         report.started.format("%Y%m%dT%H%M%S%.3fZ")
     );
-    fs::write(dir.join(name), serde_json::to_vec_pretty(&report)?)
+    // Temporary name, then rename: `list` never sees half a report.
+    let tmp = dir.join(format!(".{name}.tmp"));
+    fs::write(&tmp, serde_json::to_vec_pretty(&report)?)
+        .and_then(|()| fs::rename(&tmp, dir.join(&name)))
         .context("while recording the drill in the repository")?;
     Ok(report)
 }
@@ -258,7 +287,16 @@ pub fn last_drills(repo_root: &Path) -> std::collections::BTreeMap<String, Drill
     let Ok(entries) = fs::read_dir(repo_root.join(DRILLS_DIR)) else {
         return last;
     };
-    let mut names: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    // Only finished reports: `<set>--<time>.json`, never a `.tmp` in flight.
+    let mut names: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".json") && !n.starts_with('.'))
+        })
+        .collect();
     names.sort();
     for path in names {
         if let Some(report) = fs::read(&path)
@@ -269,251 +307,4 @@ pub fn last_drills(repo_root: &Path) -> std::collections::BTreeMap<String, Drill
         }
     }
     last
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
-}
-
-/// Row counts, Kopano version and storage backend against the manifest.
-fn check_database(
-    client: &Client,
-    manifest: &Manifest,
-    tables: &mut usize,
-    rows: &mut u64,
-) -> Vec<Check> {
-    let expected = &manifest.database.findings.row_counts;
-    let mut mismatches = Vec::new();
-    for (table, want) in expected {
-        let got = client
-            .query_value(&format!("SELECT COUNT(*) FROM {}", quote_ident(table)))
-            .ok()
-            .flatten()
-            .and_then(|v| v.parse::<u64>().ok());
-        *rows += got.unwrap_or(0);
-        if got != Some(*want) {
-            mismatches.push(format!(
-                "{table}: {want} in the dump, {} restored",
-                got.map_or("none".into(), |g| g.to_string())
-            ));
-        }
-    }
-    *tables = expected.len();
-    let mut checks = vec![if mismatches.is_empty() {
-        passed(
-            "row counts",
-            format!(
-                "{} tables, {} rows, all equal to the dump's",
-                expected.len(),
-                rows
-            ),
-        )
-    } else {
-        failed("row counts", mismatches.join("; "))
-    }];
-
-    let version = client
-        .query("SELECT major, minor, micro, revision, databaserevision FROM versions")
-        .map(|out| {
-            out.lines()
-                .filter_map(|l| {
-                    let v: Vec<u32> = l.split('\t').filter_map(|x| x.parse().ok()).collect();
-                    (v.len() == 5).then(|| KopanoVersion {
-                        major: v[0],
-                        minor: v[1],
-                        micro: v[2],
-                        revision: v[3],
-                        databaserevision: v[4],
-                    })
-                })
-                .max()
-                .map(|v| v.to_string())
-        });
-    checks.push(match version {
-        Ok(v) if v == manifest.kopano.version => passed("kopano version", v.unwrap_or_default()),
-        Ok(v) => failed(
-            "kopano version",
-            format!("restored {v:?}, manifest {:?}", manifest.kopano.version),
-        ),
-        Err(e) => failed("kopano version", format!("{e:#}")),
-    });
-    let backend =
-        client.query_value("SELECT value FROM settings WHERE name = 'attachment_storage'");
-    checks.push(match backend {
-        Ok(b) if b == manifest.kopano.storage_backend => {
-            passed("storage backend", b.unwrap_or_default())
-        }
-        Ok(b) => failed(
-            "storage backend",
-            format!(
-                "restored {b:?}, manifest {:?}",
-                manifest.kopano.storage_backend
-            ),
-        ),
-        Err(e) => failed("storage backend", format!("{e:#}")),
-    });
-    checks
-}
-
-/// Every instance the RESTORED `singleinstances` references has its data
-/// where kopano-server will look for it.
-fn check_references(
-    client: &Client,
-    manifest: &Manifest,
-    tree: &Path,
-    referenced: &mut u64,
-) -> Check {
-    let name = "attachments present";
-    let Some(backend) = &manifest.kopano.storage_backend else {
-        return failed(name, "the manifest names no storage backend".into());
-    };
-    let layout = match Layout::parse(backend) {
-        Ok(l) => l,
-        Err(e) => return failed(name, format!("{e:#}")),
-    };
-    let guid = manifest
-        .database
-        .findings
-        .server_guid
-        .clone()
-        .unwrap_or_default();
-    let lob_ok = if layout == Layout::Database {
-        let mut ok = HashSet::new();
-        let r = client.for_each_row(
-            "SELECT instanceid, COUNT(*), MIN(chunkid), MAX(chunkid) FROM lob GROUP BY instanceid, tag",
-            |row| {
-                let v: Vec<u64> = row.split('\t').filter_map(|x| x.parse().ok()).collect();
-                if v.len() == 4 && v[2] == 0 && v[3] + 1 == v[1] {
-                    ok.insert(v[0] as u32);
-                }
-                Ok(())
-            },
-        );
-        if let Err(e) = r {
-            return failed(name, format!("{e:#}"));
-        }
-        ok
-    } else {
-        HashSet::new()
-    };
-    let mut missing = Vec::new();
-    let mut missing_count = 0u64;
-    let mut last = None;
-    let r = client.for_each_row(
-        "SELECT instanceid, IFNULL(filename, '') FROM singleinstances ORDER BY instanceid",
-        |row| {
-            let mut cols = row.splitn(2, '\t');
-            let id: u32 = cols
-                .next()
-                .unwrap_or_default()
-                .parse()
-                .map_err(|_| anyhow!("bad instanceid in {row:?}"))?;
-            let filename = cols.next().unwrap_or_default();
-            let present = match layout {
-                Layout::FilesV1 { l1, l2 } => {
-                    if last == Some(id) {
-                        return Ok(());
-                    }
-                    Layout::v1_candidates(l1, l2, id)
-                        .iter()
-                        .any(|p| readable(&tree.join(p)))
-                }
-                Layout::FilesV2 => {
-                    !filename.is_empty()
-                        && readable(&tree.join(filename).join("content"))
-                        && tree
-                            .join(filename)
-                            .join("holder")
-                            .join(Layout::v2_holder_name(
-                                &hex::decode(&guid).unwrap_or_default(),
-                                id,
-                            ))
-                            .exists()
-                }
-                Layout::Database => lob_ok.contains(&id),
-                Layout::S3 => false,
-            };
-            if last != Some(id) {
-                *referenced += 1;
-            }
-            if !present && last != Some(id) {
-                missing_count += 1;
-                if missing.len() < LISTED {
-                    missing.push(id.to_string());
-                }
-            }
-            last = Some(id);
-            Ok(())
-        },
-    );
-    match r {
-        Err(e) => failed(name, format!("{e:#}")),
-        Ok(()) if missing_count == 0 => passed(
-            name,
-            format!(
-                "{referenced} referenced instances, all readable where kopano-server looks ({layout})"
-            ),
-        ),
-        Ok(()) => failed(
-            name,
-            format!(
-                "{missing_count} of {referenced} referenced instances missing: {}",
-                missing.join(", ")
-            ),
-        ),
-    }
-}
-
-fn readable(path: &Path) -> bool {
-    File::open(path).is_ok_and(|f| f.metadata().is_ok_and(|m| m.is_file()))
-}
-
-/// Every restored file has the recorded checksum, and Kopano's gzip files
-/// decode to the end (all members).
-fn check_files(index: &Path, tree: &Path) -> Check {
-    let name = "attachment checksums";
-    let mut bad = Vec::new();
-    let mut checked = 0u64;
-    let entries = match read_index(index) {
-        Ok(e) => e,
-        Err(e) => return failed(name, format!("{e:#}")),
-    };
-    for entry in entries {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => return failed(name, format!("{e:#}")),
-        };
-        if entry.kind != EntryKind::File {
-            continue;
-        }
-        checked += 1;
-        let path = tree.join(&entry.path);
-        let result = (|| -> Result<()> {
-            let mut reader = HashReader::new(File::open(&path)?);
-            io::copy(&mut reader, &mut io::sink())?;
-            let (_, sha) = reader.finish();
-            if Some(sha.as_str()) != entry.sha256.as_deref() {
-                anyhow::bail!("checksum differs from the set's");
-            }
-            if entry.path.ends_with(".gz") {
-                let mut gz =
-                    flate2::read::MultiGzDecoder::new(io::BufReader::new(File::open(&path)?));
-                io::copy(&mut gz, &mut io::sink()).context("gzip does not decode")?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = result
-            && bad.len() < LISTED
-        {
-            bad.push(format!("{}: {e:#}", entry.path));
-        }
-    }
-    if bad.is_empty() {
-        passed(
-            name,
-            format!("{checked} files re-read: checksums equal, gzip files decode"),
-        )
-    } else {
-        failed(name, bad.join("; "))
-    }
 }

@@ -1,7 +1,7 @@
 //! `kcbackup restore SET`: the dump into a database, the attachment tree and
 //! the config directory into directories; each target optional, at least one.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
@@ -14,7 +14,7 @@ use crate::repo::manifest::Manifest;
 use crate::repo::objects::ObjectStore;
 use crate::restore::config::restore_config;
 use crate::restore::database::{self, DatabaseRestore};
-use crate::restore::files::{TreeRestore, prepare_target, restore_tree};
+use crate::restore::files::{TreeRestore, check_index, is_non_empty, prepare_target, restore_tree};
 use crate::settings::{MysqlTarget, Settings};
 
 #[derive(Debug, Clone, Default)]
@@ -42,6 +42,11 @@ pub struct RestoreReport {
 }
 
 pub fn run(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> {
+    crate::signals::install()?;
+    restore(settings, opts).map_err(crate::signals::explain)
+}
+
+fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> {
     if opts.to_database.is_none() && opts.to_attachments.is_none() && opts.to_config.is_none() {
         return config_error(
             "restore needs at least one of --to-database, --to-attachments, --to-config",
@@ -63,14 +68,45 @@ pub fn run(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
         notes: Vec::new(),
         seconds: 0.0,
     };
-    if let Some(name) = &opts.to_database {
+
+    // Every target and every path of the set is checked before anything
+    // is written: a refusal leaves all targets as they were.
+    let db_target = opts.to_database.as_ref().map(|name| {
         let mut target = opts.mysql.clone().unwrap_or_else(|| settings.mysql.clone());
         target.database = name.clone();
-        report.database = Some(database::restore(&set.dir, &manifest, &target, opts.force)?);
+        target
+    });
+    if let Some(target) = &db_target {
+        database::check_target(target, opts.force)?;
     }
+    let index = (!manifest.attachments.index_file.is_empty())
+        .then(|| set.dir.join(&manifest.attachments.index_file));
     if let Some(dir) = &opts.to_attachments {
-        report.attachments = Some(attachments(&repo, &set.dir, &manifest, dir, opts.force)?);
+        if let Some(index) = &index {
+            check_index(read_index(index)?)?;
+        }
+        refuse_non_empty(dir, opts.force)?;
     }
+    if let Some(dir) = &opts.to_config {
+        check_index(manifest.config.entries.iter().cloned().map(Ok))
+            .context("in the set's config archive listing")?;
+        refuse_non_empty(dir, opts.force)?;
+    }
+
+    if let Some(target) = &db_target {
+        report.database = Some(database::restore(&set.dir, &manifest, target, opts.force)?);
+    }
+    crate::signals::check()?;
+    if let Some(dir) = &opts.to_attachments {
+        report.attachments = Some(match &index {
+            Some(_) => attachments(&repo, &set.dir, &manifest, dir, opts.force)?,
+            None => {
+                report.notes.push("the set holds no attachment tree".into());
+                TreeRestore::default()
+            }
+        });
+    }
+    crate::signals::check()?;
     if let Some(dir) = &opts.to_config {
         let mut tree = TreeRestore::default();
         if manifest.config.file.is_empty() {
@@ -96,15 +132,29 @@ pub fn run(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
     Ok(report)
 }
 
-/// Restores the set's attachment tree into `dir`.
+/// A non-empty directory is a usage error without `--force`.
+fn refuse_non_empty(dir: &Path, force: bool) -> Result<()> {
+    if !force && is_non_empty(dir)? {
+        return config_error(format!(
+            "{} is not empty; restore refuses to mix trees (use --force to move \
+             what the set does not hold into a quarantine folder beside it)",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Restores the set's attachment tree into `dir`, after checking every
+/// path of its index.
 pub fn attachments(
     repo: &Repository,
-    set_dir: &std::path::Path,
+    set_dir: &Path,
     manifest: &Manifest,
-    dir: &std::path::Path,
+    dir: &Path,
     force: bool,
 ) -> Result<TreeRestore> {
     let index = set_dir.join(&manifest.attachments.index_file);
+    check_index(read_index(&index)?)?;
     let mut tree = TreeRestore::default();
     prepare_target(dir, read_index(&index)?, force, &mut tree)?;
     let store = ObjectStore::open(&repo.objects_dir())?;

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use super::files::TreeRestore;
+use super::files::{TreeRestore, mtime_of, set_dir_meta};
 use super::paths::{create_parents, safe_join};
 use crate::attachments::{EntryKind, IndexEntry};
 use crate::repo::digest::HashWriter;
@@ -32,6 +32,8 @@ pub fn restore_config(
     let file =
         fs::File::open(archive).with_context(|| format!("while opening {}", archive.display()))?;
     let mut tar = tar::Archive::new(zstd::Decoder::new(file)?);
+    let mut seen = std::collections::HashSet::new();
+    let mut dirs = Vec::new();
     for item in tar
         .entries()
         .with_context(|| format!("while reading {}", archive.display()))?
@@ -48,10 +50,15 @@ pub fn restore_config(
                 "{rel} is in the config archive but not in the manifest: the set was tampered with"
             );
         };
+        seen.insert(entry.path.as_str());
         match item.header().entry_type() {
             tar::EntryType::Directory => {
-                fs::create_dir_all(&path)?;
-                fs::set_permissions(&path, fs::Permissions::from_mode(entry.mode))?;
+                create_parents(&path)?;
+                if !path.is_dir() {
+                    fs::create_dir(&path)
+                        .with_context(|| format!("while creating {}", path.display()))?;
+                }
+                dirs.push((path, *entry));
                 report.dirs += 1;
             }
             tar::EntryType::Regular => {
@@ -74,13 +81,12 @@ pub fn restore_config(
                     let _ = fs::remove_file(&path);
                     bail!("{rel}: the restored config file does not match the manifest's checksum");
                 }
-                out.set_permissions(fs::Permissions::from_mode(entry.mode))?;
+                // Owner before mode: chown clears set-id bits.
                 if as_root {
                     std::os::unix::fs::fchown(&out, Some(entry.uid), Some(entry.gid))?;
                 }
-                let mtime = std::time::UNIX_EPOCH
-                    + std::time::Duration::new(entry.mtime.max(0) as u64, entry.mtime_nsec);
-                out.set_modified(mtime)?;
+                out.set_permissions(fs::Permissions::from_mode(entry.mode))?;
+                out.set_modified(mtime_of(entry))?;
                 report.files += 1;
                 report.bytes += bytes;
             }
@@ -105,6 +111,19 @@ pub fn restore_config(
             }
             _ => report.skipped += 1,
         }
+    }
+    if let Some(lost) = entries
+        .iter()
+        .find(|e| e.kind == EntryKind::File && !seen.contains(e.path.as_str()))
+    {
+        bail!(
+            "{}: listed in the manifest but not in the config archive: the set is damaged",
+            lost.path
+        );
+    }
+    for (path, entry) in dirs.iter().rev() {
+        set_dir_meta(path, entry, as_root)
+            .with_context(|| format!("while restoring the attributes of {}", path.display()))?;
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(())

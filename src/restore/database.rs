@@ -2,7 +2,7 @@
 //! `mariadb`/`mysql` client, with both checksums verified on the way.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::error::config_error;
 use crate::mysql::{Client, client_program};
-use crate::repo::digest::HashReader;
+use crate::repo::digest::{HashReader, file_digest};
 use crate::repo::manifest::Manifest;
 use crate::settings::MysqlTarget;
 
@@ -43,8 +43,50 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// How a target database stands before a restore.
+pub struct TargetCheck {
+    /// Tables it holds now (dropped with the database when forced).
+    pub tables: u64,
+    /// The server's `max_allowed_packet` for a new connection.
+    pub max_packet: u64,
+}
+
+/// Read-only check of the target: reachable, and empty unless `force`.
+/// Runs before anything of any target is written.
+pub fn check_target(target: &MysqlTarget, force: bool) -> Result<TargetCheck> {
+    let name = &target.database;
+    check_name(name)?;
+    let admin = admin_client(target)?;
+    let out = admin
+        .query(&format!(
+            "SELECT COUNT(*), @@max_allowed_packet FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = '{name}'"
+        ))
+        .with_context(|| format!("while connecting to the restore server for `{name}`"))?;
+    let mut cols = out.trim().split('\t').map(|v| v.parse::<u64>());
+    let (Some(Ok(tables)), Some(Ok(max_packet))) = (cols.next(), cols.next()) else {
+        bail!("unexpected answer from the restore server: {out:?}");
+    };
+    if tables > 0 && !force {
+        return config_error(format!(
+            "database `{name}` is not empty ({tables} tables); restore refuses to mix data \
+             (use --force to drop and replace it)"
+        ));
+    }
+    Ok(TargetCheck { tables, max_packet })
+}
+
+fn admin_client(target: &MysqlTarget) -> Result<Client> {
+    Client::new(&MysqlTarget {
+        database: "information_schema".into(),
+        ..target.clone()
+    })
+}
+
 /// Loads the set's dump into `target.database`. Refuses a database that
 /// already holds tables unless `force`, in which case it is dropped first.
+/// The stored file is checked against the manifest before the target is
+/// touched; the SQL text's checksum is checked as it streams.
 pub fn restore(
     set_dir: &Path,
     manifest: &Manifest,
@@ -53,36 +95,29 @@ pub fn restore(
 ) -> Result<DatabaseRestore> {
     let started = Instant::now();
     let name = target.database.clone();
-    check_name(&name)?;
-    let admin = Client::new(&MysqlTarget {
-        database: "information_schema".into(),
-        ..target.clone()
-    })?;
-    let tables = admin
-        .query_value(&format!(
-            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{name}'"
-        ))
-        .context("while connecting to the restore server")?
-        .unwrap_or_default();
-    if tables != "0" {
-        if !force {
-            return config_error(format!(
-                "database `{name}` is not empty ({tables} tables); restore refuses to mix data \
-                 (use --force to drop and replace it)"
-            ));
-        }
+    let state = check_target(target, force)?;
+    let dump_path = set_dir.join(&manifest.database.file);
+    let (stored_bytes, stored_sha256) = file_digest(&dump_path)?;
+    if stored_sha256 != manifest.database.stored_sha256
+        || stored_bytes != manifest.database.stored_bytes
+    {
+        bail!(
+            "{} does not match the manifest's checksum: the set is damaged, nothing was loaded",
+            dump_path.display()
+        );
+    }
+
+    let admin = admin_client(target)?;
+    if state.tables > 0 {
         admin.query(&format!("DROP DATABASE `{name}`"))?;
     }
     admin.query(&format!(
         "CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4"
     ))?;
 
-    let dump_path = set_dir.join(&manifest.database.file);
     let stored =
         File::open(&dump_path).with_context(|| format!("while opening {}", dump_path.display()))?;
-    let mut stored = HashReader::new(stored);
-    let mut sql = HashReader::new(zstd::Decoder::new(&mut stored)?);
-
+    let mut sql = HashReader::new(zstd::Decoder::new(stored)?);
     let client = Client::new(target)?;
     let mut child = Command::new(client_program()?)
         .arg(client.defaults().arg())
@@ -95,39 +130,65 @@ pub fn restore(
         .stderr(Stdio::piped())
         .spawn()
         .context("while starting the database client")?;
-    let mut stdin = child.stdin.take().context("client has no stdin")?;
+    let terminate = crate::signals::terminate_on_signal(child.id());
+    let stdin = child.stdin.take().context("client has no stdin")?;
     let mut stderr = child.stderr.take().context("client has no stderr")?;
     let stderr_thread = thread::spawn(move || {
         let mut text = String::new();
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let copied = io::copy(&mut sql, &mut stdin);
-    drop(stdin);
+    let mut guard = PacketGuard::new(stdin, state.max_packet);
+    let copied = io::copy(&mut sql, &mut guard);
+    if copied.is_err() {
+        // Kill before stdin closes: the client must not run the half
+        // statement it holds at EOF.
+        let _ = child.kill();
+    }
+    let (longest, too_long) = (guard.longest, guard.too_long);
+    // Closes the client's stdin: EOF ends its input.
+    drop(guard);
     let status = child
         .wait()
         .context("while waiting for the database client")?;
+    drop(terminate);
     let client_err = stderr_thread.join().unwrap_or_default();
-    if !status.success() {
-        let hint =
-            if client_err.contains("max_allowed_packet") || client_err.contains("packet bigger") {
-                " (the server's max_allowed_packet is smaller than a row of the dump: raise it, \
-             e.g. SET GLOBAL max_allowed_packet = 1073741824)"
-            } else {
-                ""
-            };
+    let partial =
+        format!("database `{name}` holds a partial load: drop it or restore again with --force");
+    if let Some(line) = too_long {
         bail!(
-            "loading the dump into `{name}` failed: {}{hint}",
-            client_err.trim()
+            "the statement at line {line} of the dump has more than {} bytes, more than the \
+             server's max_allowed_packet ({} bytes): raise it (e.g. SET GLOBAL \
+             max_allowed_packet = 1073741824, or max_allowed_packet in the [mysqld] section) \
+             and restore again; {partial}",
+            state.max_packet,
+            state.max_packet
         );
     }
-    copied.with_context(|| format!("while reading {}", dump_path.display()))?;
-    let (bytes, sha256) = sql.finish();
-    io::copy(&mut stored, &mut io::sink())?;
-    let (_, stored_sha256) = stored.finish();
-    if stored_sha256 != manifest.database.stored_sha256 || sha256 != manifest.database.sha256 {
+    if !status.success() {
+        let hint = if client_err.contains("max_allowed_packet")
+            || client_err.contains("packet bigger")
+            || client_err.contains("gone away")
+        {
+            format!(
+                " (the longest statement sent had {longest} bytes; the server's \
+                 max_allowed_packet is {}: raise it)",
+                state.max_packet
+            )
+        } else {
+            String::new()
+        };
         bail!(
-            "{} does not match the manifest's checksum: the set is damaged",
+            "loading the dump into `{name}` failed ({status}): {}{hint}; {partial}",
+            client_errors(&client_err)
+        );
+    }
+    copied.with_context(|| format!("while reading {}: {partial}", dump_path.display()))?;
+    let (bytes, sha256) = sql.finish();
+    if sha256 != manifest.database.sha256 || bytes != manifest.database.bytes {
+        bail!(
+            "the SQL text of {} does not match the manifest's checksum: the set is damaged \
+             and the loaded data cannot be trusted; {partial}",
             dump_path.display()
         );
     }
@@ -136,4 +197,123 @@ pub fn restore(
         bytes,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Passes the SQL on to the client, measuring the longest statement and
+/// stopping before one the server would refuse, so the error says why
+/// instead of "gone away". mariadb-dump ends every statement with `;` at the
+/// end of a line, and a newline inside a value is always escaped, so a line
+/// ending in `;` ends a statement (rows of one INSERT may span lines).
+struct PacketGuard<W> {
+    inner: W,
+    limit: u64,
+    /// 1-based line number where the current statement started.
+    start_line: u64,
+    line: u64,
+    current: u64,
+    longest: u64,
+    last_byte: u8,
+    /// The line where a statement over `limit` started.
+    too_long: Option<u64>,
+}
+
+impl<W> PacketGuard<W> {
+    fn new(inner: W, limit: u64) -> Self {
+        PacketGuard {
+            inner,
+            limit,
+            start_line: 1,
+            line: 1,
+            current: 0,
+            longest: 0,
+            last_byte: b'\n',
+            too_long: None,
+        }
+    }
+}
+
+impl<W: Write> Write for PacketGuard<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', buf).chain(std::iter::once(buf.len())) {
+            // The newline itself does not go into the packet.
+            self.current += (nl - start) as u64;
+            self.longest = self.longest.max(self.current);
+            if self.current > self.limit {
+                self.too_long = Some(self.start_line);
+                return Err(io::Error::other("statement larger than max_allowed_packet"));
+            }
+            if nl < buf.len() {
+                let before = if nl > 0 { buf[nl - 1] } else { self.last_byte };
+                self.line += 1;
+                if before == b';' {
+                    self.current = 0;
+                    self.start_line = self.line;
+                } else {
+                    // The line break stays inside the statement.
+                    self.current += 1;
+                }
+            }
+            start = nl + 1;
+        }
+        if let Some(&b) = buf.last() {
+            self.last_byte = b;
+        }
+        self.inner.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The client's error lines, without the statement text it echoes in batch
+/// mode (which can be megabytes of hex).
+fn client_errors(stderr: &str) -> String {
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("ERROR") || l.contains("error"))
+        .collect();
+    if errors.is_empty() {
+        let t = stderr.trim();
+        let cut = t.len().saturating_sub(500);
+        let cut = (cut..=t.len())
+            .find(|&i| t.is_char_boundary(i))
+            .unwrap_or(0);
+        t[cut..].to_string()
+    } else {
+        errors.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packet_guard_measures_statements_and_stops_at_the_limit() {
+        let mut g = PacketGuard::new(Vec::new(), 12);
+        g.write_all(b"ab;\nINSERT (1),").unwrap();
+        assert!(g.write_all(b"\n(2);\nx;\n").is_err());
+        // `INSERT (1),` + newline + `(2);` = 16 > 12 would have failed:
+        assert_eq!(g.too_long, Some(2));
+        let mut g = PacketGuard::new(Vec::new(), 20);
+        g.write_all(b"ab;\nINSERT (1),").unwrap();
+        g.write_all(b"\n(2);\nx;\n").unwrap();
+        assert_eq!((g.longest, g.line, g.too_long), (16, 5, None));
+        assert!(g.write_all(b"0123456789\n0123456789x").is_err());
+        assert_eq!(g.too_long, Some(5));
+        assert_eq!(g.inner, b"ab;\nINSERT (1),\n(2);\nx;\n");
+    }
+
+    #[test]
+    fn client_errors_drop_the_echoed_statement() {
+        let err = "--------------\nINSERT INTO `lob` VALUES (1,0,0x00)\n--------------\n\n\
+                   ERROR 2006 (HY000) at line 632: Server has gone away\n";
+        assert_eq!(
+            client_errors(err),
+            "ERROR 2006 (HY000) at line 632: Server has gone away"
+        );
+    }
 }

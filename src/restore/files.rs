@@ -6,14 +6,14 @@
 use std::cmp::Ordering;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use super::paths::{create_parents, safe_join};
+use super::paths::{check_rel, create_parents, link_escapes, safe_join};
 use crate::attachments::{EntryKind, IndexEntry};
 use crate::error::config_error;
 use crate::repo::digest::HashWriter;
@@ -33,6 +33,35 @@ pub struct TreeRestore {
     pub quarantined: u64,
     pub quarantine: Option<PathBuf>,
     pub seconds: f64,
+}
+
+/// Checks every entry of a set's index before anything is written, so a
+/// tampered set is refused as a whole: paths relative without `..`, symlinks
+/// only descending, files with a checksum.
+pub fn check_index(index: impl Iterator<Item = Result<IndexEntry>>) -> Result<u64> {
+    let mut entries = 0;
+    for entry in index {
+        let entry = entry?;
+        check_rel(&entry.path)?;
+        match entry.kind {
+            EntryKind::Symlink => {
+                let link = entry.target.as_deref().unwrap_or_default();
+                if link_escapes(link) {
+                    bail!(
+                        "refusing symlink {} -> {link} from the set: it is absolute or climbs \
+                         with `..`, so it could point outside the target",
+                        entry.path
+                    );
+                }
+            }
+            EntryKind::File if entry.sha256.is_none() => {
+                bail!("{}: the set's index has no checksum for it", entry.path)
+            }
+            _ => {}
+        }
+        entries += 1;
+    }
+    Ok(entries)
 }
 
 /// True when `dir` exists and holds anything.
@@ -108,7 +137,9 @@ pub fn prepare_target(
 }
 
 /// Writes every entry of `index` below `target`, verifying each file's
-/// size and SHA-256 against the index while it is copied.
+/// size and SHA-256 against the index while it is copied. Directories are
+/// made owner-only first and get their mode, owner and mtime at the end,
+/// deepest first, once nothing is written into them any more.
 pub fn restore_tree(
     store: &ObjectStore,
     index: impl Iterator<Item = Result<IndexEntry>>,
@@ -119,13 +150,15 @@ pub fn restore_tree(
     let as_root = nix::unistd::geteuid().is_root();
     fs::create_dir_all(target).with_context(|| format!("while creating {}", target.display()))?;
     report.target = target.to_path_buf();
+    let mut dirs = Vec::new();
     for entry in index {
+        crate::signals::check()?;
         let entry = entry?;
         let path = safe_join(target, Path::new(&entry.path))?;
         match entry.kind {
             EntryKind::Dir => {
                 create_parents(&path)?;
-                match fs::create_dir(&path) {
+                match fs::DirBuilder::new().mode(0o700).create(&path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
                     Err(e) => {
@@ -133,10 +166,7 @@ pub fn restore_tree(
                             .with_context(|| format!("while creating {}", path.display()));
                     }
                 }
-                fs::set_permissions(&path, fs::Permissions::from_mode(entry.mode))?;
-                if as_root {
-                    std::os::unix::fs::lchown(&path, Some(entry.uid), Some(entry.gid))?;
-                }
+                dirs.push((path, entry));
                 report.dirs += 1;
             }
             EntryKind::File => {
@@ -146,24 +176,46 @@ pub fn restore_tree(
             }
             EntryKind::Symlink => {
                 let link = entry.target.clone().unwrap_or_default();
-                let escapes = Path::new(&link).is_absolute()
-                    || safe_join(target, &Path::new(&entry.path).with_file_name(&link)).is_err();
-                if escapes {
+                if link_escapes(&link) {
                     bail!(
-                        "refusing symlink {} -> {link}: it points outside the target",
+                        "refusing symlink {} -> {link}: it could point outside the target",
                         entry.path
                     );
                 }
                 create_parents(&path)?;
                 let _ = fs::remove_file(&path);
-                std::os::unix::fs::symlink(&link, &path)?;
+                std::os::unix::fs::symlink(&link, &path)
+                    .with_context(|| format!("while creating the symlink {}", path.display()))?;
+                if as_root {
+                    std::os::unix::fs::lchown(&path, Some(entry.uid), Some(entry.gid))?;
+                }
                 report.symlinks += 1;
             }
             EntryKind::Other => report.skipped += 1,
         }
     }
+    for (path, entry) in dirs.iter().rev() {
+        set_dir_meta(path, entry, as_root)
+            .with_context(|| format!("while restoring the attributes of {}", path.display()))?;
+    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(())
+}
+
+/// Mode, owner (as root) and mtime of a restored directory.
+pub fn set_dir_meta(path: &Path, entry: &IndexEntry, as_root: bool) -> Result<()> {
+    if as_root {
+        std::os::unix::fs::lchown(path, Some(entry.uid), Some(entry.gid))?;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(entry.mode))?;
+    let dir = File::open(path)?;
+    dir.set_modified(mtime_of(entry))?;
+    Ok(())
+}
+
+/// The entry's mtime as a `SystemTime` (before 1970: the epoch).
+pub fn mtime_of(entry: &IndexEntry) -> std::time::SystemTime {
+    UNIX_EPOCH + Duration::new(entry.mtime.max(0) as u64, entry.mtime_nsec)
 }
 
 /// Copies one object out through a temporary name, checking it on the way;
@@ -203,18 +255,20 @@ fn restore_file(store: &ObjectStore, entry: &IndexEntry, path: &Path, as_root: b
         }
         Ok(())
     });
-    if let Err(e) = checked {
+    let placed = checked.and_then(|()| {
+        let file: File = file?;
+        // Owner before mode: chown clears set-id bits.
+        if as_root {
+            std::os::unix::fs::fchown(&file, Some(entry.uid), Some(entry.gid))?;
+        }
+        file.set_permissions(fs::Permissions::from_mode(entry.mode))?;
+        file.set_modified(mtime_of(entry))?;
+        drop(file);
+        fs::rename(&tmp, path).with_context(|| format!("while placing {}", path.display()))
+    });
+    if let Err(e) = placed {
         let _ = fs::remove_file(&tmp);
         return Err(e.context(format!("while restoring {}", entry.path)));
     }
-    let file: File = file?;
-    file.set_permissions(fs::Permissions::from_mode(entry.mode))?;
-    if as_root {
-        std::os::unix::fs::fchown(&file, Some(entry.uid), Some(entry.gid))?;
-    }
-    let mtime = UNIX_EPOCH + Duration::new(entry.mtime.max(0) as u64, entry.mtime_nsec);
-    file.set_modified(mtime)?;
-    drop(file);
-    fs::rename(&tmp, path).with_context(|| format!("while placing {}", path.display()))?;
     Ok(())
 }

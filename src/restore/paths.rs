@@ -47,6 +47,33 @@ pub fn safe_join(root: &Path, rel: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// The lexical part of [`safe_join`], for checking a whole set before
+/// anything is written: relative, no `..`, not empty.
+pub fn check_rel(rel: &str) -> Result<()> {
+    let path = Path::new(rel);
+    if rel.is_empty() || path.components().all(|c| c == Component::CurDir) {
+        bail!("refusing an empty path from the set");
+    }
+    if path
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        bail!("refusing path {rel:?} from the set: it is absolute or climbs out with `..`");
+    }
+    Ok(())
+}
+
+/// True when a symlink with target `link` could lead out of the restore
+/// target. Links may only descend: with `..` allowed, a chain of links that
+/// each stay inside lexically can still climb out (`d -> ..`, `x -> d/..`).
+pub fn link_escapes(link: &str) -> bool {
+    let path = Path::new(link);
+    link.is_empty()
+        || path
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
 /// Creates the parent directories of `path` (owner-only), checked by `safe_join`.
 pub fn create_parents(path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
@@ -72,6 +99,18 @@ mod tests {
             safe_join(root.path(), Path::new("8/13/161738.gz")).unwrap(),
             root.path().join("8/13/161738.gz")
         );
+    }
+
+    #[test]
+    fn lexical_checks_match_safe_join() {
+        for bad in ["/etc/passwd", "../x", "a/../../x", "a/..", "", "."] {
+            assert!(check_rel(bad).is_err(), "{bad}");
+        }
+        check_rel("8/13/161738.gz").unwrap();
+        for bad in ["/etc", "../x", "a/../b", ""] {
+            assert!(link_escapes(bad), "{bad}");
+        }
+        assert!(!link_escapes("sub/file"));
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! its tool config and repository, and kcbackup runs parsed from `--json`.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod tamper;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -56,6 +58,19 @@ impl Env {
             code: out.status.code().unwrap_or(-1),
             json,
             stderr,
+        }
+    }
+
+    /// Like [`Env::run`], for runs that may print no JSON (errors): then
+    /// `json` is `Null`.
+    pub fn run_any(&self, args: &[&str]) -> Run {
+        let mut all = vec!["--config", self.config.to_str().expect("utf-8 path")];
+        all.extend_from_slice(args);
+        let out = common::kcbackup(&all);
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            json: serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
     }
 

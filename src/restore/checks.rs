@@ -1,0 +1,293 @@
+//! The checks a drill runs on the restored copy, the way kopano-server
+//! would read it: row counts, version and backend against the manifest, every
+//! referenced instance where its layout says, every file's checksum.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::attachments::{EntryKind, IndexEntry, read_index};
+use crate::commands::drill::{Check, failed, passed};
+use crate::dump::scanner::KopanoVersion;
+use crate::layout::Layout;
+use crate::mysql::Client;
+use crate::repo::digest::HashReader;
+use crate::repo::manifest::Manifest;
+
+/// How many missing ids a failed check lists.
+const LISTED: usize = 20;
+
+fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// Row counts, Kopano version and storage backend against the manifest.
+/// `Err` only when a signal interrupted the checks.
+pub fn check_database(
+    client: &Client,
+    manifest: &Manifest,
+    tables: &mut usize,
+    rows: &mut u64,
+) -> Result<Vec<Check>> {
+    let expected = &manifest.database.findings.row_counts;
+    let mut mismatches = Vec::new();
+    for (table, want) in expected {
+        crate::signals::check()?;
+        let got = client
+            .query_value(&format!("SELECT COUNT(*) FROM {}", quote_ident(table)))
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse::<u64>().ok());
+        *rows += got.unwrap_or(0);
+        if got != Some(*want) {
+            mismatches.push(format!(
+                "{table}: {want} in the dump, {} restored",
+                got.map_or("none".into(), |g| g.to_string())
+            ));
+        }
+    }
+    *tables = expected.len();
+    let mut checks = vec![if mismatches.is_empty() {
+        passed(
+            "row counts",
+            format!(
+                "{} tables, {} rows, all equal to the dump's",
+                expected.len(),
+                rows
+            ),
+        )
+    } else {
+        failed("row counts", mismatches.join("; "))
+    }];
+
+    let version = client
+        .query("SELECT major, minor, micro, revision, databaserevision FROM versions")
+        .map(|out| {
+            out.lines()
+                .filter_map(|l| {
+                    let v: Vec<u32> = l.split('\t').filter_map(|x| x.parse().ok()).collect();
+                    (v.len() == 5).then(|| KopanoVersion {
+                        major: v[0],
+                        minor: v[1],
+                        micro: v[2],
+                        revision: v[3],
+                        databaserevision: v[4],
+                    })
+                })
+                .max()
+                .map(|v| v.to_string())
+        });
+    checks.push(match version {
+        Ok(v) if v == manifest.kopano.version => passed("kopano version", v.unwrap_or_default()),
+        Ok(v) => failed(
+            "kopano version",
+            format!("restored {v:?}, manifest {:?}", manifest.kopano.version),
+        ),
+        Err(e) => failed("kopano version", format!("{e:#}")),
+    });
+    let backend =
+        client.query_value("SELECT value FROM settings WHERE name = 'attachment_storage'");
+    checks.push(match backend {
+        Ok(b) if b == manifest.kopano.storage_backend => {
+            passed("storage backend", b.unwrap_or_default())
+        }
+        Ok(b) => failed(
+            "storage backend",
+            format!(
+                "restored {b:?}, manifest {:?}",
+                manifest.kopano.storage_backend
+            ),
+        ),
+        Err(e) => failed("storage backend", format!("{e:#}")),
+    });
+    crate::signals::check()?;
+    Ok(checks)
+}
+
+/// Every instance the RESTORED `singleinstances` references has its data
+/// where kopano-server will look for it (for `database`: gap-free `lob`
+/// chunks). `Err` only when a signal interrupted the check.
+pub fn check_references(
+    client: &Client,
+    manifest: &Manifest,
+    tree: &Path,
+    referenced: &mut u64,
+) -> Result<Check> {
+    let name = "attachments present";
+    let Some(backend) = &manifest.kopano.storage_backend else {
+        return Ok(failed(name, "the manifest names no storage backend".into()));
+    };
+    let layout = match Layout::parse(backend) {
+        Ok(l) => l,
+        Err(e) => return Ok(failed(name, format!("{e:#}"))),
+    };
+    let guid = manifest
+        .database
+        .findings
+        .server_guid
+        .as_deref()
+        .and_then(|g| hex::decode(g).ok())
+        .unwrap_or_default();
+    // For `database`: instances whose chunks of every tag run 0..n-1.
+    let (mut lob_ok, mut lob_bad) = (HashSet::new(), HashSet::new());
+    if layout == Layout::Database {
+        let r = client.for_each_row(
+            "SELECT instanceid, COUNT(*), MIN(chunkid), MAX(chunkid) FROM lob GROUP BY instanceid, tag",
+            |row| {
+                let v: Vec<u64> = row.split('\t').filter_map(|x| x.parse().ok()).collect();
+                let [id, count, min, max] = v[..] else {
+                    return Err(anyhow!("unexpected row from lob: {row:?}"));
+                };
+                if min == 0 && max + 1 == count {
+                    lob_ok.insert(id);
+                } else {
+                    lob_bad.insert(id);
+                }
+                Ok(())
+            },
+        );
+        if let Err(e) = r {
+            crate::signals::check()?;
+            return Ok(failed(name, format!("{e:#}")));
+        }
+    }
+    let mut missing = Vec::new();
+    let mut missing_count = 0u64;
+    let mut last = None;
+    let r = client.for_each_row(
+        "SELECT instanceid, IFNULL(filename, '') FROM singleinstances ORDER BY instanceid",
+        |row| {
+            crate::signals::check()?;
+            let mut cols = row.splitn(2, '\t');
+            let id: u32 = cols
+                .next()
+                .unwrap_or_default()
+                .parse()
+                .map_err(|_| anyhow!("bad instanceid in {row:?}"))?;
+            let filename = cols.next().unwrap_or_default();
+            let new = last != Some(id);
+            last = Some(id);
+            // files_v2 keeps one holder per instance in the content
+            // directory the row names; every other layout needs one look per id.
+            if !new && layout != Layout::FilesV2 {
+                return Ok(());
+            }
+            let present = match layout {
+                Layout::FilesV1 { l1, l2 } => Layout::v1_candidates(l1, l2, id)
+                    .iter()
+                    .any(|p| readable(&tree.join(p))),
+                Layout::FilesV2 => {
+                    !filename.is_empty()
+                        && super::paths::check_rel(filename).is_ok()
+                        && readable(&tree.join(filename).join("content"))
+                        && tree
+                            .join(filename)
+                            .join("holder")
+                            .join(Layout::v2_holder_name(&guid, id))
+                            .is_file()
+                }
+                Layout::Database => {
+                    lob_ok.contains(&u64::from(id)) && !lob_bad.contains(&u64::from(id))
+                }
+                Layout::S3 => false,
+            };
+            if new {
+                *referenced += 1;
+            }
+            if !present {
+                missing_count += 1;
+                if missing.len() < LISTED {
+                    missing.push(id.to_string());
+                }
+            }
+            Ok(())
+        },
+    );
+    crate::signals::check()?;
+    Ok(match r {
+        Err(e) => failed(name, format!("{e:#}")),
+        Ok(()) if missing_count == 0 => passed(
+            name,
+            format!(
+                "{referenced} referenced instances, all readable where kopano-server looks ({layout})"
+            ),
+        ),
+        Ok(()) => failed(
+            name,
+            format!(
+                "{missing_count} of {referenced} referenced instances missing where kopano-server \
+                 looks ({layout}): {}",
+                missing.join(", ")
+            ),
+        ),
+    })
+}
+
+fn readable(path: &Path) -> bool {
+    File::open(path).is_ok_and(|f| f.metadata().is_ok_and(|m| m.is_file()))
+}
+
+/// Every restored file has the recorded checksum, and Kopano's gzip files
+/// decode to the end (all members), in one read. `Err` only when a signal
+/// interrupted the check.
+pub fn check_files(index: &Path, tree: &Path) -> Result<Check> {
+    let name = "attachment checksums";
+    let mut bad = Vec::new();
+    let mut bad_count = 0u64;
+    let mut checked = 0u64;
+    let entries = match read_index(index) {
+        Ok(e) => e,
+        Err(e) => return Ok(failed(name, format!("{e:#}"))),
+    };
+    for entry in entries {
+        crate::signals::check()?;
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => return Ok(failed(name, format!("{e:#}"))),
+        };
+        if entry.kind != EntryKind::File {
+            continue;
+        }
+        checked += 1;
+        if let Err(e) = check_file(&tree.join(&entry.path), &entry) {
+            bad_count += 1;
+            if bad.len() < LISTED {
+                bad.push(format!("{}: {e:#}", entry.path));
+            }
+        }
+    }
+    Ok(if bad.is_empty() {
+        passed(
+            name,
+            format!("{checked} files re-read: checksums equal, gzip files decode"),
+        )
+    } else {
+        failed(
+            name,
+            format!("{bad_count} of {checked} files bad: {}", bad.join("; ")),
+        )
+    })
+}
+
+fn check_file(path: &Path, entry: &IndexEntry) -> Result<()> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut reader = HashReader::new(io::BufReader::with_capacity(256 * 1024, file));
+    let decoded = if entry.path.ends_with(".gz") {
+        let mut gz = flate2::read::MultiGzDecoder::new(&mut reader);
+        Some(io::copy(&mut gz, &mut io::sink()))
+    } else {
+        None
+    };
+    io::copy(&mut reader, &mut io::sink())?;
+    let (bytes, sha) = reader.finish();
+    if Some(sha.as_str()) != entry.sha256.as_deref() || bytes != entry.size {
+        bail!("checksum differs from the set's");
+    }
+    if let Some(Err(e)) = decoded {
+        return Err(e).context("gzip does not decode");
+    }
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! `kcbackup restore` against the real MariaDB: a set of every layout comes
+//! back identical (tables, files with modes and mtimes, config), non-empty
+//! targets are refused or, forced, cleaned into a quarantine folder.
+//! Tampered and damaged sets: see restore_damage.rs.
+
+mod common;
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use kcbackup::layout::Layout;
+use support::{Env, Run, env, num, text};
+
+/// A generated store with a complete set; returns the env and the set id.
+fn backed_up(layout: Layout) -> (Env, String) {
+    let env = env(layout);
+    let run = env.backup(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let set = text(&run.json, "set").to_string();
+    (env, set)
+}
+
+/// `restore SET --json` as root on the shared server via the --mysql-*
+/// flags (the store's own user may not create databases).
+fn restore(env: &Env, set: &str, targets: &[&str]) -> Run {
+    let pw = env.repo.parent().unwrap().join("root.pw");
+    fs::write(&pw, "\n").unwrap();
+    let socket = common::server().socket().to_str().unwrap().to_string();
+    let mut args = vec!["restore", set, "--json", "--mysql-user", "root"];
+    args.extend(["--mysql-socket", &socket]);
+    args.extend(["--mysql-password-file", pw.to_str().unwrap()]);
+    args.extend_from_slice(targets);
+    env.run_any(&args)
+}
+
+/// `CHECKSUM TABLE` of every table of `db`, by table name.
+fn table_checksums(db: &str) -> BTreeMap<String, String> {
+    let tables = common::query(&format!(
+        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db}'"
+    ));
+    tables
+        .into_iter()
+        .map(|t| {
+            let row = &common::query(&format!("CHECKSUM TABLE `{db}`.`{}`", t[0]))[0];
+            (t[0].clone(), row[1].clone())
+        })
+        .collect()
+}
+
+/// Every entry below `root` (files, directories, symlinks) with what a
+/// restore must reproduce: kind, content, mode and mtime.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, (String, Vec<u8>, u32, i64, i64)> {
+    let mut out = BTreeMap::new();
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        out: &mut BTreeMap<PathBuf, (String, Vec<u8>, u32, i64, i64)>,
+    ) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            let (kind, data) = if meta.is_dir() {
+                walk(root, &path, out);
+                ("dir", Vec::new())
+            } else if meta.file_type().is_symlink() {
+                let link = fs::read_link(&path).unwrap();
+                ("symlink", link.to_string_lossy().as_bytes().to_vec())
+            } else {
+                ("file", fs::read(&path).unwrap())
+            };
+            let mtime = if kind == "symlink" { 0 } else { meta.mtime() };
+            let nsec = if kind == "symlink" {
+                0
+            } else {
+                meta.mtime_nsec()
+            };
+            out.insert(rel, (kind.into(), data, meta.mode() & 0o7777, mtime, nsec));
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+fn restores_identically(layout: Layout) {
+    let (env, set) = backed_up(layout);
+    let out = tempfile::tempdir().unwrap();
+    let (att, cfg) = (out.path().join("att"), out.path().join("cfg"));
+    let db = common::unique_db("restored");
+    let run = restore(
+        &env,
+        &set,
+        &[
+            "--to-database",
+            &db,
+            "--to-attachments",
+            att.to_str().unwrap(),
+            "--to-config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let j = &run.json;
+    assert_eq!(text(j, "set"), set);
+    assert_eq!(text(j, "database.database"), db);
+    assert!(num(j, "database.bytes") > 0, "{j:#}");
+    assert!(j["seconds"].as_f64().is_some() && j["database"]["seconds"].as_f64().is_some());
+
+    // Every table equal, row for row.
+    let source = table_checksums(&env.store.database);
+    assert!(source.len() >= 8, "{source:?}");
+    assert_eq!(table_checksums(&db), source);
+    common::verify::database(&db, &env.store.expected, layout);
+
+    // The attachment tree: same entries, bytes, modes and mtimes.
+    let want = snapshot(&env.store.attachment_path);
+    let got = snapshot(&att);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (rel, w) in &want {
+        assert!(got[rel] == *w, "{} differs after restore", rel.display());
+    }
+    let files = want.values().filter(|v| v.0 == "file").count() as u64;
+    assert_eq!(num(j, "attachments.files"), files);
+    common::verify::tree(&att, &env.store.expected, layout);
+
+    // The config directory, likewise.
+    let want = snapshot(&env.store.config_dir);
+    assert!(want.keys().any(|k| k.ends_with("server.cfg")));
+    assert_eq!(snapshot(&cfg), want);
+}
+
+#[test]
+fn a_files_set_restores_identically() {
+    restores_identically(Layout::FilesV1 { l1: 10, l2: 20 });
+}
+
+#[test]
+fn a_files_v1_7_5_set_restores_identically() {
+    restores_identically(Layout::FilesV1 { l1: 7, l2: 5 });
+}
+
+#[test]
+fn a_files_v2_set_restores_identically() {
+    restores_identically(Layout::FilesV2);
+}
+
+#[test]
+fn a_database_set_restores_identically() {
+    restores_identically(Layout::Database);
+}
+
+#[test]
+fn non_empty_targets_are_refused_and_forced_ones_quarantined() {
+    let (env, set) = backed_up(Layout::FilesV1 { l1: 10, l2: 20 });
+    let out = tempfile::tempdir().unwrap();
+    let att = out.path().join("att");
+    let db = common::unique_db("occupied");
+    common::query(&format!(
+        "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.keep (x INT); INSERT INTO `{db}`.keep VALUES (7)"
+    ));
+    // A stale twin of a restored instance, and a file of no instance.
+    let id = *env.store.expected.referenced.iter().next().unwrap();
+    let twin = format!("{}/{}/{id}.gz", id % 10, (id / 10) % 20);
+    let twin_is_data = env.store.attachment_path.join(&twin).exists();
+    let stale = if twin_is_data {
+        format!("{}/{}/{id}", id % 10, (id / 10) % 20)
+    } else {
+        twin
+    };
+    fs::create_dir_all(att.join(&stale).parent().unwrap()).unwrap();
+    fs::write(att.join(&stale), b"stale data of an older instance").unwrap();
+    fs::write(att.join("notes.txt"), b"not from the set").unwrap();
+    let before = snapshot(&att);
+
+    // Without --force: exit 2, nothing changed, in the database either.
+    for targets in [
+        vec!["--to-database", db.as_str()],
+        vec!["--to-attachments", att.to_str().unwrap()],
+        // A refused directory also stops the database restore before it starts.
+        vec![
+            "--to-database",
+            &common::unique_db("untouched"),
+            "--to-attachments",
+            att.to_str().unwrap(),
+        ],
+    ] {
+        let run = restore(&env, &set, &targets);
+        assert_eq!(run.code, 2, "{targets:?}: {}", run.stderr);
+        assert!(run.stderr.contains("not empty"), "{}", run.stderr);
+        assert!(run.stderr.contains("--force"), "{}", run.stderr);
+    }
+    assert_eq!(snapshot(&att), before);
+    assert_eq!(
+        common::query_one(&format!("SELECT x FROM `{db}`.keep")),
+        "7"
+    );
+    let untouched = common::query(&format!(
+        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'untouched%{}%'",
+        std::process::id()
+    ));
+    assert!(untouched.is_empty(), "{untouched:?}");
+    assert!(!fs::read_dir(out.path()).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("quarantine")
+    }));
+    // No target at all is a usage error too.
+    assert_eq!(restore(&env, &set, &[]).code, 2);
+
+    // With --force: the database replaced, the strays moved aside.
+    let run = restore(
+        &env,
+        &set,
+        &[
+            "--force",
+            "--to-database",
+            &db,
+            "--to-attachments",
+            att.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(table_checksums(&db), table_checksums(&env.store.database));
+    assert_eq!(
+        common::query_one(&format!(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME = 'keep'"
+        )),
+        "0"
+    );
+    let quarantine: Vec<PathBuf> = fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("kcbackup-quarantine-")
+        })
+        .collect();
+    assert_eq!(quarantine.len(), 1, "{quarantine:?}");
+    let q = &quarantine[0];
+    assert_eq!(
+        text(&run.json, "attachments.quarantine"),
+        q.to_str().unwrap()
+    );
+    assert_eq!(num(&run.json, "attachments.quarantined"), 2);
+    assert_eq!(
+        fs::read(q.join(&stale)).unwrap(),
+        b"stale data of an older instance"
+    );
+    assert!(q.join("notes.txt").is_file());
+    assert!(!att.join(&stale).exists(), "the stale twin still shadows");
+    assert!(!att.join("notes.txt").exists());
+    common::verify::tree(&att, &env.store.expected, env.store.spec.layout);
+}
+
+#[test]
+fn a_server_with_a_small_max_allowed_packet_gets_a_clear_error() {
+    let (env, set) = backed_up(Layout::Database);
+    let small = kcbackup::sandbox::Sandbox::start(&Default::default()).unwrap();
+    small.sql("SET GLOBAL max_allowed_packet = 65536").unwrap();
+    let pw = env.repo.parent().unwrap().join("empty.pw");
+    fs::write(&pw, "").unwrap();
+    let run = env.run_any(&[
+        "restore",
+        &set,
+        "--to-database",
+        "kopano",
+        "--mysql-socket",
+        small.socket().to_str().unwrap(),
+        "--mysql-user",
+        "root",
+        "--mysql-password-file",
+        pw.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("max_allowed_packet (65536 bytes)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("SET GLOBAL max_allowed_packet"),
+        "{}",
+        run.stderr
+    );
+}

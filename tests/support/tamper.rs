@@ -1,0 +1,139 @@
+//! Deliberate damage to a published set that its checksums cannot catch:
+//! a file is rewritten, then the manifest's records of it and the manifest's
+//! own checksum are brought in line, as an attacker (or a bug) would.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use kcbackup::attachments::IndexEntry;
+use kcbackup::repo::digest::{file_digest, sha256_hex};
+use serde_json::Value;
+
+/// Decompresses `path` (zstd), lets `edit` change the bytes, recompresses.
+pub fn rewrite_zst(path: &Path, edit: impl FnOnce(Vec<u8>) -> Vec<u8>) {
+    let plain = zstd::decode_all(&fs::read(path).unwrap()[..]).unwrap();
+    let edited = edit(plain);
+    fs::write(path, zstd::encode_all(&edited[..], 3).unwrap()).unwrap();
+}
+
+/// The entries of a set's attachment index.
+pub fn read_index(set_dir: &Path) -> Vec<IndexEntry> {
+    let raw =
+        zstd::decode_all(&fs::read(set_dir.join("attachments.jsonl.zst")).unwrap()[..]).unwrap();
+    String::from_utf8(raw)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Rewrites the set's attachment index with `edit` applied to its entries.
+pub fn edit_index(set_dir: &Path, edit: impl FnOnce(&mut Vec<IndexEntry>)) {
+    let mut entries = read_index(set_dir);
+    edit(&mut entries);
+    let mut text = String::new();
+    for e in &entries {
+        text.push_str(&serde_json::to_string(e).unwrap());
+        text.push('\n');
+    }
+    rewrite_zst(&set_dir.join("attachments.jsonl.zst"), |_| {
+        text.into_bytes()
+    });
+}
+
+/// Brings the manifest in line with the set's files again: every `files[]`
+/// entry gets its file's size and checksum, `edit` may change more, and
+/// `manifest.json.sha256` is rewritten. Verification of the set's own
+/// files then passes; only deeper checks can notice the damage.
+pub fn reseal(set_dir: &Path, edit: impl FnOnce(&mut Value)) {
+    let path = set_dir.join("manifest.json");
+    let mut m: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    for f in m["files"].as_array_mut().unwrap() {
+        let name = f["name"].as_str().unwrap().to_string();
+        let (bytes, sha) = file_digest(&set_dir.join(name)).unwrap();
+        f["bytes"] = bytes.into();
+        f["sha256"] = sha.into();
+    }
+    edit(&mut m);
+    let json = serde_json::to_vec_pretty(&m).unwrap();
+    fs::write(&path, &json).unwrap();
+    fs::write(
+        set_dir.join("manifest.json.sha256"),
+        format!("{}  manifest.json\n", sha256_hex(&json)),
+    )
+    .unwrap();
+}
+
+/// Rewrites the stored dump with `edit` on its SQL text and reseals the
+/// manifest (files[], database bytes and both checksums), so the dump
+/// loads and only the restored data can show the damage.
+pub fn edit_dump(set_dir: &Path, edit: impl FnOnce(String) -> String) {
+    let dump = set_dir.join("db.sql.zst");
+    let mut sql = (0u64, String::new());
+    rewrite_zst(&dump, |plain| {
+        let text = edit(String::from_utf8(plain).unwrap());
+        sql = (text.len() as u64, sha256_hex(text.as_bytes()));
+        text.into_bytes()
+    });
+    let (stored_bytes, stored_sha) = file_digest(&dump).unwrap();
+    reseal(set_dir, |m| {
+        let db = &mut m["database"];
+        db["bytes"] = sql.0.into();
+        db["sha256"] = sql.1.clone().into();
+        db["stored_bytes"] = stored_bytes.into();
+        db["stored_sha256"] = stored_sha.into();
+    });
+}
+
+/// Removes the first row of `table` from the dump's INSERT statements
+/// (a whole statement when it holds a single row).
+pub fn drop_first_row(sql: String, table: &str) -> String {
+    // At a line start: the generator hides look-alikes inside strings.
+    let marker = format!("\nINSERT INTO `{table}` VALUES");
+    let at = sql.find(&marker).expect("an INSERT for the table") + marker.len();
+    let start = at + sql[at..].find('(').expect("a row");
+    // Rows are `(...),(...);` with quoted strings that may hold `),(`: walk
+    // the quotes to find the end of the first tuple.
+    let bytes = sql.as_bytes();
+    let (mut i, mut quoted) = (start, false);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if quoted => i += 1,
+            b'\'' => quoted = !quoted,
+            b')' if !quoted => break,
+            _ => {}
+        }
+        i += 1;
+    }
+    match bytes[i + 1] {
+        // `(row),` : drop the row and its comma.
+        b',' => format!("{}{}", &sql[..start], &sql[i + 2..]),
+        // The only row: drop the whole statement line.
+        _ => {
+            let line_start = sql[..start].rfind('\n').map_or(0, |n| n + 1);
+            let line_end = sql[i..].find('\n').map_or(sql.len(), |n| i + n + 1);
+            format!("{}{}", &sql[..line_start], &sql[line_end..])
+        }
+    }
+}
+
+/// The stored object files of a repository (not temporaries).
+pub fn object_files(repo: &Path) -> Vec<PathBuf> {
+    let objects = repo.join("objects");
+    crate::common::verify::list_files(&objects)
+        .into_iter()
+        .filter(|rel| !rel.starts_with(".tmp"))
+        .map(|rel| objects.join(rel))
+        .collect()
+}
+
+/// The index paths whose data is the object at `object`.
+pub fn paths_of_object(set_dir: &Path, object: &Path) -> Vec<String> {
+    let name = object.file_name().unwrap().to_string_lossy().into_owned();
+    let sha = name.trim_end_matches(".zst");
+    read_index(set_dir)
+        .into_iter()
+        .filter(|e| e.sha256.as_deref() == Some(sha))
+        .map(|e| e.path)
+        .collect()
+}
