@@ -17,8 +17,9 @@ use crate::error::{Interrupted, exit_for};
 
 /// The first signal received, 0 while none.
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
-/// Children to terminate when a signal arrives.
-static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// Children to terminate when a signal arrives, as `kill` takes them:
+/// a pid, or a negated process group id.
+static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 /// After this many signals the process exits without waiting for cleanup.
 const FORCE_AFTER: usize = 3;
 
@@ -64,7 +65,7 @@ fn on_signal(sig: i32, count: usize) {
 fn terminate_children() {
     let pids = CHILDREN.lock().map(|c| c.clone()).unwrap_or_default();
     for pid in pids {
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     }
 }
 
@@ -98,16 +99,31 @@ pub fn explain(err: anyhow::Error) -> anyhow::Error {
 /// While alive, the child `pid` gets SIGTERM when a signal arrives (at once,
 /// if one already did). Drop it right after waiting for the child.
 #[must_use = "the child is only terminated while the guard lives"]
-pub struct TerminateOnSignal(u32);
+pub struct TerminateOnSignal(i32);
 
 pub fn terminate_on_signal(pid: u32) -> TerminateOnSignal {
+    register(pid as i32)
+}
+
+/// Like [`terminate_on_signal`] for a child started as the leader of its own
+/// process group (`process_group(0)`): the whole group gets SIGTERM.
+pub fn terminate_group_on_signal(pgid: u32) -> TerminateOnSignal {
+    register(-(pgid as i32))
+}
+
+/// SIGKILL to every process of the group `pgid` (best effort).
+pub fn kill_group(pgid: u32) {
+    let _ = kill(Pid::from_raw(-(pgid as i32)), Signal::SIGKILL);
+}
+
+fn register(target: i32) -> TerminateOnSignal {
     if let Ok(mut c) = CHILDREN.lock() {
-        c.push(pid);
+        c.push(target);
     }
     if received().is_some() {
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        let _ = kill(Pid::from_raw(target), Signal::SIGTERM);
     }
-    TerminateOnSignal(pid)
+    TerminateOnSignal(target)
 }
 
 impl Drop for TerminateOnSignal {

@@ -2,6 +2,7 @@
 //! dump the database FIRST (its snapshot defines what must be present),
 //! capture the rest, prove completeness, write the manifest last, publish.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -100,24 +101,33 @@ pub fn run(
 
     // 2. The database first: what its snapshot references must be present
     //    later. The filesystem snapshot is taken the moment the dump's
-    //    transaction is open, while the dump goes on streaming.
+    //    transaction is open, while the dump goes on streaming; if it cannot
+    //    be taken, the dump stops there instead of running on for nothing.
     let files = DumpFiles {
         dump: &set.path(DUMP_FILE),
         singleinstances: &set.path(REFERENCES_FILE),
         lob: &set.path(LOB_FILE),
     };
-    let mut snap = None;
-    let db = dump::run(&settings.mysql, &files, progress, |_| {
-        snap = Some(snapshot::take(&plan, set.id()));
-    })
-    .map_err(signals::explain)
-    .context("the database dump failed; no set was published")?;
+    let mut taken = None;
+    let dumped = dump::run(&settings.mysql, &files, progress, |_| {
+        match taken.insert(snapshot::take(&plan, set.id())) {
+            Ok(_) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        }
+    });
+    // A failed snapshot is why the dump stopped: its error is the one to tell.
+    let taken = taken
+        .transpose()
+        .context("while taking the filesystem snapshot; no set was published")?;
+    let db = dumped
+        .map_err(signals::explain)
+        .context("the database dump failed; no set was published")?;
     // A dump of a database without tables never opens one: snapshot now.
-    let snap = match snap {
-        Some(taken) => taken,
-        None => snapshot::take(&plan, set.id()),
-    }
-    .context("while taking the filesystem snapshot; no set was published")?;
+    let snap = match taken {
+        Some(snap) => snap,
+        None => snapshot::take(&plan, set.id())
+            .context("while taking the filesystem snapshot; no set was published")?,
+    };
     phases.push(phase("dump", db.seconds));
     signals::check()?;
     let findings = &db.findings;

@@ -8,7 +8,8 @@ pub mod sql_lexer;
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
-use std::os::unix::process::ExitStatusExt;
+use std::ops::ControlFlow;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -72,12 +73,13 @@ pub struct DumpReport {
 }
 
 /// Checks the connection, then runs the dump into `files`. `on_transaction_open`
-/// is called once, from the streaming loop, as soon as table data begins.
+/// is called once, from the streaming loop, as soon as table data begins;
+/// `Break` stops the dump at once (the caller knows why).
 pub fn run(
     target: &MysqlTarget,
     files: &DumpFiles<'_>,
     progress: &dyn Progress,
-    mut on_transaction_open: impl FnMut(DateTime<Utc>),
+    mut on_transaction_open: impl FnMut(DateTime<Utc>) -> ControlFlow<()>,
 ) -> Result<DumpReport> {
     let started = Instant::now();
     let client = Client::new(target)?;
@@ -102,10 +104,14 @@ pub fn run(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, so that all of a wrapper script's processes
+        // can be stopped together: a pipeline child left running would keep
+        // the output pipe open and the read below blocked.
+        .process_group(0)
         .spawn()
         .with_context(|| format!("while starting {}", program.display()))?;
     // A signal terminates the dump, so the read below returns and cleanup runs.
-    let terminate = crate::signals::terminate_on_signal(child.id());
+    let terminate = crate::signals::terminate_group_on_signal(child.id());
     let mut stdout = child.stdout.take().context("dump command has no stdout")?;
     let stderr = child.stderr.take().context("dump command has no stderr")?;
     // Drained on its own thread so a chatty dump cannot block on a full pipe.
@@ -129,6 +135,7 @@ pub fn run(
     let mut head: Vec<u8> = Vec::new();
     let mut transaction_started = None;
     let mut tail: Vec<u8> = Vec::new();
+    let mut scanner_stopped = false;
     progress.start("dump", None);
     let stream_result = (|| -> Result<()> {
         loop {
@@ -144,7 +151,9 @@ pub fn run(
             if transaction_started.is_none() && contains_across(&tail, &buf, TABLE_MARK) {
                 let now = Utc::now();
                 transaction_started = Some(now);
-                on_transaction_open(now);
+                if on_transaction_open(now).is_break() {
+                    bail!("the dump was stopped as its transaction began");
+                }
             }
             if transaction_started.is_none() {
                 tail = buf[buf.len().saturating_sub(TABLE_MARK.len())..].to_vec();
@@ -158,6 +167,7 @@ pub fn run(
                 .context("while writing the compressed dump")?;
             progress.inc(n as u64);
             if tx.send(buf).is_err() {
+                scanner_stopped = true;
                 bail!("the dump scanner stopped early");
             }
         }
@@ -165,7 +175,9 @@ pub fn run(
     drop(tx);
     progress.finish();
     if stream_result.is_err() {
-        // Stop the dump so it does not block forever on a pipe nobody reads.
+        // Stop the dump (all of its process group) so it does not block
+        // forever on a pipe nobody reads.
+        crate::signals::kill_group(child.id());
         let _ = child.kill();
     }
     let status = child.wait().context("while waiting for the dump command")?;
@@ -175,8 +187,13 @@ pub fn run(
         .join()
         .map_err(|_| anyhow!("the dump scanner panicked"))?;
     if let Err(e) = stream_result {
-        // The scanner's own error says more than "it stopped early".
-        return Err(scanned.err().unwrap_or(e));
+        // The scanner's own error says more than "it stopped early"; any
+        // other stop leaves the scanner with a cut-off dump, whose complaint
+        // about that would hide the real cause.
+        return Err(match scanned {
+            Err(scanner_error) if scanner_stopped => scanner_error,
+            _ => e,
+        });
     }
 
     if !status.success() {

@@ -3,6 +3,7 @@
 //! Use with `mod common;` from a file in tests/.
 #![allow(dead_code)] // every test binary uses a different part of it
 
+pub mod snapbackup;
 pub mod verify;
 
 use std::fs;
