@@ -250,14 +250,15 @@ fn drill(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
 }
 
 /// The sandbox lives in the scratch directory (one thing to clean up, one
-/// thing to keep), unless that makes its socket path too long.
+/// thing to keep), unless that makes its socket path too long for
+/// `sun_path`; then in the temp dir, or `/tmp`.
 fn sandbox_parent(scratch: &Path) -> PathBuf {
-    // `<scratch>/kcsb-XXXXXX/mysqld.sock`
-    if scratch.as_os_str().len() + 24 <= 100 {
-        scratch.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    }
+    // `<parent>/kcsb-XXXXXX/mysqld.sock` must stay within 107 bytes.
+    let fits = |p: &Path| p.as_os_str().len() + "/kcsb-XXXXXX/mysqld.sock".len() <= 100;
+    [scratch.to_path_buf(), std::env::temp_dir()]
+        .into_iter()
+        .find(|p| fits(p))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
 }
 
 pub(crate) fn passed(name: &str, detail: String) -> Check {
