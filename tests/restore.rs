@@ -297,6 +297,19 @@ fn non_empty_targets_are_refused_and_forced_ones_quarantined() {
     assert!(!att.join(&stale).exists(), "the stale twin still shadows");
     assert!(!att.join("notes.txt").exists());
     common::verify::tree(&att, &env.store.expected, env.store.spec.layout);
+
+    // Forced again at once: a quarantine folder of its own, the first kept.
+    fs::write(att.join("notes.txt"), b"a second stray").unwrap();
+    let again = restore(
+        &env,
+        &set,
+        &["--force", "--to-attachments", att.to_str().unwrap()],
+    );
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let q2 = PathBuf::from(text(&again.json, "attachments.quarantine"));
+    assert_ne!(&q2, q);
+    assert_eq!(fs::read(q2.join("notes.txt")).unwrap(), b"a second stray");
+    assert_eq!(fs::read(q.join("notes.txt")).unwrap(), b"not from the set");
 }
 
 #[test]

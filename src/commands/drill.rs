@@ -237,6 +237,14 @@ fn drill(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     // kept), then record it.
     report.durations.total = clock.elapsed().as_secs_f64();
     let t = Instant::now();
+    if !opts.keep {
+        // Its data is thrown away: a clean InnoDB shutdown would only flush
+        // pages to disk (tens of seconds behind the restored tree's writeback).
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(sandbox.mariadbd_pid() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
     sandbox.stop()?;
     if opts.keep {
         report.kept = Some(scratch.keep());
