@@ -251,8 +251,15 @@ pub fn drill_summary(r: &DrillReport) {
     }
     let d = &r.durations;
     println!(
-        "  recovery time {:.1}s: database load {:.1}s, attachments {:.1}s, config {:.1}s, checks {:.1}s",
-        d.total, d.database_load, d.attachment_restore, d.config_restore, d.checks
+        "  recovery time {:.1}s: server start {:.1}s, database load {:.1}s, attachments {:.1}s, \
+         config {:.1}s, checks {:.1}s, cleanup {:.1}s",
+        d.total,
+        d.server_start,
+        d.database_load,
+        d.attachment_restore,
+        d.config_restore,
+        d.checks,
+        d.cleanup
     );
     println!(
         "  restored {} of SQL ({} tables, {} rows), {} files ({})",

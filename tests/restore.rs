@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use kcbackup::layout::Layout;
@@ -50,15 +50,22 @@ fn table_checksums(db: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Every entry below `root` (files, directories, symlinks) with what a
-/// restore must reproduce: kind, content, mode and mtime.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, (String, Vec<u8>, u32, i64, i64)> {
-    let mut out = BTreeMap::new();
-    fn walk(
-        root: &Path,
-        dir: &Path,
-        out: &mut BTreeMap<PathBuf, (String, Vec<u8>, u32, i64, i64)>,
-    ) {
+/// What a restore must reproduce of one entry.
+#[derive(Debug, PartialEq)]
+struct Entry {
+    kind: &'static str,
+    /// File content, or a symlink's target.
+    data: Vec<u8>,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    /// Seconds and nanoseconds (not compared for symlinks).
+    mtime: (i64, i64),
+}
+
+/// Every entry below `root` (files, directories, symlinks).
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
         for entry in fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             let meta = fs::symlink_metadata(&path).unwrap();
@@ -72,21 +79,52 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, (String, Vec<u8>, u32, i64, i64)> 
             } else {
                 ("file", fs::read(&path).unwrap())
             };
-            let mtime = if kind == "symlink" { 0 } else { meta.mtime() };
-            let nsec = if kind == "symlink" {
-                0
+            let mtime = if kind == "symlink" {
+                (0, 0)
             } else {
-                meta.mtime_nsec()
+                (meta.mtime(), meta.mtime_nsec())
             };
-            out.insert(rel, (kind.into(), data, meta.mode() & 0o7777, mtime, nsec));
+            let e = Entry {
+                kind,
+                data,
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+                mtime,
+            };
+            out.insert(rel, e);
         }
     }
+    let mut out = BTreeMap::new();
     walk(root, root, &mut out);
     out
 }
 
+/// Gives a file and a directory of the tree other owners and modes, so the
+/// restore has something to put back (owners only as root).
+fn vary_owners_and_modes(root: &Path) {
+    // The `database` layout may have no tree to speak of.
+    let Some(rel) = common::verify::list_files(root)
+        .into_iter()
+        .find(|r| r.components().count() > 1)
+    else {
+        return;
+    };
+    let (file, dir) = (root.join(&rel), root.join(rel.parent().unwrap()));
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(&file, Some(4321), Some(4322)).unwrap();
+        std::os::unix::fs::lchown(&dir, Some(4323), Some(4324)).unwrap();
+    }
+}
+
 fn restores_identically(layout: Layout) {
-    let (env, set) = backed_up(layout);
+    let env = env(layout);
+    vary_owners_and_modes(&env.store.attachment_path);
+    let run = env.backup(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let set = text(&run.json, "set").to_string();
     let out = tempfile::tempdir().unwrap();
     let (att, cfg) = (out.path().join("att"), out.path().join("cfg"));
     let db = common::unique_db("restored");
@@ -123,9 +161,9 @@ fn restores_identically(layout: Layout) {
         want.keys().collect::<Vec<_>>()
     );
     for (rel, w) in &want {
-        assert!(got[rel] == *w, "{} differs after restore", rel.display());
+        assert_eq!(got[rel], *w, "{} differs after restore", rel.display());
     }
-    let files = want.values().filter(|v| v.0 == "file").count() as u64;
+    let files = want.values().filter(|v| v.kind == "file").count() as u64;
     assert_eq!(num(j, "attachments.files"), files);
     common::verify::tree(&att, &env.store.expected, layout);
 
@@ -259,6 +297,19 @@ fn non_empty_targets_are_refused_and_forced_ones_quarantined() {
     assert!(!att.join(&stale).exists(), "the stale twin still shadows");
     assert!(!att.join("notes.txt").exists());
     common::verify::tree(&att, &env.store.expected, env.store.spec.layout);
+
+    // Forced again at once: a quarantine folder of its own, the first kept.
+    fs::write(att.join("notes.txt"), b"a second stray").unwrap();
+    let again = restore(
+        &env,
+        &set,
+        &["--force", "--to-attachments", att.to_str().unwrap()],
+    );
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let q2 = PathBuf::from(text(&again.json, "attachments.quarantine"));
+    assert_ne!(&q2, q);
+    assert_eq!(fs::read(q2.join("notes.txt")).unwrap(), b"a second stray");
+    assert_eq!(fs::read(q.join("notes.txt")).unwrap(), b"not from the set");
 }
 
 #[test]

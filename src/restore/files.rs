@@ -92,9 +92,7 @@ pub fn prepare_target(
             target.display()
         ));
     }
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-    let parent = target.parent().unwrap_or(Path::new("/"));
-    let quarantine = parent.join(format!("kcbackup-quarantine-{stamp}"));
+    let mut quarantine: Option<PathBuf> = None;
     let mut index = index.peekable();
     for walked in Walker::new(target)? {
         let Walked::Entry { rel, meta } = walked? else {
@@ -125,15 +123,45 @@ pub fn prepare_target(
             }
         }
         if !held {
-            let to = quarantine.join(&rel);
+            let dir = match &quarantine {
+                Some(dir) => dir.clone(),
+                None => quarantine.insert(new_quarantine(target)?).clone(),
+            };
+            let to = dir.join(&rel);
             create_parents(&to)?;
             fs::rename(target.join(&rel), &to)
-                .with_context(|| format!("while moving {rel} into {}", quarantine.display()))?;
+                .with_context(|| format!("while moving {rel} into {}", dir.display()))?;
             report.quarantined += 1;
-            report.quarantine = Some(quarantine.clone());
+            report.quarantine = Some(dir);
         }
     }
     Ok(())
+}
+
+/// A fresh `kcbackup-quarantine-<time>` beside `target`: never one that a
+/// restore in the same second already filled, so nothing is overwritten.
+fn new_quarantine(target: &Path) -> Result<PathBuf> {
+    let parent = target.parent().unwrap_or(Path::new("/"));
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    for n in 0..1000 {
+        let suffix = if n == 0 {
+            String::new()
+        } else {
+            format!("-{n}")
+        };
+        let dir = parent.join(format!("kcbackup-quarantine-{stamp}{suffix}"));
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(e).with_context(|| format!("while creating {}", dir.display()));
+            }
+        }
+    }
+    bail!(
+        "too many quarantine folders named kcbackup-quarantine-{stamp}-* beside {}",
+        target.display()
+    )
 }
 
 /// Writes every entry of `index` below `target`, verifying each file's
