@@ -26,6 +26,7 @@ lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 
-# LVM snapshot tests, in a small VM (this kernel has no device-mapper); root.
-test-lvm:
+# LVM snapshot tests (provider and real backups), in a small VM: this
+# kernel has no device-mapper. Root; about 8 minutes. See README.
+test-lvm: deps
 	tests/vm/run-lvm-tests

@@ -1,11 +1,16 @@
 #!/bin/bash
 # Runs INSIDE the test VM (see run-lvm-tests): sets up LVM on loop devices
-# backed by files in the guest's RAM-backed /tmp, runs the LVM snapshot tests
-# (the test binary built on the host, given as $1), checks that nothing is
-# left, and prints "N passed, N failed". Exit status 0 only if all passed.
+# backed by files in the guest's RAM-backed /tmp, runs the LVM test binaries
+# built on the host (the provider tests of tests/lvm.rs, then the backups of
+# tests/lvm_backup.rs, which start MariaDB from the host's binaries), checks
+# that nothing is left, and prints "N passed, N failed". Exit status 0 only
+# if all passed.
 set -uo pipefail
-test_bin=${1:?usage: guest-lvm.sh TEST-BINARY [test filter...]}
-shift
+usage="usage: guest-lvm.sh LVM-TEST-BINARY BACKUP-TEST-BINARY [test filter...]"
+lvm_bin=${1:?$usage}
+backup_bin=${2:?$usage}
+shift 2
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 work=/tmp/kcbt
 export LVM_SUPPRESS_FD_WARNINGS=1
 # No udev in the VM: lvm must create device nodes itself and not wait for
@@ -59,23 +64,34 @@ lvs kcbt kcbtfull
 
 export KCBT_LVM_EXT4=$work/mnt/ext4 KCBT_LVM_XFS=$work/mnt/xfs KCBT_LVM_FULL=$work/mnt/full \
   KCBT_LVM_THIN=$work/mnt/thin
-step "running $(basename "$test_bin")"
-"$test_bin" --ignored --test-threads=1 --skip hold_snapshot_until_signalled "$@" 2>&1 \
-  | tee "$work/test.log"
-status=${PIPESTATUS[0]}
-result=$(grep -E '^test result:' "$work/test.log" | tail -1)
-if [[ $result =~ ([0-9]+)\ passed\;\ ([0-9]+)\ failed ]]; then
-  passed=${BASH_REMATCH[1]} failed=${BASH_REMATCH[2]}
-fi
-[ "$status" -eq 0 ] || [ "$failed" -gt 0 ] || failed=1
+# run BINARY [filter...]: its ignored (VM-only) tests, one at a time; adds
+# its counts to passed/failed. A filter may leave one binary with no test.
+run() {
+  local bin=$1 log result status p=0 f=0
+  shift
+  log=$work/$(basename "$bin").log
+  step "running $(basename "$bin")"
+  "$bin" --ignored --test-threads=1 --nocapture --skip hold_snapshot_until_signalled "$@" 2>&1 \
+    | tee "$log"
+  status=${PIPESTATUS[0]}
+  result=$(grep -aE '^test result:' "$log" | tail -1)
+  if [[ $result =~ ([0-9]+)\ passed\;\ ([0-9]+)\ failed ]]; then
+    p=${BASH_REMATCH[1]} f=${BASH_REMATCH[2]}
+  fi
+  [ "$status" -eq 0 ] || [ "$f" -gt 0 ] || f=1
+  passed=$((passed + p)) failed=$((failed + f))
+}
+run "$lvm_bin" "$@"
+run "$backup_bin" "$@"
 [ "$passed" -gt 0 ] || { echo "guest: FAIL: no test ran"; failed=$((failed + 1)); }
 
 step "checking that nothing is left"
 left=$(lvs --noheadings -o lv_name 2>/dev/null | grep -c kcbackup-snap-)
 mounts=$(grep -c kcbackup-snap- /proc/self/mountinfo)
-if [ "$left" -ne 0 ] || [ "$mounts" -ne 0 ]; then
-  echo "guest: FAIL: $left snapshot LVs and $mounts snapshot mounts left"
-  lvs; grep kcbackup-snap- /proc/self/mountinfo
+dirs=$(find /run/kcbackup -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l)
+if [ "$left" -ne 0 ] || [ "$mounts" -ne 0 ] || [ "$dirs" -ne 0 ]; then
+  echo "guest: FAIL: $left snapshot LVs, $mounts snapshot mounts, $dirs mount dirs left"
+  lvs; grep kcbackup-snap- /proc/self/mountinfo; ls -la /run/kcbackup
   failed=$((failed + 1))
 else
   passed=$((passed + 1))
