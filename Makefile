@@ -27,6 +27,6 @@ lint:
 	cargo clippy --all-targets -- -D warnings
 
 # LVM snapshot tests (provider and real backups), in a small VM: this
-# kernel has no device-mapper. Root; about 8 minutes. See README.
+# kernel has no device-mapper. Root; 5 to 8 minutes. See README.
 test-lvm: deps
 	tests/vm/run-lvm-tests

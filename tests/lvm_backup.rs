@@ -28,7 +28,7 @@ const WHY: &str = "needs LVM: run by tests/vm/run-lvm-tests inside a VM";
 /// How long the dump wrapper pauses: longer than lvcreate and the mount
 /// take under the VM's software emulation, so the purge happens while the
 /// dump is still paused.
-const PAUSE_S: u32 = 10;
+const PAUSE_S: u32 = 20;
 
 /// A generated store on the volume mounted at `$var`, a repository and a
 /// scratch directory in the guest's RAM; `None` (with a reason) outside the VM.
