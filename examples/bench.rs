@@ -178,14 +178,7 @@ fn main() -> Result<()> {
     );
 
     let repo = root.join("repo");
-    let config = root.join("kcbackup.toml");
-    fs::write(
-        &config,
-        format!(
-            "[kopano]\nserver_cfg = {:?}\n[repository]\npath = {:?}\n[snapshot]\nmethod = \"none\"\n",
-            store.server_cfg, repo
-        ),
-    )?;
+    let config = store.write_tool_config(&root, &repo)?;
     let kc = kcbackup_binary()?;
     let kc = kc.to_str().context("utf-8 path")?;
     let cfg = config.to_str().context("utf-8 path")?;

@@ -48,14 +48,7 @@ fn main() -> Result<()> {
     let bare = t.elapsed().as_secs_f64();
 
     let repo = dir.path().join("repo");
-    let config = dir.path().join("kcbackup.toml");
-    fs::write(
-        &config,
-        format!(
-            "[kopano]\nserver_cfg = {:?}\n[repository]\npath = {:?}\n[snapshot]\nmethod = \"none\"\n",
-            store.server_cfg, repo
-        ),
-    )?;
+    let config = store.write_tool_config(dir.path(), &repo)?;
     let exe = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/kcbackup");
     let mut child = Command::new(&exe)
         .args([

@@ -3,7 +3,6 @@
 //! backs it up with the real procedure, verifies the set, drills a
 //! restore of it, and cleans everything up.
 
-use std::fs;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -64,15 +63,7 @@ pub fn run(opts: &DemoOptions, progress: &dyn Progress) -> Result<DemoReport> {
     let store = generator::generate(&sandbox, &dir.path().join("kopano"), &spec)
         .context("while generating the demo Kopano store")?;
 
-    let config = dir.path().join("kcbackup.toml");
-    fs::write(
-        &config,
-        format!(
-            "[kopano]\nserver_cfg = {:?}\n[repository]\npath = {:?}\n[snapshot]\nmethod = \"none\"\n",
-            store.server_cfg,
-            dir.path().join("repository"),
-        ),
-    )?;
+    let config = store.write_tool_config(dir.path(), &dir.path().join("repository"))?;
     let settings = Settings::load(&Overrides {
         config: Some(config),
         ..Default::default()

@@ -176,6 +176,20 @@ pub struct GeneratedStore {
 }
 
 impl GeneratedStore {
+    /// A kcbackup.toml for backing this store up into `repository` (no
+    /// snapshot), written as `dir/kcbackup.toml`; returns its path.
+    pub fn write_tool_config(&self, dir: &Path, repository: &Path) -> anyhow::Result<PathBuf> {
+        let quoted = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
+        let text = format!(
+            "[kopano]\nserver_cfg = {}\n\n[repository]\npath = {}\n\n[snapshot]\nmethod = \"none\"\n",
+            quoted(&self.server_cfg),
+            quoted(repository)
+        );
+        let path = dir.join("kcbackup.toml");
+        std::fs::write(&path, text).with_context(|| format!("while writing {}", path.display()))?;
+        Ok(path)
+    }
+
     /// The `kopano` user's connection, as server.cfg describes it.
     pub fn kopano_target(&self) -> MysqlTarget {
         MysqlTarget {

@@ -63,15 +63,9 @@ pub fn new_store(
 
 /// Writes `dir/kcbackup.toml` for `store` and a repository at `repo_path`.
 pub fn write_tool_config(dir: &Path, store: &GeneratedStore, repo_path: &Path) -> PathBuf {
-    let s = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
-    let text = format!(
-        "[kopano]\nserver_cfg = {}\n\n[repository]\npath = {}\n\n[snapshot]\nmethod = \"none\"\n",
-        s(&store.server_cfg),
-        s(repo_path)
-    );
-    let path = dir.join("kcbackup.toml");
-    fs::write(&path, text).expect("writing kcbackup.toml");
-    path
+    store
+        .write_tool_config(dir, repo_path)
+        .expect("writing kcbackup.toml")
 }
 
 /// Runs the kcbackup binary.
