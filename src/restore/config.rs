@@ -3,16 +3,15 @@
 //! symlinks pointing outside the target are listed, not created.
 
 use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use super::files::{TreeRestore, mtime_of, set_dir_meta};
-use super::paths::{create_parents, safe_join};
+use super::files::{TreeRestore, set_dir_meta};
+use super::paths::{apply_attributes, create_parents, create_private, safe_join};
 use crate::attachments::{EntryKind, IndexEntry};
 use crate::repo::digest::HashWriter;
 
@@ -64,13 +63,7 @@ pub fn restore_config(
             tar::EntryType::Regular => {
                 create_parents(&path)?;
                 let _ = fs::remove_file(&path);
-                let out = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&path)
-                    .with_context(|| format!("while creating {}", path.display()))?;
+                let out = create_private(&path)?;
                 let mut out = HashWriter::new(out);
                 io::copy(&mut item, &mut out).with_context(|| format!("while restoring {rel}"))?;
                 let (out, bytes, sha256) = out.finish();
@@ -81,12 +74,7 @@ pub fn restore_config(
                     let _ = fs::remove_file(&path);
                     bail!("{rel}: the restored config file does not match the manifest's checksum");
                 }
-                // Owner before mode: chown clears set-id bits.
-                if as_root {
-                    std::os::unix::fs::fchown(&out, Some(entry.uid), Some(entry.gid))?;
-                }
-                out.set_permissions(fs::Permissions::from_mode(entry.mode))?;
-                out.set_modified(mtime_of(entry))?;
+                apply_attributes(&out, entry, as_root)?;
                 report.files += 1;
                 report.bytes += bytes;
             }

@@ -4,16 +4,18 @@
 //! moved aside into a quarantine folder, never deleted.
 
 use std::cmp::Ordering;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use super::paths::{check_rel, create_parents, link_escapes, safe_join};
+use super::paths::{
+    apply_attributes, check_rel, create_parents, create_private, link_escapes, mtime_of, safe_join,
+};
 use crate::attachments::{EntryKind, IndexEntry};
 use crate::error::config_error;
 use crate::repo::digest::HashWriter;
@@ -241,11 +243,6 @@ pub fn set_dir_meta(path: &Path, entry: &IndexEntry, as_root: bool) -> Result<()
     Ok(())
 }
 
-/// The entry's mtime as a `SystemTime` (before 1970: the epoch).
-pub fn mtime_of(entry: &IndexEntry) -> std::time::SystemTime {
-    UNIX_EPOCH + Duration::new(entry.mtime.max(0) as u64, entry.mtime_nsec)
-}
-
 /// Copies one object out through a temporary name, checking it on the way;
 /// a mismatch stops the restore naming the path.
 fn restore_file(store: &ObjectStore, entry: &IndexEntry, path: &Path, as_root: bool) -> Result<()> {
@@ -260,13 +257,7 @@ fn restore_file(store: &ObjectStore, entry: &IndexEntry, path: &Path, as_root: b
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".kcbackup-restore-{name}"));
     let _ = fs::remove_file(&tmp);
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .with_context(|| format!("while creating {}", tmp.display()))?;
+    let file = create_private(&tmp)?;
     let mut out = HashWriter::new(io::BufWriter::with_capacity(256 * 1024, file));
     let copied = store
         .reader(sha256, encoding)
@@ -285,12 +276,7 @@ fn restore_file(store: &ObjectStore, entry: &IndexEntry, path: &Path, as_root: b
     });
     let placed = checked.and_then(|()| {
         let file: File = file?;
-        // Owner before mode: chown clears set-id bits.
-        if as_root {
-            std::os::unix::fs::fchown(&file, Some(entry.uid), Some(entry.gid))?;
-        }
-        file.set_permissions(fs::Permissions::from_mode(entry.mode))?;
-        file.set_modified(mtime_of(entry))?;
+        apply_attributes(&file, entry, as_root)?;
         drop(file);
         fs::rename(&tmp, path).with_context(|| format!("while placing {}", path.display()))
     });

@@ -3,10 +3,13 @@
 
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+
+use crate::attachments::IndexEntry;
 
 /// Joins a set's relative path onto `root`, refusing anything that could
 /// leave it. Existing components below `root` must be real directories, not
@@ -83,6 +86,34 @@ pub fn create_parents(path: &Path) -> Result<()> {
             .create(parent)?;
     }
     Ok(())
+}
+
+/// Creates a new file for restored data: owner-only until its attributes
+/// are set, and never through a symlink planted at its name.
+pub fn create_private(path: &Path) -> Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("while creating {}", path.display()))
+}
+
+/// Gives a restored file the owner (as root), mode and mtime the set records.
+pub fn apply_attributes(file: &fs::File, entry: &IndexEntry, as_root: bool) -> Result<()> {
+    // Owner before mode: chown clears set-id bits.
+    if as_root {
+        std::os::unix::fs::fchown(file, Some(entry.uid), Some(entry.gid))?;
+    }
+    file.set_permissions(fs::Permissions::from_mode(entry.mode))?;
+    file.set_modified(mtime_of(entry))?;
+    Ok(())
+}
+
+/// The mtime the set records for an entry.
+pub fn mtime_of(entry: &IndexEntry) -> std::time::SystemTime {
+    UNIX_EPOCH + Duration::new(entry.mtime.max(0) as u64, entry.mtime_nsec)
 }
 
 #[cfg(test)]
