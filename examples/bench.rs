@@ -5,8 +5,11 @@
 //! (b) the attachment phase after 1% new attachments vs the full one,
 //! (c) `kcbackup verify` vs `sha256sum -c` over the same files, (d) peak RSS.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
@@ -16,6 +19,7 @@ use kcbackup::layout::Layout;
 use kcbackup::mysql::{ClientDefaults, dump_program};
 use kcbackup::sandbox::{Sandbox, SandboxOptions};
 use serde_json::Value;
+use support::{du, kcbackup_binary, phase};
 
 struct Args {
     attachments: u64,
@@ -92,49 +96,12 @@ fn timed(cmd: &[&str]) -> Result<Timed> {
     })
 }
 
-fn du(path: &Path) -> u64 {
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return 0;
-    };
-    if !meta.is_dir() {
-        return meta.len();
-    }
-    fs::read_dir(path)
-        .map(|rd| rd.flatten().map(|e| du(&e.path())).sum())
-        .unwrap_or(0)
-}
-
 fn gib(n: u64) -> String {
     format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64)
 }
 
 fn mib(kb: u64) -> String {
     format!("{:.0} MiB", kb as f64 / 1024.0)
-}
-
-/// `target/<profile>/kcbackup`, beside `target/<profile>/examples/bench`.
-fn kcbackup_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|p| p.join("kcbackup"))
-        .context("where is the kcbackup binary?")?;
-    if !bin.is_file() {
-        bail!(
-            "{} is missing: build it first (scripts/bench does)",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
-fn phase(report: &Value, name: &str) -> f64 {
-    report["phases"]
-        .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
-        .and_then(|p| p["seconds"].as_f64())
-        .unwrap_or(f64::NAN)
 }
 
 fn main() -> Result<()> {

@@ -4,6 +4,9 @@
 //! MariaDB. Build both in release first: `cargo build --release --bin
 //! kcbackup --example bench_drill`, then run `target/release/examples/bench_drill`.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,6 +17,7 @@ use kcbackup::generator::{self, StoreSpec};
 use kcbackup::layout::Layout;
 use kcbackup::sandbox::{Sandbox, SandboxOptions};
 use serde_json::Value;
+use support::{du, kcbackup_binary};
 
 struct Args {
     bytes: u64,
@@ -40,20 +44,6 @@ fn args() -> Result<Args> {
     Ok(a)
 }
 
-/// `target/<profile>/kcbackup`, beside `target/<profile>/examples/`.
-fn kcbackup_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|p| p.join("kcbackup"))
-        .context("where is the kcbackup binary?")?;
-    if !bin.is_file() {
-        bail!("{} is missing: build it first", bin.display());
-    }
-    Ok(bin)
-}
-
 /// Runs kcbackup with `--json`; returns the report and the wall time.
 fn run(kc: &Path, args: &[&str], ok_codes: &[i32]) -> Result<(Value, f64)> {
     let started = Instant::now();
@@ -68,18 +58,6 @@ fn run(kc: &Path, args: &[&str], ok_codes: &[i32]) -> Result<(Value, f64)> {
     }
     let report = serde_json::from_slice(&out.stdout).context("kcbackup printed no JSON")?;
     Ok((report, seconds))
-}
-
-fn du(path: &Path) -> u64 {
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return 0;
-    };
-    if !meta.is_dir() {
-        return meta.len();
-    }
-    fs::read_dir(path)
-        .map(|rd| rd.flatten().map(|e| du(&e.path())).sum())
-        .unwrap_or(0)
 }
 
 fn gb(n: u64) -> String {
