@@ -85,14 +85,7 @@ impl Fixture {
     }
 
     fn config(&self, method: &str, dump: Option<&SlowDump>) -> PathBuf {
-        write_config(
-            self.dir.path(),
-            method,
-            &self.store,
-            &self.repo,
-            method,
-            dump,
-        )
+        write_config(self.dir.path(), &self.store, &self.repo, method, dump)
     }
 
     fn assert_nothing_left(&self) {

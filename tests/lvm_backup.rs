@@ -65,14 +65,7 @@ fn fixture(var: &str, name: &str) -> Option<Fixture> {
 
 impl Fixture {
     fn config(&self, method: &str, dump: Option<&SlowDump>) -> PathBuf {
-        write_config(
-            self.dir.path(),
-            method,
-            &self.store,
-            &self.repo,
-            method,
-            dump,
-        )
+        write_config(self.dir.path(), &self.store, &self.repo, method, dump)
     }
 
     fn assert_nothing_left(&self) {

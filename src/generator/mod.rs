@@ -176,17 +176,23 @@ pub struct GeneratedStore {
 }
 
 impl GeneratedStore {
-    /// A kcbackup.toml for backing this store up into `repository` (no
-    /// snapshot), written as `dir/kcbackup.toml`; returns its path.
-    pub fn write_tool_config(&self, dir: &Path, repository: &Path) -> anyhow::Result<PathBuf> {
+    /// The text of a kcbackup.toml that backs this store up into
+    /// `repository` with the given `[snapshot] method`.
+    pub fn tool_config(&self, repository: &Path, snapshot: &str) -> String {
         let quoted = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
-        let text = format!(
-            "[kopano]\nserver_cfg = {}\n\n[repository]\npath = {}\n\n[snapshot]\nmethod = \"none\"\n",
+        format!(
+            "[kopano]\nserver_cfg = {}\n\n[repository]\npath = {}\n\n[snapshot]\nmethod = {}\n",
             quoted(&self.server_cfg),
-            quoted(repository)
-        );
+            quoted(repository),
+            toml::Value::String(snapshot.into())
+        )
+    }
+
+    /// [`Self::tool_config`] without a snapshot, written as `dir/kcbackup.toml`.
+    pub fn write_tool_config(&self, dir: &Path, repository: &Path) -> anyhow::Result<PathBuf> {
         let path = dir.join("kcbackup.toml");
-        std::fs::write(&path, text).with_context(|| format!("while writing {}", path.display()))?;
+        std::fs::write(&path, self.tool_config(repository, "none"))
+            .with_context(|| format!("while writing {}", path.display()))?;
         Ok(path)
     }
 

@@ -64,27 +64,21 @@ impl SlowDump {
     }
 }
 
-/// Writes `dir/<name>.toml` for `store` with `[snapshot] method` and, if
+/// Writes `dir/<method>.toml` for `store` with `[snapshot] method` and, if
 /// given, the dump wrapper.
 pub fn write_config(
     dir: &Path,
-    name: &str,
     store: &GeneratedStore,
     repo: &Path,
     method: &str,
     dump: Option<&SlowDump>,
 ) -> PathBuf {
-    let s = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
-    let mut text = format!(
-        "[kopano]\nserver_cfg = {}\n\n[repository]\npath = {}\n\n[snapshot]\nmethod = {}\n",
-        s(&store.server_cfg),
-        s(repo),
-        toml::Value::String(method.into())
-    );
+    let mut text = store.tool_config(repo, method);
     if let Some(d) = dump {
-        text.push_str(&format!("\n[mysql]\ndump_command = {}\n", s(&d.script)));
+        let script = toml::Value::String(d.script.display().to_string());
+        text.push_str(&format!("\n[mysql]\ndump_command = {script}\n"));
     }
-    let path = dir.join(format!("{name}.toml"));
+    let path = dir.join(format!("{method}.toml"));
     fs::write(&path, text).expect("writing the tool config");
     path
 }
