@@ -5,7 +5,7 @@
 //! is collected; none stops the check.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -170,21 +170,14 @@ fn check_set(
 /// Each file the manifest lists: present, same size, same SHA-256; and no
 /// file the manifest does not know.
 fn check_set_files(dir: &Path, manifest: &Manifest, found: &Findings) {
-    for f in &manifest.files {
+    // The dump is hashed by `rescan_dump` while it is decompressed: one read.
+    for f in manifest
+        .files
+        .iter()
+        .filter(|f| f.name != manifest.database.file)
+    {
         match file_digest(&dir.join(&f.name)) {
-            Ok((bytes, sha256)) => {
-                found.checked(bytes);
-                if bytes != f.bytes || sha256 != f.sha256 {
-                    found.add(
-                        "set-file",
-                        &f.name,
-                        format!(
-                            "{bytes} bytes with SHA-256 {sha256}; the manifest says {} bytes, {}",
-                            f.bytes, f.sha256
-                        ),
-                    );
-                }
-            }
+            Ok((bytes, sha256)) => compare_set_file(manifest, &f.name, bytes, &sha256, found),
             Err(e) => found.add("set-file", &f.name, format!("{e:#}")),
         }
     }
@@ -200,6 +193,24 @@ fn check_set_files(dir: &Path, manifest: &Manifest, found: &Findings) {
     }
 }
 
+/// Compares a set file's size and SHA-256 with the manifest's entry.
+fn compare_set_file(manifest: &Manifest, name: &str, bytes: u64, sha256: &str, found: &Findings) {
+    found.checked(bytes);
+    let Some(f) = manifest.files.iter().find(|f| f.name == name) else {
+        return found.add("set-file", name, "not listed in the manifest");
+    };
+    if bytes != f.bytes || sha256 != f.sha256 {
+        found.add(
+            "set-file",
+            name,
+            format!(
+                "{bytes} bytes with SHA-256 {sha256}; the manifest says {} bytes, {}",
+                f.bytes, f.sha256
+            ),
+        );
+    }
+}
+
 /// Decompresses the stored dump, checks its size and SHA-256, and scans it
 /// again into fresh reference lists. `None` when it cannot be read to the end.
 fn rescan_dump(
@@ -211,10 +222,23 @@ fn rescan_dump(
 ) -> Option<DumpFindings> {
     let db = &manifest.database;
     let path = dir.join(&db.file);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) => {
+            found.add("set-file", &db.file, format!("while opening it: {e}"));
+            found.add(
+                "dump",
+                &db.file,
+                format!("while opening {}: {e}", path.display()),
+            );
+            return None;
+        }
+    };
+    // The stored bytes are hashed as the decoder pulls them, so the file
+    // is read once for both its own checksum and the SQL's.
+    let mut stored = HashReader::new(file);
     let result = (|| -> Result<DumpFindings> {
-        let file =
-            File::open(&path).with_context(|| format!("while opening {}", path.display()))?;
-        let mut sql = HashReader::new(zstd::Decoder::new(file)?);
+        let mut sql = HashReader::new(zstd::Decoder::new(&mut stored)?);
         let mut scanner = Scanner::new(RefsWriter::create(refs, lob)?);
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -241,6 +265,14 @@ fn rescan_dump(
         }
         Ok(findings)
     })();
+    // Whatever the decoder left unread (after an error, or trailing bytes)
+    // still belongs to the stored file's checksum.
+    let drained = io::copy(&mut stored, &mut io::sink());
+    let (stored_bytes, stored_sha256) = stored.finish();
+    match drained {
+        Ok(_) => compare_set_file(manifest, &db.file, stored_bytes, &stored_sha256, found),
+        Err(e) => found.add("set-file", &db.file, format!("while reading it: {e}")),
+    }
     match result {
         Ok(findings) => {
             if !findings.trailer_seen {
