@@ -21,6 +21,7 @@ pub mod generator;
 pub mod layout;
 pub mod mysql;
 pub mod output;
+pub mod preflight;
 pub mod progress;
 pub mod repo;
 pub mod restore;
