@@ -30,7 +30,7 @@ pub struct Ready {
 /// gone next time (repository not writable, server not reachable).
 pub fn check(settings: &Settings) -> Result<Ready> {
     check_repository(&settings.repository)?;
-    mysql::dump_program(&settings.mysql).map_err(|e| ConfigError(format!("{e:#}")))?;
+    check_dump_program(&settings.mysql)?;
     let live = live_storage(&settings.mysql)?;
     let layout = Layout::resolve(live.as_deref(), &settings.attachment_storage)?;
     let plan = plan_snapshot(settings, layout)?;
@@ -64,6 +64,21 @@ fn check_repository(repo: &Path) -> Result<()> {
             io::Error::from(errno)
         )
     })
+}
+
+/// The dump program must exist and be executable: found on PATH, or at the
+/// configured path.
+fn check_dump_program(target: &MysqlTarget) -> Result<()> {
+    let program = mysql::dump_program(target).map_err(|e| ConfigError(format!("{e:#}")))?;
+    let flags = nix::unistd::AccessFlags::X_OK;
+    if !program.is_file() || nix::unistd::access(&program, flags).is_err() {
+        return config_error(format!(
+            "the dump command {} is not an executable file; set `[mysql] dump_command` \
+             or install mariadb-client",
+            program.display()
+        ));
+    }
+    Ok(())
 }
 
 /// The backend the running server uses: the `settings` row of the LIVE

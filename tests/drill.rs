@@ -276,11 +276,21 @@ fn a_signal_in_the_middle_cleans_up_and_exits_143_or_130() {
         });
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
         let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(
             out.status.code(),
             Some(code),
-            "{signal} at {moment}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "{signal} at {moment}: {stderr}"
+        );
+        // One line about the drill's own throwaway server, never advice
+        // that reads as if production held a partial load.
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.contains("throwaway MariaDB")
+                && last.contains("were removed")
+                && last.contains("production database and attachments were not touched")
+                && !last.contains("drop it"),
+            "{signal} at {moment}: {stderr}"
         );
         assert_clean(work.path());
     }

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::error::Interrupted;
 use crate::mysql::Client;
 use crate::repo::Repository;
 use crate::restore::checks;
@@ -76,7 +77,67 @@ pub struct DrillReport {
 
 pub fn run(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     crate::signals::install()?;
-    drill(settings, opts).map_err(crate::signals::explain)
+    let mut at = Whereabouts::default();
+    let result = drill(settings, opts, &mut at);
+    // The guards have run: the throwaway server and scratch are gone (or kept).
+    result.map_err(|e| {
+        let e = crate::signals::explain(e);
+        match e.chain().find_map(|c| c.downcast_ref::<Interrupted>()) {
+            Some(&Interrupted(sig)) => {
+                anyhow::Error::new(Interrupted(sig)).context(at.interrupted(opts.keep))
+            }
+            None => e,
+        }
+    })
+}
+
+/// Where a drill was, for the one line an interrupted drill prints: what it
+/// failed to finish says nothing about production, and must not sound so.
+#[derive(Default)]
+struct Whereabouts {
+    set: String,
+    doing: &'static str,
+    scratch: Option<PathBuf>,
+}
+
+impl Whereabouts {
+    fn interrupted(&self, keep: bool) -> String {
+        let set = if self.set.is_empty() {
+            String::new()
+        } else {
+            format!(" of set {}", self.set)
+        };
+        let doing = if self.doing.is_empty() {
+            String::new()
+        } else {
+            format!(" while {}", self.doing)
+        };
+        let left = match &self.scratch {
+            Some(dir) if keep => format!(
+                "its throwaway MariaDB (stopped) and scratch directory are kept in {}",
+                dir.display()
+            ),
+            Some(_) => "its throwaway MariaDB and scratch directory were removed".to_owned(),
+            None => "it had not started its throwaway MariaDB yet".to_owned(),
+        };
+        format!(
+            "the drill{set} was interrupted{doing}; {left}; \
+             the production database and attachments were not touched; nothing was recorded"
+        )
+    }
+}
+
+/// What a failed load leaves in the drill's throwaway server.
+fn partial_load(keep: bool) -> String {
+    let fate = if keep {
+        "kept, stopped, with the scratch directory"
+    } else {
+        "removed with the drill"
+    };
+    format!(
+        "the drill's throwaway MariaDB (not the production server) holds a partial load \
+         and is {fate}"
+    )
 }
 
 /// A failed phase is a failed check, unless a signal caused it.
@@ -87,7 +148,7 @@ fn outcome<T>(result: Result<T>) -> Result<Result<T>> {
     }
 }
 
-fn drill(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
+fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Result<DrillReport> {
     let clock = Instant::now();
     let started = Utc::now();
     let repo = Repository::open(&settings.repository)?;
@@ -97,6 +158,7 @@ fn drill(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     } else {
         &opts.set
     })?;
+    at.set = set.id.clone();
     let mut report = DrillReport {
         set: set.id.clone(),
         started,
@@ -123,12 +185,15 @@ fn drill(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     // 1. A scratch directory and, inside it, a throwaway server: their
     // guards remove both on every way out (the server first, being younger).
     let mut builder = tempfile::Builder::new();
-    builder.prefix("kcbackup-drill-");
+    // With --keep it stays on every way out, an interruption included.
+    builder.prefix("kcbackup-drill-").disable_cleanup(opts.keep);
     let scratch = match &opts.scratch_parent {
         Some(parent) => builder.tempdir_in(parent),
         None => builder.tempdir(),
     }
     .context("while creating the drill's scratch directory")?;
+    at.scratch = Some(scratch.path().to_path_buf());
+    at.doing = "starting its throwaway MariaDB";
     let t = Instant::now();
     let sandbox = Sandbox::start(&SandboxOptions {
         keep: opts.keep,
@@ -141,8 +206,12 @@ fn drill(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     let target = sandbox.root_target("kopano");
 
     // 2. Restore, timing each phase; a failed restore is a failed check.
+    at.doing = "loading the set's dump into its throwaway MariaDB";
     let t = Instant::now();
-    let loaded = outcome(database::restore(&set.dir, &manifest, &target, false))?;
+    let partial = partial_load(opts.keep);
+    let loaded = outcome(database::load(
+        &set.dir, &manifest, &target, false, &partial,
+    ))?;
     report.durations.database_load = t.elapsed().as_secs_f64();
     report.checks.push(match &loaded {
         Ok(db) => {
@@ -153,6 +222,7 @@ fn drill(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     });
 
     let attachments = scratch.path().join("attachments");
+    at.doing = "restoring the attachments into its scratch directory";
     let t = Instant::now();
     let tree_ok = if manifest.attachments.index_file.is_empty() {
         fs::create_dir_all(&attachments)?;
@@ -183,6 +253,7 @@ fn drill(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     };
     report.durations.attachment_restore = t.elapsed().as_secs_f64();
 
+    at.doing = "restoring the configuration into its scratch directory";
     let t = Instant::now();
     if !manifest.config.file.is_empty() {
         let mut tree = TreeRestore::default();
@@ -207,6 +278,7 @@ fn drill(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     // 3. Check the restored copy as kopano-server would read it. Without a
     // loaded database there is nothing to check against; without a complete
     // tree the restore check has already named the first bad file.
+    at.doing = "checking the restored copy";
     let t = Instant::now();
     if loaded.is_ok() {
         let client = Client::new(&target)?;
@@ -236,6 +308,7 @@ fn drill(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     // 4. The verdict is in: that is the recovery time. Clean up (unless
     // kept), then record it.
     report.durations.total = clock.elapsed().as_secs_f64();
+    at.doing = "cleaning up";
     let t = Instant::now();
     if !opts.keep {
         // Its data is thrown away: a clean InnoDB shutdown would only flush

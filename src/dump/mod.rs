@@ -199,14 +199,19 @@ pub fn run(
     if !status.success() {
         let how = match (status.code(), status.signal()) {
             (Some(code), _) => format!("exited with status {code}"),
-            (None, Some(sig)) => format!("was killed by signal {sig}"),
+            // kcbackup passed its own signal on: the interruption says why.
+            (None, Some(_)) if crate::signals::received().is_some() => "was stopped".to_string(),
+            (None, Some(sig)) => match nix::sys::signal::Signal::try_from(sig) {
+                Ok(name) => format!("was killed by {name}"),
+                Err(_) => format!("was killed by signal {sig}"),
+            },
             _ => "failed".to_string(),
         };
-        bail!(
-            "the dump command {} {how}: {}",
-            program.display(),
-            stderr_text.trim()
-        );
+        let said = match stderr_text.trim() {
+            "" => String::new(),
+            text => format!(": {text}"),
+        };
+        bail!("the dump command {} {how}{said}", program.display());
     }
     let (findings, sink) = scanned.context("while scanning the dump")?;
     sink.finish()

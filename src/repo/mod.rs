@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 
+use crate::error::config_error;
+
 pub use lock::{ExclusiveLock, SharedLock};
 pub use objects::ObjectStore;
 pub use set::{SetInfo, WorkSet};
@@ -146,8 +148,53 @@ impl Repository {
                 .find(|s| s.is_complete())
                 .context("the repository holds no complete set");
         }
-        sets.into_iter()
-            .find(|s| s.id == spec)
-            .with_context(|| format!("no set {spec:?} in {}", self.root.display()))
+        let latest = sets
+            .iter()
+            .rev()
+            .find(|s| s.is_complete())
+            .map(|s| s.id.clone());
+        let ids: Vec<&str> = sets.iter().map(|s| s.id.as_str()).collect();
+        let unknown = unknown_set(spec, &ids, latest.as_deref(), &self.root);
+        match sets.into_iter().find(|s| s.id == spec) {
+            Some(set) => Ok(set),
+            None => config_error(unknown),
+        }
     }
+}
+
+/// Why `spec` names no set, with the sets nearest to it (ids are UTC times,
+/// so lexical order is time order) and what `latest` is: one line, exit 2.
+fn unknown_set(spec: &str, ids: &[&str], latest: Option<&str>, root: &Path) -> String {
+    let b = spec.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    let looks_like_id =
+        b.len() >= 16 && digits(0..8) && b[8] == b'T' && digits(9..15) && b[15] == b'Z';
+    let what = if looks_like_id {
+        format!("no set {spec:?} in {}", root.display())
+    } else {
+        format!(
+            "{spec:?} is not a set id (ids are UTC times such as 20261129T190455Z; \
+             `kcbackup list` shows them)"
+        )
+    };
+    // For a malformed id, "nearest" means the newest sets.
+    let at = if looks_like_id {
+        ids.partition_point(|id| *id < spec)
+    } else {
+        ids.len()
+    };
+    let before = at.checked_sub(1).and_then(|i| ids.get(i));
+    let after = ids.get(at).filter(|_| looks_like_id);
+    let nearest = match (before, after) {
+        (Some(b), Some(a)) => format!("the nearest sets are {b} (before) and {a} (after)"),
+        (Some(b), None) if looks_like_id => format!("the nearest set is {b} (before)"),
+        (Some(b), None) => format!("the newest set is {b}"),
+        (None, Some(a)) => format!("the nearest set is {a} (after)"),
+        (None, None) => "the repository holds no set yet".to_owned(),
+    };
+    let latest = match latest {
+        Some(id) => format!("`latest` is {id}"),
+        None => "`latest` names none yet: no set is complete".to_owned(),
+    };
+    format!("{what}; {nearest}; {latest}")
 }

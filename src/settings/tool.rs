@@ -86,8 +86,16 @@ pub struct MysqlSection {
 /// Reads and validates the TOML file at `path`. A missing file is an
 /// `io::Error` of kind `NotFound` in the error chain.
 pub fn load(path: &Path) -> anyhow::Result<ToolConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("while reading {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("while reading {}", path.display()))?;
+    // TOML is UTF-8 by definition; a Latin-1 comment is a config mistake.
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let before = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        ConfigError(format!(
+            "{}: line {line} is not valid UTF-8 (TOML files must be UTF-8)",
+            path.display()
+        ))
+    })?;
     let mut config = parse_str(&text, path)?;
     config.resolve_relative(path.parent().unwrap_or(Path::new("")));
     Ok(config)
