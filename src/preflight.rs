@@ -158,3 +158,49 @@ fn missing_directory(settings: &Settings, layout: Layout) -> String {
         settings.server_cfg.display()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Exit, exit_for};
+    use crate::settings::Secret;
+
+    fn target() -> MysqlTarget {
+        MysqlTarget {
+            host: "db.example".into(),
+            port: 3307,
+            user: "kopano".into(),
+            password: Secret::new("s3cret"),
+            socket: None,
+            database: "kopano".into(),
+            dump_command: None,
+        }
+    }
+
+    #[test]
+    fn credentials_are_the_configs_to_fix_an_absent_server_may_come_back() {
+        let denied = anyhow!("ERROR 1045 (28000): Access denied for user 'kopano'@'x'");
+        let e = database_error(&target(), denied);
+        assert_eq!(exit_for(&e), Exit::Usage);
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("db.example:3307") && msg.contains("`kopano`"),
+            "{msg}"
+        );
+        assert!(!msg.contains("s3cret"), "{msg}");
+        let gone = anyhow!("ERROR 2003 (HY000): Can't connect to MySQL server on 'db.example'");
+        let e = database_error(&target(), gone);
+        assert_eq!(exit_for(&e), Exit::Failure);
+        assert!(format!("{e:#}").contains("did not answer"));
+    }
+
+    #[test]
+    fn a_repository_below_a_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let e = check_repository(&file.join("repo")).unwrap_err();
+        assert_eq!(exit_for(&e), Exit::Usage);
+        assert!(check_repository(&dir.path().join("new/repo")).is_ok());
+    }
+}

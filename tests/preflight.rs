@@ -291,3 +291,59 @@ fn a_dump_stopped_by_sigterm_says_so_in_one_clean_sentence() {
     );
     assert!(last.contains("no set was published"), "{last}");
 }
+
+/// A tmpfs mounted at a directory, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path) -> Tmpfs {
+        fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mounting a tmpfs needs root");
+        Tmpfs(dir.to_path_buf())
+    }
+
+    fn remount_read_only(&self) {
+        let ok = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_read_only_repository_is_refused_before_the_dump() {
+    let env = env(Layout::FilesV1 { l1: 10, l2: 20 });
+    let mount = Tmpfs::mount(&env.repo);
+    let s = setup(&env, "", "", "");
+    let first = run(&s.config, &["backup", "--json"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let set = text(&first.json, "set").to_string();
+    fs::remove_file(&s.marker).unwrap();
+
+    // The backup disk is write-protected now.
+    mount.remount_read_only();
+    let r = run(&s.config, &["backup"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("not writable"), "{}", r.stderr);
+    assert!(!s.marker.exists(), "the dump was started: {}", r.stderr);
+    let names: Vec<_> = fs::read_dir(env.repo.join("sets"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec![set]);
+}

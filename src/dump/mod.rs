@@ -202,7 +202,7 @@ pub fn run(
             // kcbackup passed its own signal on: the interruption says why.
             (None, Some(_)) if crate::signals::received().is_some() => "was stopped".to_string(),
             (None, Some(sig)) => match nix::sys::signal::Signal::try_from(sig) {
-                Ok(name) => format!("was killed by {name}"),
+                Ok(name) => format!("was killed by signal {sig} ({name})"),
                 Err(_) => format!("was killed by signal {sig}"),
             },
             _ => "failed".to_string(),

@@ -198,3 +198,48 @@ fn unknown_set(spec: &str, ids: &[&str], latest: Option<&str>, root: &Path) -> S
     };
     format!("{what}; {nearest}; {latest}")
 }
+
+#[cfg(test)]
+mod resolve_tests {
+    use super::*;
+
+    const IDS: [&str; 3] = ["20261129T190455Z", "20261129T190455Z-2", "20261130T020000Z"];
+
+    #[test]
+    fn an_unknown_id_names_its_neighbours_and_latest() {
+        let root = Path::new("/r");
+        let msg = unknown_set("20261129T230000Z", &IDS, Some(IDS[2]), root);
+        assert!(
+            msg.starts_with("no set \"20261129T230000Z\" in /r;"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("20261129T190455Z-2 (before) and 20261130T020000Z (after)"),
+            "{msg}"
+        );
+        assert!(msg.ends_with("`latest` is 20261130T020000Z"), "{msg}");
+        let msg = unknown_set("20270101T000000Z", &IDS, None, root);
+        assert!(
+            msg.contains("nearest set is 20261130T020000Z (before)"),
+            "{msg}"
+        );
+        assert!(msg.contains("no set is complete"), "{msg}");
+    }
+
+    #[test]
+    fn a_malformed_id_is_said_to_be_one_without_panicking_on_any_text() {
+        for spec in [
+            "",
+            "latest2",
+            "yesterday",
+            "2026112\u{e9}T190455Z",
+            "20261129T19045\u{e9}",
+        ] {
+            let msg = unknown_set(spec, &IDS, Some(IDS[2]), Path::new("/r"));
+            assert!(msg.contains("is not a set id"), "{msg}");
+            assert!(msg.contains("the newest set is 20261130T020000Z"), "{msg}");
+        }
+        let msg = unknown_set("x", &[], None, Path::new("/r"));
+        assert!(msg.contains("holds no set yet"), "{msg}");
+    }
+}
