@@ -73,10 +73,10 @@ fn odd_set_ids_are_refused() {
 #[test]
 fn method_none_needs_no_attachment_directory() {
     let req = Request::new(SnapshotMethod::None, "/nonexistent/kcbackup/attachments");
-    let plan = plan(&req).unwrap();
-    assert_eq!(plan.method, Method::None);
+    let none = plan(&req).unwrap();
+    assert_eq!(none.method, Method::None);
     assert_eq!(
-        plan.source,
+        none.source,
         PathBuf::from("/nonexistent/kcbackup/attachments")
     );
     // Auto and explicit methods still need it: there is nothing to inspect.
