@@ -192,10 +192,11 @@ pub fn load(
         } else {
             String::new()
         };
-        bail!(
-            "loading the dump into `{name}` failed ({status}): {}{hint}; {partial}",
-            client_errors(&client_err)
-        );
+        let said = match client_errors(&client_err) {
+            text if text.is_empty() => String::new(),
+            text => format!(": {text}"),
+        };
+        bail!("loading the dump into `{name}` failed ({status}){said}{hint}; {partial}");
     }
     copied.with_context(|| format!("while reading {}: {partial}", dump_path.display()))?;
     let (bytes, sha256) = sql.finish();
