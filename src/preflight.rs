@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow};
 
-use crate::error::{ConfigError, config_error};
+use crate::error::{ConfigError, Exit, config_error, exit_for};
 use crate::layout::Layout;
 use crate::mysql::{self, Client};
 use crate::settings::{MysqlTarget, Settings};
+use crate::signals;
 use crate::snapshot::{self, Plan, Request};
 
 /// What the checks found out, for the backup to go on with.
@@ -25,16 +26,47 @@ pub struct Ready {
 
 /// Runs every check, in the order a human would: where the set goes, how the
 /// database is read, what it says about the attachments, where they are.
-/// Exit codes: 2 for what the configuration must change (wrong credentials,
-/// unknown database, missing program or directory, s3), 1 for what may be
-/// gone next time (repository not writable, server not reachable).
+/// Every failure is reported, one line each (the attachment checks need the
+/// database's answer, so they wait for it). Exit codes: 2 for what the
+/// configuration must change (wrong credentials, unknown database, missing
+/// program or directory, s3), else 1 (repository not writable, server not
+/// answering: both may be fine next time).
 pub fn check(settings: &Settings) -> Result<Ready> {
-    check_repository(&settings.repository)?;
-    check_dump_program(&settings.mysql)?;
-    let live = live_storage(&settings.mysql)?;
-    let layout = Layout::resolve(live.as_deref(), &settings.attachment_storage)?;
-    let plan = plan_snapshot(settings, layout)?;
-    Ok(Ready { layout, plan })
+    let mut problems = Vec::new();
+    problems.extend(check_repository(&settings.repository).err());
+    problems.extend(check_dump_program(&settings.mysql).err());
+    let ready = live_storage(&settings.mysql).and_then(|live| {
+        let layout = Layout::resolve(live.as_deref(), &settings.attachment_storage)?;
+        let plan = plan_snapshot(settings, layout)?;
+        Ok(Ready { layout, plan })
+    });
+    signals::check()?;
+    match ready {
+        Ok(ready) if problems.is_empty() => Ok(ready),
+        Ok(_) => Err(refusal(problems)),
+        Err(e) => {
+            problems.push(e);
+            Err(refusal(problems))
+        }
+    }
+}
+
+/// One error for every problem found: one line each, exit 2 when any of
+/// them is the configuration's to fix.
+fn refusal(problems: Vec<anyhow::Error>) -> anyhow::Error {
+    let config = problems.iter().any(|e| exit_for(e) == Exit::Usage);
+    let text = match problems.as_slice() {
+        [one] => format!("{one:#}; nothing was dumped"),
+        all => {
+            let lines: String = all.iter().map(|e| format!("\n  {e:#}")).collect();
+            format!("{} problems, nothing was dumped:{lines}", all.len())
+        }
+    };
+    if config {
+        ConfigError(text).into()
+    } else {
+        anyhow!(text)
+    }
 }
 
 /// The repository, or the nearest directory above it that exists (a new
@@ -58,7 +90,7 @@ fn check_repository(repo: &Path) -> Result<()> {
     )
     .map_err(|errno| {
         anyhow!(
-            "the repository {} is not writable ({}: {}); nothing was dumped",
+            "the repository {} is not writable ({}: {})",
             repo.display(),
             existing.display(),
             io::Error::from(errno)
@@ -107,7 +139,7 @@ fn database_error(target: &MysqlTarget, e: anyhow::Error) -> anyhow::Error {
         format!("the database server {}:{}", target.host, target.port)
     };
     let what = format!(
-        "{server} refused database `{}` for user `{}` ({answer}); nothing was dumped",
+        "{server} refused database `{}` for user `{}` ({answer})",
         target.database, target.user
     );
     let is_config = ["ERROR 1044", "ERROR 1045", "ERROR 1049", "ERROR 1698"]
@@ -117,7 +149,7 @@ fn database_error(target: &MysqlTarget, e: anyhow::Error) -> anyhow::Error {
         ConfigError(what).into()
     } else {
         anyhow!(
-            "{server} did not answer for database `{}` ({answer}); nothing was dumped",
+            "{server} did not answer for database `{}` ({answer})",
             target.database
         )
     }
@@ -153,7 +185,7 @@ fn missing_directory(settings: &Settings, layout: Layout) -> String {
     };
     format!(
         "attachment_path {} {why}, but attachment_storage {layout} keeps the attachments \
-         there; set attachment_path in {} (or `[kopano] attachment_path`); nothing was dumped",
+         there; set attachment_path in {} (or `[kopano] attachment_path`)",
         path.display(),
         settings.server_cfg.display()
     )
@@ -162,7 +194,6 @@ fn missing_directory(settings: &Settings, layout: Layout) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{Exit, exit_for};
     use crate::settings::Secret;
 
     fn target() -> MysqlTarget {

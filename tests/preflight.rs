@@ -177,6 +177,28 @@ fn database_and_dump_program_problems_are_refused_before_the_dump() {
     fs::write(&s.config, text).unwrap();
     let r = run(&s.config, &["backup"]);
     assert_refused_before_the_dump(&s, &env, &r, 2, &[&missing.display().to_string()]);
+
+    // Both at once: every problem is told, one line each; the dump program
+    // is the configuration's to fix, so 2.
+    let socket_line = format!("socket = {}", toml_str(&socket.display().to_string()));
+    let text = fs::read_to_string(&s.config).unwrap() + &socket_line + "\n";
+    fs::write(&s.config, text).unwrap();
+    let r = run(&s.config, &["backup"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", r.stderr);
+    assert!(
+        lines[0].contains("2 problems, nothing was dumped"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        lines[1].contains(&missing.display().to_string()),
+        "{}",
+        r.stderr
+    );
+    assert!(lines[2].contains("did not answer"), "{}", r.stderr);
+    assert!(!s.marker.exists());
 }
 
 #[test]
