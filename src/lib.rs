@@ -31,6 +31,7 @@ pub mod settings;
 pub mod signals;
 pub mod snapshot;
 pub mod walk;
+pub mod watchdog;
 
 use std::io::IsTerminal;
 
