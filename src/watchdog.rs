@@ -15,6 +15,8 @@ pub struct Watchdog {
 
 struct State {
     last: Instant,
+    /// Our own work is going on: the time does not count.
+    paused: bool,
     stopped: bool,
     fired: bool,
 }
@@ -25,6 +27,7 @@ impl Watchdog {
             limit,
             state: Mutex::new(State {
                 last: Instant::now(),
+                paused: false,
                 stopped: false,
                 fired: false,
             }),
@@ -32,10 +35,20 @@ impl Watchdog {
         }
     }
 
-    /// Progress: the limit counts from now.
+    /// Waiting starts (again): the limit counts from now.
     pub fn touch(&self) {
         if let Ok(mut s) = self.state.lock() {
             s.last = Instant::now();
+            s.paused = false;
+        }
+        self.wake.notify_all();
+    }
+
+    /// Until the next [`Watchdog::touch`] the time is ours (writing what
+    /// was read, a snapshot), not the watched party's, and does not count.
+    pub fn pause(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.paused = true;
         }
     }
 
@@ -61,6 +74,13 @@ impl Watchdog {
         loop {
             if s.stopped {
                 return;
+            }
+            if s.paused {
+                s = match self.wake.wait(s) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+                continue;
             }
             let due = s.last + self.limit;
             let now = Instant::now();
@@ -93,6 +113,17 @@ mod tests {
         std::thread::scope(|scope| {
             let watcher = scope.spawn(|| dog.watch(|| panic!("fired")));
             dog.touch();
+            dog.stop();
+            watcher.join().unwrap();
+        });
+        assert!(!dog.fired());
+
+        // Paused time does not count.
+        let dog = Watchdog::new(Duration::from_millis(20));
+        std::thread::scope(|scope| {
+            dog.pause();
+            let watcher = scope.spawn(|| dog.watch(|| panic!("fired while paused")));
+            std::thread::sleep(Duration::from_millis(100));
             dog.stop();
             watcher.join().unwrap();
         });

@@ -148,13 +148,14 @@ pub fn run(
         let result = (|| -> Result<()> {
             loop {
                 crate::signals::check()?;
-                // Only the wait for the dump counts, not our own writing.
+                // Only the wait for the dump counts, not our own work
+                // (writing, the snapshot) between reads.
                 dog.touch();
                 let mut buf = vec![0u8; CHUNK];
                 let n = stdout
                     .read(&mut buf)
                     .context("while reading the dump's output")?;
-                dog.touch();
+                dog.pause();
                 if n == 0 {
                     return Ok(());
                 }
