@@ -83,6 +83,7 @@ fn entries(dir: &Path) -> Vec<String> {
 /// lock is free: the next backup succeeds.
 fn assert_failed_cleanly(out: &Output, repo: &Path, setting: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("refused as expected: {stderr}");
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(setting), "names the setting: {stderr}");
     assert!(stderr.contains("no set was published"), "{stderr}");

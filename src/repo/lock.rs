@@ -5,8 +5,8 @@
 //! A record is written only AFTER the flock is held, and removed BEFORE it
 //! is released, so every live record names a real holder; a run killed
 //! with its record in place is recognised by its dead pid (and start time)
-//! and ignored. A refused run waits briefly for the records of holders
-//! that have just taken the lock. On a read-only repository readers lock
+//! and ignored. A refused run that finds no record (a holder that has
+//! just taken the lock, or is just releasing it) tries again for a moment. On a read-only repository readers lock
 //! what they can and record nothing: no writer can run there anyway.
 
 use std::fs::{self, File, OpenOptions};
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 use chrono::{DateTime, Local, Utc};
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
@@ -172,23 +173,36 @@ fn live_holders(lock_path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The refusal: names every live holder, waiting a moment for the record
-/// of one that has only just taken the lock.
-fn refused(lock_path: &Path) -> anyhow::Error {
+/// Takes the flock at once, or fails naming every live holder. While no
+/// holder has a record (one has only just taken the lock, or is releasing
+/// it), it tries again for a moment rather than blame nobody.
+fn lock_or_name(path: &Path, file: File, arg: FlockArg) -> Result<Flock<File>> {
     let deadline = Instant::now() + RECORD_GRACE;
+    let mut file = file;
     loop {
-        let holders = live_holders(lock_path);
+        match Flock::lock(file, arg) {
+            Ok(lock) => return Ok(lock),
+            Err((_, errno)) if errno != Errno::EWOULDBLOCK => {
+                return Err(anyhow!(
+                    "while locking {}: {}",
+                    path.display(),
+                    errno.desc()
+                ));
+            }
+            Err((back, _)) => file = back,
+        }
+        let holders = live_holders(path);
         if !holders.is_empty() {
-            return anyhow!(
+            return Err(anyhow!(
                 "another kcbackup run holds the lock: {}",
                 holders.join("; ")
-            );
+            ));
         }
         if Instant::now() >= deadline {
-            return anyhow!(
+            return Err(anyhow!(
                 "another kcbackup run holds the lock {} (it left no record of itself)",
-                lock_path.display()
-            );
+                path.display()
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -207,18 +221,14 @@ impl ExclusiveLock {
                 anyhow!("while opening the lock file {}: {e}", path.display())
             }
         })?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => {
-                let record = Record::write(path, operation);
-                // Dead runs' records: only this writer clears them for good.
-                live_holders(path);
-                Ok(ExclusiveLock {
-                    _record: record,
-                    _lock: lock,
-                })
-            }
-            Err(_) => Err(refused(path)),
-        }
+        let lock = lock_or_name(path, file, FlockArg::LockExclusiveNonblock)?;
+        let record = Record::write(path, operation);
+        // Clears the records of dead runs on the way.
+        live_holders(path);
+        Ok(ExclusiveLock {
+            _record: record,
+            _lock: lock,
+        })
     }
 }
 
@@ -255,13 +265,11 @@ impl SharedLock {
                 ));
             }
         };
-        match Flock::lock(file, FlockArg::LockSharedNonblock) {
-            Ok(lock) => Ok(SharedLock {
-                record: Record::write(path, operation),
-                _lock: Some(lock),
-            }),
-            Err(_) => Err(refused(path)),
-        }
+        let lock = lock_or_name(path, file, FlockArg::LockSharedNonblock)?;
+        Ok(SharedLock {
+            record: Record::write(path, operation),
+            _lock: Some(lock),
+        })
     }
 
     /// Says what this run is doing, for others' refusals (`verify of set X`).
@@ -352,6 +360,20 @@ mod tests {
             "{found:?}"
         );
         assert!(!stale_path.exists(), "a dead run's record is removed");
+    }
+
+    #[test]
+    fn a_holder_releasing_without_a_record_does_not_refuse_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let held = Flock::lock(open_rw(&path).unwrap(), FlockArg::LockExclusiveNonblock).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(held);
+        });
+        let lock = ExclusiveLock::acquire(&path, "backup");
+        release.join().unwrap();
+        assert!(lock.is_ok(), "{:?}", lock.err());
     }
 
     #[test]
