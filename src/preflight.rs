@@ -205,6 +205,7 @@ mod tests {
             socket: None,
             database: "kopano".into(),
             dump_command: None,
+            timeouts: Default::default(),
         }
     }
 

@@ -428,7 +428,7 @@ fn a_second_concurrent_run_fails_on_the_lock() {
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "another kcbackup run holds the lock (pid {})",
+            "another kcbackup run holds the lock: backup, pid {}, since ",
             first.id()
         )),
         "{stderr}"

@@ -57,7 +57,8 @@ pub struct BackupReport {
     pub duration_s: f64,
     pub phases: Vec<Phase>,
     pub warnings: Vec<String>,
-    /// Hidden work directories of crashed earlier runs that were removed.
+    /// Hidden work directories of crashed earlier runs, and scratch
+    /// directories of killed drills and verifies, that were removed.
     pub removed_leftovers: Vec<String>,
     /// Snapshots and mounts of crashed earlier runs that were removed.
     pub removed_snapshots: Vec<String>,
@@ -96,8 +97,9 @@ pub fn run(
 
     // 1. One writer at a time; clear what a crashed run left behind.
     let repo = Repository::open_or_create(&settings.repository)?;
-    let lock = repo.lock_exclusive()?;
-    let removed_leftovers = repo.remove_leftovers(&lock)?;
+    let lock = repo.lock_exclusive("backup")?;
+    let mut removed_leftovers = repo.remove_leftovers(&lock)?;
+    removed_leftovers.extend(crate::scratch::remove_dead_runs(&[]));
     let removed_snapshots = snapshot::remove_stale(&plan)?;
     for name in removed_leftovers.iter().chain(&removed_snapshots) {
         tracing::warn!("removed {name}, left by an earlier run that did not finish");

@@ -73,6 +73,13 @@ pub struct DrillReport {
     pub durations: Durations,
     /// The scratch directory, when kept.
     pub kept: Option<PathBuf>,
+    /// Scratch directories of earlier runs that died, removed by this one.
+    #[serde(default)]
+    pub removed_leftovers: Vec<String>,
+    /// Why the result could not be written into the repository (a
+    /// read-only one); the verdict stands all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_recorded: Option<String>,
 }
 
 pub fn run(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
@@ -152,13 +159,19 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
     let clock = Instant::now();
     let started = Utc::now();
     let repo = Repository::open(&settings.repository)?;
-    let _lock = repo.lock_shared()?;
+    let mut lock = repo.lock_shared("drill")?;
+    let parents: Vec<&Path> = opts.scratch_parent.iter().map(PathBuf::as_path).collect();
+    let removed_leftovers = crate::scratch::remove_dead_runs(&parents);
+    for name in &removed_leftovers {
+        tracing::warn!("removed {name}, left by an earlier run that did not finish");
+    }
     let set = repo.resolve(if opts.set.is_empty() {
         "latest"
     } else {
         &opts.set
     })?;
     at.set = set.id.clone();
+    lock.describe(&format!("drill of set {}", set.id));
     let mut report = DrillReport {
         set: set.id.clone(),
         started,
@@ -172,6 +185,8 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
         attachment_bytes: 0,
         durations: Durations::default(),
         kept: None,
+        removed_leftovers,
+        not_recorded: None,
     };
     let manifest = match &set.manifest {
         Ok(m) => m.clone(),
@@ -184,13 +199,13 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
 
     // 1. A scratch directory and, inside it, a throwaway server: their
     // guards remove both on every way out (the server first, being younger).
-    let mut builder = tempfile::Builder::new();
-    // With --keep it stays on every way out, an interruption included.
-    builder.prefix("kcbackup-drill-").disable_cleanup(opts.keep);
-    let scratch = match &opts.scratch_parent {
-        Some(parent) => builder.tempdir_in(parent),
-        None => builder.tempdir(),
-    }
+    // Named after this run, so that the next one can remove it if this one
+    // is killed before its guard runs; with --keep it stays on every way out.
+    let scratch = crate::scratch::create(
+        crate::scratch::DRILL_PREFIX,
+        opts.scratch_parent.as_deref(),
+        opts.keep,
+    )
     .context("while creating the drill's scratch directory")?;
     at.scratch = Some(scratch.path().to_path_buf());
     at.doing = "starting its throwaway MariaDB";
@@ -358,11 +373,22 @@ pub(crate) fn failed(name: &str, detail: String) -> Check {
     }
 }
 
-/// Sets the verdict and writes the report into the repository.
+/// Sets the verdict and writes the report into the repository. A report
+/// that cannot be written (a read-only repository) is still returned, and
+/// says so: the verdict matters more than its record.
 fn finish(repo: &Repository, mut report: DrillReport) -> Result<DrillReport> {
     report.ok = !report.checks.is_empty() && report.checks.iter().all(|c| c.ok);
+    if let Err(e) = record(repo, &report) {
+        let why = format!("{e:#}");
+        tracing::warn!("the drill's result is not recorded in the repository: {why}");
+        report.not_recorded = Some(why);
+    }
+    Ok(report)
+}
+
+fn record(repo: &Repository, report: &DrillReport) -> Result<()> {
     let dir = repo.root().join(DRILLS_DIR);
-    fs::create_dir_all(&dir)?;
+    fs::create_dir_all(&dir).with_context(|| format!("while creating {}", dir.display()))?;
     let name = format!(
         "{}--{}.json",
         report.set,
@@ -370,10 +396,9 @@ fn finish(repo: &Repository, mut report: DrillReport) -> Result<DrillReport> {
     );
     // Temporary name, then rename: `list` never sees half a report.
     let tmp = dir.join(format!(".{name}.tmp"));
-    fs::write(&tmp, serde_json::to_vec_pretty(&report)?)
+    fs::write(&tmp, serde_json::to_vec_pretty(report)?)
         .and_then(|()| fs::rename(&tmp, dir.join(&name)))
-        .context("while recording the drill in the repository")?;
-    Ok(report)
+        .with_context(|| format!("while writing {}", dir.join(&name).display()))
 }
 
 /// The newest drill of each set, for `list`.

@@ -2,7 +2,7 @@
 //! directories for sets being written, content-addressed objects shared by
 //! sets, and one lock that serialises writers.
 //!
-//! Layout: `<root>/lock`, `<root>/sets/<id>/`, `<root>/sets/.work-<id>/`,
+//! Layout: `<root>/lock`, `<root>/holders/`, `<root>/sets/<id>/`, `<root>/sets/.work-<id>/`,
 //! `<root>/objects/`.
 
 pub mod digest;
@@ -70,14 +70,16 @@ impl Repository {
         self.root.join("objects")
     }
 
-    /// The writer's lock; fails at once if another run holds it.
-    pub fn lock_exclusive(&self) -> Result<ExclusiveLock> {
-        ExclusiveLock::acquire(&self.root.join("lock"))
+    /// The writer's lock; fails at once if another run holds it, naming
+    /// it. `operation` is what others are told this run is doing.
+    pub fn lock_exclusive(&self, operation: &str) -> Result<ExclusiveLock> {
+        ExclusiveLock::acquire(&self.root.join("lock"), operation)
     }
 
-    /// The readers' lock (verify, restore, drill); fails at once while a writer runs.
-    pub fn lock_shared(&self) -> Result<SharedLock> {
-        SharedLock::acquire(&self.root.join("lock"))
+    /// The readers' lock (verify, restore, drill); fails at once while a
+    /// writer runs. Works on a read-only repository.
+    pub fn lock_shared(&self, operation: &str) -> Result<SharedLock> {
+        SharedLock::acquire(&self.root.join("lock"), operation)
     }
 
     /// The content-addressed store of file data shared by all sets.

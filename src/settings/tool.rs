@@ -81,6 +81,11 @@ pub struct MysqlSection {
     pub database: Option<String>,
     /// A command name looked up on `PATH`, so it is not resolved like a path.
     pub dump_command: Option<String>,
+    /// Seconds one of kcbackup's own queries may take, connecting included
+    /// (default 30).
+    pub connect_timeout_s: Option<u64>,
+    /// Seconds the dump may produce no output before it is killed (default 600).
+    pub stall_timeout_s: Option<u64>,
 }
 
 /// Reads and validates the TOML file at `path`. A missing file is an
@@ -203,6 +208,8 @@ mod tests {
             socket = "/run/mysqld.sock"
             database = "kc"
             dump_command = "mysqldump"
+            connect_timeout_s = 5
+            stall_timeout_s = 120
             "#,
         )
         .unwrap();
@@ -210,6 +217,8 @@ mod tests {
         assert_eq!(c.snapshot.method, Some(SnapshotMethod::Lvm));
         assert_eq!(c.mysql.port, Some(3307));
         assert_eq!(c.mysql.dump_command.as_deref(), Some("mysqldump"));
+        assert_eq!(c.mysql.connect_timeout_s, Some(5));
+        assert_eq!(c.mysql.stall_timeout_s, Some(120));
         assert_eq!(c.repository.path, Some(PathBuf::from("/repo")));
     }
 
