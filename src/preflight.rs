@@ -149,7 +149,7 @@ fn database_error(target: &MysqlTarget, e: anyhow::Error) -> anyhow::Error {
         ConfigError(what).into()
     } else {
         anyhow!(
-            "{server} did not answer for database `{}` ({answer})",
+            "{server} did not answer for database `{}`: {answer}",
             target.database
         )
     }
