@@ -20,7 +20,7 @@ use crate::repo::Repository;
 use crate::repo::manifest::{
     AttachmentsInfo, DatabaseInfo, FORMAT, KopanoInfo, Manifest, Phase, SetStatus,
 };
-use crate::settings::Settings;
+use crate::settings::{FollowSymlinks, Settings};
 use crate::signals;
 use crate::snapshot::{self, Request, SnapshotInfo};
 
@@ -151,6 +151,7 @@ pub fn run(
     let store = repo.objects()?;
     let capture_opts = CaptureOptions {
         previous_index: previous.as_ref().map(|(_, index)| index.clone()),
+        follow_dirs: settings.follow_symlinks == FollowSymlinks::Directories,
         ..CaptureOptions::default()
     };
     let capture = attachments::capture(
@@ -174,7 +175,7 @@ pub fn run(
             settings.attachment_path.display()
         ));
     }
-    warnings.extend(capture_warnings(&capture));
+    warnings.extend(capture_warnings(&capture, plan.method != snapshot::Method::None));
 
     // 4. Kopano's configuration (from the snapshot if it is on that volume).
     let config_clock = Instant::now();
@@ -325,9 +326,31 @@ fn previous_set(repo: &Repository) -> Result<Option<(String, PathBuf)>> {
     Ok(newest)
 }
 
-/// What a human should hear about files that could not be captured.
-fn capture_warnings(c: &attachments::CaptureStats) -> Vec<String> {
+/// What a human should hear about files that could not be captured, and
+/// about symlinks and special files in the store (README: "Symlinks in the
+/// attachment store").
+fn capture_warnings(c: &attachments::CaptureStats, snapshot: bool) -> Vec<String> {
     let mut out = Vec::new();
+    if snapshot {
+        for link in &c.followed_other_device {
+            out.push(format!(
+                "{link}: followed onto another filesystem, which the snapshot does not \
+                 cover; its files were read live (not snapshot-consistent)"
+            ));
+        }
+    }
+    for link in &c.not_followed {
+        out.push(format!("symlink not followed, recorded as a link: {link}"));
+    }
+    for link in &c.link_paths {
+        out.push(format!(
+            "symlink recorded as a link (restored as a link; what it points to is \
+             captured only if it is in the tree): {link}"
+        ));
+    }
+    for special in &c.special_paths {
+        out.push(format!("{special}: recorded, not read, not restored"));
+    }
     if c.vanished > 0 {
         out.push(format!(
             "{} attachment files vanished while the store was read (deleted after the dump; \
