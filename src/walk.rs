@@ -86,7 +86,8 @@ impl Walker {
         let listing = || -> io::Result<(Metadata, Vec<OsString>)> {
             Ok((fs::metadata(root)?, sorted_names(root)?))
         };
-        let (meta, names) = listing().with_context(|| format!("while listing {}", root.display()))?;
+        let (meta, names) =
+            listing().with_context(|| format!("while listing {}", root.display()))?;
         let follow = if follow_dirs {
             Some(Follow {
                 canonical_root: fs::canonicalize(root)
@@ -190,7 +191,12 @@ impl Walker {
     /// Decides about a symlink when following is on: `None` means "record
     /// it as a link" (following is off, it dangles, it is no directory, or
     /// its target is inside the tree and walked there anyway).
-    fn follow_link(&mut self, rel: &str, path: &Path, link_meta: &Metadata) -> Option<Result<Walked>> {
+    fn follow_link(
+        &mut self,
+        rel: &str,
+        path: &Path,
+        link_meta: &Metadata,
+    ) -> Option<Result<Walked>> {
         let follow = self.follow.as_ref()?;
         let meta = fs::metadata(path).ok().filter(Metadata::is_dir)?;
         let target = fs::read_link(path).ok()?.to_string_lossy().into_owned();
@@ -215,7 +221,9 @@ impl Walker {
                 names: children.into_iter(),
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Some(Ok(Walked::Vanished { rel: rel.to_string() }));
+                return Some(Ok(Walked::Vanished {
+                    rel: rel.to_string(),
+                }));
             }
             Err(e) => {
                 return Some(Err(e).with_context(|| {
@@ -277,6 +285,59 @@ mod tests {
                 .map(|s| s.trim_end_matches('/'))
                 .collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn directory_links_out_of_the_tree_are_followed_others_kept_as_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("att");
+        let disk2 = dir.path().join("disk2");
+        for d in ["att/1/0", "att/9/x", "disk2/3/0", "disk2/3/1"] {
+            fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        fs::write(root.join("1/0/1"), "one").unwrap();
+        fs::write(disk2.join("3/0/3"), "three").unwrap();
+        let link = |target: &Path, at: &str| std::os::unix::fs::symlink(target, root.join(at));
+        link(&disk2.join("3"), "3").unwrap();
+        link(Path::new("../../1"), "9/x/rel").unwrap();
+        link(Path::new("../.."), "9/x/up").unwrap();
+        link(Path::new("/nonexistent"), "9/x/dangling").unwrap();
+        // A loop through the followed directory, back to itself.
+        std::os::unix::fs::symlink(disk2.join("3"), disk2.join("3/1/again")).unwrap();
+        let seen: Vec<String> = Walker::with_follow(&root, true)
+            .unwrap()
+            .map(|w| match w.unwrap() {
+                Walked::Entry { rel, meta } if meta.is_dir() => format!("{rel}/"),
+                Walked::Entry { rel, meta } if meta.file_type().is_symlink() => format!("{rel}@"),
+                Walked::Entry { rel, .. } => rel,
+                Walked::Followed { rel, target, .. } => format!("{rel}/ (via {target})"),
+                Walked::NotFollowed { rel, reason, .. } => format!("{rel}@ ({reason})"),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let via = format!("3/ (via {})", disk2.join("3").display());
+        assert_eq!(
+            seen,
+            [
+                "1/",
+                "1/0/",
+                "1/0/1",
+                &via,
+                "3/0/",
+                "3/0/3",
+                "3/1/",
+                "3/1/again@ (it leads back to a directory that contains it (a loop))",
+                "9/",
+                "9/x/",
+                "9/x/dangling@",
+                "9/x/rel@",
+                "9/x/up@ (it leads back to a directory that contains it (a loop))",
+            ]
+        );
+        // Without following, the fan-out directory is one link.
+        let plain = walk(&root);
+        assert!(plain.contains(&"3".to_string()), "{plain:?}");
+        assert!(!plain.iter().any(|p| p.starts_with("3/")), "{plain:?}");
     }
 
     #[test]

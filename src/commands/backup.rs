@@ -175,7 +175,10 @@ pub fn run(
             settings.attachment_path.display()
         ));
     }
-    warnings.extend(capture_warnings(&capture, plan.method != snapshot::Method::None));
+    warnings.extend(capture_warnings(
+        &capture,
+        plan.method != snapshot::Method::None,
+    ));
 
     // 4. Kopano's configuration (from the snapshot if it is on that volume).
     let config_clock = Instant::now();
