@@ -320,3 +320,70 @@ fn restore_file(store: &ObjectStore, entry: &IndexEntry, path: &Path, as_root: b
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, kind: EntryKind, target: Option<&str>) -> Result<IndexEntry> {
+        Ok(IndexEntry {
+            path: path.into(),
+            kind,
+            size: 0,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            sha256: (kind == EntryKind::File).then(|| "e3b0".into()),
+            stored: None,
+            target: target.map(str::to_string),
+        })
+    }
+
+    fn check(entries: Vec<Result<IndexEntry>>) -> Result<u64> {
+        check_index(entries.into_iter())
+    }
+
+    #[test]
+    fn links_may_point_anywhere_but_nothing_may_lie_below_one() {
+        use EntryKind::*;
+        let fine = vec![
+            entry("3", Dir, Some("/srv/disk2/3")),
+            entry("3/0", Dir, None),
+            entry("3/0/3", File, None),
+            entry("9", Dir, None),
+            entry("9/abs", Symlink, Some("/etc")),
+            entry("9/abs-sibling", File, None),
+            entry("9/rel", Symlink, Some("../../1")),
+            entry("9/z", File, None),
+        ];
+        assert_eq!(check(fine).unwrap(), 8);
+        let below = vec![
+            entry("9", Dir, None),
+            entry("9/abs", Symlink, Some("/etc")),
+            entry("9/abs/cron.d", Dir, None),
+        ];
+        let err = check(below).unwrap_err().to_string();
+        assert!(err.contains("below the symlink 9/abs"), "{err}");
+    }
+
+    #[test]
+    fn an_index_out_of_order_twice_or_oddly_spelled_is_refused() {
+        use EntryKind::*;
+        let twice = vec![entry("9/x", Symlink, Some("/etc")), entry("9/x", Dir, None)];
+        assert!(
+            check(twice)
+                .unwrap_err()
+                .to_string()
+                .contains("out of order or twice")
+        );
+        let backwards = vec![entry("9/y", File, None), entry("9/x", File, None)];
+        assert!(check(backwards).is_err());
+        // `9/./x/f` would slip past a prefix test on the link `9/x`.
+        for odd in ["9/./x/f", "9//x", "9/x/"] {
+            assert!(check(vec![entry(odd, File, None)]).is_err(), "{odd}");
+        }
+        assert!(check(vec![entry("9/x", Symlink, Some(""))]).is_err());
+    }
+}
