@@ -140,20 +140,39 @@ fn describe(path: &Path) -> String {
 
 #[test]
 fn a_fan_out_directory_moved_to_another_disk_is_captured_as_if_in_place() {
-    let env = env(FILES);
+    moved_to_another_disk(FILES);
+}
+
+#[test]
+fn a_files_v2_directory_moved_to_another_disk_is_captured_as_if_in_place() {
+    moved_to_another_disk(Layout::FilesV2);
+}
+
+/// Moves the top directory of a referenced instance to a tmpfs and links it.
+fn moved_to_another_disk(layout: Layout) {
+    let env = env(layout);
     let att = &env.store.attachment_path;
-    let moved = referenced_under(&env, "3");
-    assert!(!moved.is_empty(), "no referenced instance in 3/");
+    let (_, first) = one_referenced(&env, 0);
+    let top = first
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let moved = referenced_under(&env, &top);
+    assert!(!moved.is_empty());
     // Another filesystem (tmpfs), as a second disk would be.
     let disk2 = tempfile::Builder::new()
         .prefix("kcdisk2-")
         .tempdir_in("/dev/shm")
         .unwrap();
     let before: Vec<String> = moved.iter().map(|(_, p)| describe(&att.join(p))).collect();
-    fs::create_dir_all(disk2.path().join("3")).unwrap();
-    for entry in fs::read_dir(att.join("3")).unwrap() {
+    fs::create_dir_all(disk2.path().join(&top)).unwrap();
+    for entry in fs::read_dir(att.join(&top)).unwrap() {
         let entry = entry.unwrap();
-        let to = disk2.path().join("3").join(entry.file_name());
+        let to = disk2.path().join(&top).join(entry.file_name());
         // A copy, then removal: rename cannot cross filesystems.
         Command::new("cp")
             .arg("-a")
@@ -162,8 +181,8 @@ fn a_fan_out_directory_moved_to_another_disk_is_captured_as_if_in_place() {
             .status()
             .unwrap();
     }
-    fs::remove_dir_all(att.join("3")).unwrap();
-    symlink(disk2.path().join("3"), att.join("3")).unwrap();
+    fs::remove_dir_all(att.join(&top)).unwrap();
+    symlink(disk2.path().join(&top), att.join(&top)).unwrap();
 
     let (run, set, out) = complete_and_restored(&env);
     let j = &run.json;
@@ -174,15 +193,15 @@ fn a_fan_out_directory_moved_to_another_disk_is_captured_as_if_in_place() {
     assert!(other.to_string().contains("kcdisk2-"), "{j:#}");
     // The index records the directory, and where the link pointed.
     let index = support::tamper::read_index(&env.set_dir(&set));
-    let three = index.iter().find(|e| e.path == "3").unwrap();
+    let three = index.iter().find(|e| e.path == top).unwrap();
     assert_eq!(three.kind, kcbackup::attachments::EntryKind::Dir);
     assert_eq!(
         three.target.as_deref(),
-        Some(disk2.path().join("3").to_str().unwrap())
+        Some(disk2.path().join(&top).to_str().unwrap())
     );
     // Restored in place: a real directory with the data.
     let restored = out.path().join("att");
-    assert_eq!(describe(&restored.join("3")), "dir");
+    assert_eq!(describe(&restored.join(&top)), "dir");
     let after: Vec<String> = moved
         .iter()
         .map(|(_, p)| describe(&restored.join(p)))

@@ -383,3 +383,39 @@ fn hostname() -> String {
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_followed_link_onto_another_filesystem_is_a_warning_only_with_a_snapshot() {
+        let stats = attachments::CaptureStats {
+            followed_dirs: 1,
+            followed: vec!["3 -> /srv/disk2/3".into()],
+            followed_other_device: vec!["3 -> /srv/disk2/3".into()],
+            link_paths: vec!["9/x/rel -> ../../1".into()],
+            not_followed: vec!["9/x/up -> ../..: a loop".into()],
+            special_paths: vec!["4/0/fifo: a FIFO".into()],
+            ..Default::default()
+        };
+        let with = capture_warnings(&stats, true);
+        assert!(
+            with.iter().any(
+                |w| w.starts_with("3 -> /srv/disk2/3") && w.contains("not snapshot-consistent")
+            ),
+            "{with:#?}"
+        );
+        let without = capture_warnings(&stats, false);
+        assert!(
+            !without.iter().any(|w| w.contains("snapshot")),
+            "{without:#?}"
+        );
+        for needle in ["9/x/rel -> ../../1", "9/x/up -> ../..", "4/0/fifo: a FIFO"] {
+            assert!(
+                without.iter().any(|w| w.contains(needle)),
+                "{needle}: {without:#?}"
+            );
+        }
+    }
+}
