@@ -413,7 +413,7 @@ fn incomplete_naming(env: &Env, run: &Run, id: u32) {
 }
 
 #[test]
-fn a_directory_or_fifo_in_place_of_a_referenced_file_is_missing_by_id() {
+fn a_directory_fifo_or_dangling_link_in_place_of_a_referenced_file_is_missing_by_id() {
     let env = env(FILES);
     let att = &env.store.attachment_path;
     let (id, path) = one_referenced(&env, 3);
@@ -432,6 +432,15 @@ fn a_directory_or_fifo_in_place_of_a_referenced_file_is_missing_by_id() {
     let run = env.backup(&[]);
     incomplete_naming(&env, &run, id);
     assert_warned(&run, &[&format!("{}: a FIFO", path.display())]);
+
+    fs::remove_file(att.join(&path)).unwrap();
+    symlink("../../nowhere", att.join(&path)).unwrap();
+    let run = env.backup(&[]);
+    incomplete_naming(&env, &run, id);
+    assert_warned(
+        &run,
+        &[&format!("{} -> ../../nowhere (dangling)", path.display())],
+    );
 }
 
 #[test]

@@ -121,6 +121,7 @@ pub fn capture(
             batch: Vec::new(),
             batch_bytes: 0,
             progress,
+            follow_dirs: opts.follow_dirs,
         };
         // job_tx moves in, so the workers see the channel close however this ends.
         run.walk(walker, previous, job_tx)
@@ -140,6 +141,7 @@ struct Run<'a> {
     batch: Vec<Staged>,
     batch_bytes: u64,
     progress: &'a dyn Progress,
+    follow_dirs: bool,
 }
 
 impl Run<'_> {
@@ -255,7 +257,13 @@ impl Run<'_> {
                         let target = target.to_string_lossy().into_owned();
                         let what = match std::fs::metadata(&path) {
                             Err(_) => " (dangling)",
-                            Ok(m) if m.is_dir() => " (a directory, not followed)",
+                            // Following is on: only links into the tree stay links.
+                            Ok(m) if m.is_dir() && self.follow_dirs => {
+                                " (a directory in the tree, captured where it is)"
+                            }
+                            Ok(m) if m.is_dir() => {
+                                " (a directory, not followed: follow_symlinks = \"none\")"
+                            }
                             Ok(_) => "",
                         };
                         note(
