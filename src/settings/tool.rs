@@ -216,6 +216,15 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_example_parses() {
+        let c = parse(include_str!("../../packaging/kcbackup.toml.example")).unwrap();
+        assert_eq!(
+            c.attachments.follow_symlinks,
+            Some(FollowSymlinks::Directories)
+        );
+    }
+
+    #[test]
     fn follow_symlinks_takes_directories_or_none_only() {
         let c = parse("[attachments]\nfollow_symlinks = \"none\"\n").unwrap();
         assert_eq!(c.attachments.follow_symlinks, Some(FollowSymlinks::None));
