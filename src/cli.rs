@@ -9,8 +9,8 @@ use crate::settings::{Overrides, SnapshotMethod};
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  failure: nothing new was published (database unreachable, dump failed, lock held, ...)
-  2  usage or configuration error
+  1  failure: nothing new was published (database not answering, dump failed, lock held, ...)
+  2  usage or configuration error (bad config, wrong credentials, unknown set id, s3, ...)
   3  a set was written but is incomplete, or verify/drill found a problem
   130/143  interrupted by SIGINT / SIGTERM (after cleanup)";
 

@@ -43,7 +43,10 @@ pub struct Interrupted(pub i32);
 
 impl fmt::Display for Interrupted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "interrupted by signal {}", self.0)
+        match nix::sys::signal::Signal::try_from(self.0) {
+            Ok(sig) => write!(f, "interrupted by {}", sig.as_str()),
+            Err(_) => write!(f, "interrupted by signal {}", self.0),
+        }
     }
 }
 

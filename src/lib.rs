@@ -21,14 +21,18 @@ pub mod generator;
 pub mod layout;
 pub mod mysql;
 pub mod output;
+pub mod preflight;
+pub mod process;
 pub mod progress;
 pub mod repo;
 pub mod restore;
 pub mod sandbox;
+pub mod scratch;
 pub mod settings;
 pub mod signals;
 pub mod snapshot;
 pub mod walk;
+pub mod watchdog;
 
 use std::io::IsTerminal;
 

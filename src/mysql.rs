@@ -8,9 +8,12 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
 
 use crate::settings::MysqlTarget;
+use crate::watchdog::Watchdog;
 
 /// A `[client]` option file holding the connection and the password.
 pub struct ClientDefaults {
@@ -146,6 +149,17 @@ pub struct Client {
     program: PathBuf,
     defaults: ClientDefaults,
     database: String,
+    /// How long one query may take; see [`Timeouts::connect`].
+    limit: Duration,
+}
+
+/// The message of a query that took too long: names the setting to change.
+fn timed_out(limit: Duration) -> anyhow::Error {
+    anyhow!(
+        "the database server did not answer within {} s (timeout [mysql] connect_timeout_s); \
+         it may be hung or overloaded",
+        limit.as_secs()
+    )
 }
 
 impl Client {
@@ -155,6 +169,7 @@ impl Client {
             program: client_program()?,
             defaults: ClientDefaults::write(target)?,
             database: target.database.clone(),
+            limit: target.timeouts.connect,
         })
     }
 
@@ -164,8 +179,12 @@ impl Client {
 
     /// Runs `sql` in batch mode (tab-separated, no column names) and returns
     /// stdout. The error carries the client's own message (never the password).
+    /// The client is killed when the whole query, connecting included, takes
+    /// longer than the limit: a stopped server accepts connections in the
+    /// kernel's backlog and then never answers, so a connect timeout alone
+    /// would wait forever.
     pub fn query(&self, sql: &str) -> Result<String> {
-        let out = duct::cmd(
+        let handle = duct::cmd(
             &self.program,
             [
                 self.defaults.arg(),
@@ -181,8 +200,15 @@ impl Client {
         .stdout_capture()
         .stderr_capture()
         .unchecked()
-        .run()
+        .start()
         .with_context(|| format!("while running {}", self.program.display()))?;
+        let waited = handle
+            .wait_timeout(self.limit)
+            .with_context(|| format!("while waiting for {}", self.program.display()))?;
+        let Some(out) = waited else {
+            let _ = handle.kill();
+            return Err(timed_out(self.limit));
+        };
         if !out.status.success() {
             bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
         }
@@ -190,9 +216,29 @@ impl Client {
     }
 
     /// Runs `sql` and hands each output row (tab-separated) to `row` as it
-    /// streams in, so that a million-row answer never sits in memory.
-    pub fn for_each_row(&self, sql: &str, mut row: impl FnMut(&str) -> Result<()>) -> Result<()> {
-        let reader = duct::cmd(
+    /// streams in, so that a million-row answer never sits in memory. The
+    /// client is killed when no row came for the limit.
+    pub fn for_each_row(&self, sql: &str, row: impl FnMut(&str) -> Result<()>) -> Result<()> {
+        let dog = Watchdog::new(self.limit);
+        let handle = self.row_reader(sql)?;
+        let result = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                dog.watch(|| {
+                    let _ = handle.kill();
+                })
+            });
+            let result = read_rows(&handle, &dog, row);
+            dog.stop();
+            result
+        });
+        if dog.fired() {
+            return Err(timed_out(self.limit));
+        }
+        result
+    }
+
+    fn row_reader(&self, sql: &str) -> Result<duct::ReaderHandle> {
+        duct::cmd(
             &self.program,
             [
                 self.defaults.arg(),
@@ -208,19 +254,7 @@ impl Client {
         .stdin_null()
         .stderr_capture()
         .reader()
-        .with_context(|| format!("while running {}", self.program.display()))?;
-        let mut lines = std::io::BufReader::new(reader);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = std::io::BufRead::read_line(&mut lines, &mut line)
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .context("the database client failed")?;
-            if n == 0 {
-                return Ok(());
-            }
-            row(line.trim_end_matches('\n'))?;
-        }
+        .with_context(|| format!("while running {}", self.program.display()))
     }
 
     /// The first column of the first row, if any.
@@ -230,6 +264,29 @@ impl Client {
             .lines()
             .next()
             .map(|l| l.split('\t').next().unwrap_or_default().to_string()))
+    }
+}
+
+/// Reads the client's output line by line; `dog` counts only the waits.
+fn read_rows(
+    reader: &duct::ReaderHandle,
+    dog: &Watchdog,
+    mut row: impl FnMut(&str) -> Result<()>,
+) -> Result<()> {
+    let mut lines = std::io::BufReader::new(reader);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        dog.touch();
+        let n = std::io::BufRead::read_line(&mut lines, &mut line)
+            .map_err(|e| anyhow!("{e}"))
+            .context("the database client failed")?;
+        // The caller's work on the row is not the server's delay.
+        dog.pause();
+        if n == 0 {
+            return Ok(());
+        }
+        row(line.trim_end_matches('\n'))?;
     }
 }
 

@@ -281,4 +281,7 @@ pub fn drill_summary(r: &DrillReport) {
     if let Some(dir) = &r.kept {
         println!("  kept {} (server stopped)", dir.display());
     }
+    if let Some(why) = &r.not_recorded {
+        println!("  NOT recorded in the repository: {why}");
+    }
 }

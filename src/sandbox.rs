@@ -203,6 +203,12 @@ impl Sandbox {
             socket: Some(self.socket.clone()),
             database: database.into(),
             dump_command: None,
+            // Our own server: a check on a big restored table may take a
+            // while, and there is no production lock to free.
+            timeouts: crate::settings::Timeouts {
+                connect: Duration::from_secs(3600),
+                stall: Duration::from_secs(3600),
+            },
         }
     }
 

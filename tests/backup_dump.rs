@@ -232,24 +232,32 @@ fn append_toml(config: &Path, text: &str) {
 #[test]
 fn unreachable_server_wrong_password_and_unknown_database_fail_cleanly() {
     let (dir, store) = common::new_store(Layout::FilesV2, |_| {});
-    let cases: [(&str, &str, &str); 3] = [
-        ("down", "socket = \"/nonexistent/mysqld.sock\"", "connect"),
-        ("password", "password_file = \"PWFILE\"", "Access denied"),
+    // A server that does not answer may answer next time (1); wrong
+    // credentials or database name are the configuration's to fix (2).
+    let cases: [(&str, &str, &str, i32); 3] = [
+        (
+            "down",
+            "socket = \"/nonexistent/mysqld.sock\"",
+            "connect",
+            1,
+        ),
+        ("password", "password_file = \"PWFILE\"", "Access denied", 2),
         (
             "database",
             "database = \"no_such_kopano\"",
             "no_such_kopano",
+            2,
         ),
     ];
     let pwfile = dir.path().join("wrong-password");
     fs::write(&pwfile, "not-the-password\n").unwrap();
-    for (name, mysql_line, needle) in cases {
+    for (name, mysql_line, needle, want) in cases {
         let repo = dir.path().join(format!("repo-{name}"));
         let config = common::write_tool_config(dir.path(), &store, &repo);
         let line = mysql_line.replace("PWFILE", pwfile.to_str().unwrap());
         append_toml(&config, &format!("[mysql]\n{line}\n"));
         let (code, _, stderr) = run_json(&config, &["backup", "--json"]);
-        assert_eq!(code, 1, "{name}: {stderr}");
+        assert_eq!(code, want, "{name}: {stderr}");
         assert!(stderr.contains(needle), "{name}: {stderr}");
         assert!(!stderr.contains(&store.db_password));
         assert_eq!(
@@ -420,7 +428,7 @@ fn a_second_concurrent_run_fails_on_the_lock() {
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "another kcbackup run holds the lock (pid {})",
+            "another kcbackup run holds the lock: backup, pid {}, since ",
             first.id()
         )),
         "{stderr}"

@@ -276,11 +276,21 @@ fn a_signal_in_the_middle_cleans_up_and_exits_143_or_130() {
         });
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
         let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(
             out.status.code(),
             Some(code),
-            "{signal} at {moment}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "{signal} at {moment}: {stderr}"
+        );
+        // One line about the drill's own throwaway server, never advice
+        // that reads as if production held a partial load.
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.contains("throwaway MariaDB")
+                && last.contains("were removed")
+                && last.contains("production database and attachments were not touched")
+                && !last.contains("drop it"),
+            "{signal} at {moment}: {stderr}"
         );
         assert_clean(work.path());
     }
@@ -306,6 +316,70 @@ fn keep_leaves_the_scratch_with_the_stopped_server() {
     let sandbox = sandbox_dir(&work.path().join("scratch")).expect("the kept sandbox");
     assert!(sandbox.join("data/kopano").is_dir());
     // Kept files, but no server left running.
+    assert!(processes_using(work.path()).is_empty());
+    fs::remove_dir_all(&kept).unwrap();
+    assert_clean(work.path());
+}
+
+#[test]
+fn a_failed_load_speaks_of_the_throwaway_server_not_of_production() {
+    let (env, set, work) = backed_up(Layout::FilesV1 { l1: 10, l2: 20 });
+    // A statement the server refuses, after the first tables were loaded.
+    edit_dump(&env.set_dir(&set), |sql| {
+        // At a line start: the generator hides look-alikes inside strings.
+        sql.replacen(
+            "\nINSERT INTO `singleinstances` VALUES",
+            "\nINSERT INTO `no_such_table` VALUES (1);\nINSERT INTO `singleinstances` VALUES",
+            1,
+        )
+    });
+    let run = drill(&env, work.path(), &set);
+    assert_eq!(run.code, 3, "{:#}\n{}", run.json, run.stderr);
+    let load = check(&run.json, "database load");
+    let detail = load["detail"].as_str().unwrap();
+    assert_eq!(load["ok"], false, "{detail}");
+    assert!(
+        detail.contains("the drill's throwaway MariaDB (not the production server)")
+            && detail.contains("removed with the drill")
+            && !detail.contains("drop it"),
+        "{detail}"
+    );
+    assert_clean(work.path());
+}
+
+#[test]
+fn an_interrupted_kept_drill_says_where_its_scratch_is() {
+    let (env, set, work) = backed_up(Layout::FilesV1 { l1: 10, l2: 20 });
+    let scratch = work.path().join("scratch");
+    let child = drill_command(&env, work.path(), &set)
+        .arg("--keep")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("data/kopano", || {
+        sandbox_dir(&scratch)
+            .map(|d| d.join("data/kopano"))
+            .filter(|p| p.exists())
+    });
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    let kept = fs::read_dir(&scratch)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&format!("kept in {}", kept.display()))
+            && last.contains("production database and attachments were not touched"),
+        "{stderr}"
+    );
+    assert!(sandbox_dir(&scratch).is_some(), "the kept server's files");
     assert!(processes_using(work.path()).is_empty());
     fs::remove_dir_all(&kept).unwrap();
     assert_clean(work.path());

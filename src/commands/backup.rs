@@ -1,6 +1,7 @@
-//! The backup coordinator. It reads like the procedure it performs: lock,
-//! dump the database FIRST (its snapshot defines what must be present),
-//! capture the rest, prove completeness, write the manifest last, publish.
+//! The backup coordinator. It reads like the procedure it performs: check
+//! every source and target, lock, dump the database FIRST (its snapshot
+//! defines what must be present), capture the rest, prove completeness,
+//! write the manifest last, publish.
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use crate::config_archive::{self, ConfigInfo};
 use crate::crossref;
 use crate::dump::{self, DumpFiles, DumpReport};
 use crate::layout::Layout;
+use crate::preflight;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::manifest::{
@@ -22,7 +24,7 @@ use crate::repo::manifest::{
 };
 use crate::settings::{FollowSymlinks, Settings};
 use crate::signals;
-use crate::snapshot::{self, Request, SnapshotInfo};
+use crate::snapshot::{self, SnapshotInfo};
 
 /// File names inside a set.
 pub const DUMP_FILE: &str = "db.sql.zst";
@@ -55,7 +57,8 @@ pub struct BackupReport {
     pub duration_s: f64,
     pub phases: Vec<Phase>,
     pub warnings: Vec<String>,
-    /// Hidden work directories of crashed earlier runs that were removed.
+    /// Hidden work directories of crashed earlier runs, and scratch
+    /// directories of killed drills and verifies, that were removed.
     pub removed_leftovers: Vec<String>,
     /// Snapshots and mounts of crashed earlier runs that were removed.
     pub removed_snapshots: Vec<String>,
@@ -88,11 +91,15 @@ pub fn run(
     let mut phases = Vec::new();
     let mut warnings = Vec::new();
 
+    // First every source and target must answer: what fails here fails
+    // before anything is dumped.
+    let plan = preflight::check(settings)?.plan;
+
     // 1. One writer at a time; clear what a crashed run left behind.
     let repo = Repository::open_or_create(&settings.repository)?;
-    let lock = repo.lock_exclusive()?;
-    let removed_leftovers = repo.remove_leftovers(&lock)?;
-    let plan = snapshot::plan(&Request::from_settings(settings))?;
+    let lock = repo.lock_exclusive("backup")?;
+    let mut removed_leftovers = repo.remove_leftovers(&lock)?;
+    removed_leftovers.extend(crate::scratch::remove_dead_runs(&[]));
     let removed_snapshots = snapshot::remove_stale(&plan)?;
     for name in removed_leftovers.iter().chain(&removed_snapshots) {
         tracing::warn!("removed {name}, left by an earlier run that did not finish");

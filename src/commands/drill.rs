@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::error::Interrupted;
 use crate::mysql::Client;
 use crate::repo::Repository;
 use crate::restore::checks;
@@ -72,11 +73,78 @@ pub struct DrillReport {
     pub durations: Durations,
     /// The scratch directory, when kept.
     pub kept: Option<PathBuf>,
+    /// Scratch directories of earlier runs that died, removed by this one.
+    #[serde(default)]
+    pub removed_leftovers: Vec<String>,
+    /// Why the result could not be written into the repository (a
+    /// read-only one); the verdict stands all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_recorded: Option<String>,
 }
 
 pub fn run(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     crate::signals::install()?;
-    drill(settings, opts).map_err(crate::signals::explain)
+    let mut at = Whereabouts::default();
+    let result = drill(settings, opts, &mut at);
+    // The guards have run: the throwaway server and scratch are gone (or kept).
+    result.map_err(|e| {
+        let e = crate::signals::explain(e);
+        match e.chain().find_map(|c| c.downcast_ref::<Interrupted>()) {
+            Some(&Interrupted(sig)) => {
+                anyhow::Error::new(Interrupted(sig)).context(at.interrupted(opts.keep))
+            }
+            None => e,
+        }
+    })
+}
+
+/// Where a drill was, for the one line an interrupted drill prints: what it
+/// failed to finish says nothing about production, and must not sound so.
+#[derive(Default)]
+struct Whereabouts {
+    set: String,
+    doing: &'static str,
+    scratch: Option<PathBuf>,
+}
+
+impl Whereabouts {
+    fn interrupted(&self, keep: bool) -> String {
+        let set = if self.set.is_empty() {
+            String::new()
+        } else {
+            format!(" of set {}", self.set)
+        };
+        let doing = if self.doing.is_empty() {
+            String::new()
+        } else {
+            format!(" while {}", self.doing)
+        };
+        let left = match &self.scratch {
+            Some(dir) if keep => format!(
+                "its throwaway MariaDB (stopped) and scratch directory are kept in {}",
+                dir.display()
+            ),
+            Some(_) => "its throwaway MariaDB and scratch directory were removed".to_owned(),
+            None => "it had not started its throwaway MariaDB yet".to_owned(),
+        };
+        format!(
+            "the drill{set} was interrupted{doing}; {left}; \
+             the production database and attachments were not touched; nothing was recorded"
+        )
+    }
+}
+
+/// What a failed load leaves in the drill's throwaway server.
+fn partial_load(keep: bool) -> String {
+    let fate = if keep {
+        "kept, stopped, with the scratch directory"
+    } else {
+        "removed with the drill"
+    };
+    format!(
+        "the drill's throwaway MariaDB (not the production server) holds a partial load \
+         and is {fate}"
+    )
 }
 
 /// A failed phase is a failed check, unless a signal caused it.
@@ -87,16 +155,23 @@ fn outcome<T>(result: Result<T>) -> Result<Result<T>> {
     }
 }
 
-fn drill(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
+fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Result<DrillReport> {
     let clock = Instant::now();
     let started = Utc::now();
     let repo = Repository::open(&settings.repository)?;
-    let _lock = repo.lock_shared()?;
+    let mut lock = repo.lock_shared("drill")?;
+    let parents: Vec<&Path> = opts.scratch_parent.iter().map(PathBuf::as_path).collect();
+    let removed_leftovers = crate::scratch::remove_dead_runs(&parents);
+    for name in &removed_leftovers {
+        tracing::warn!("removed {name}, left by an earlier run that did not finish");
+    }
     let set = repo.resolve(if opts.set.is_empty() {
         "latest"
     } else {
         &opts.set
     })?;
+    at.set = set.id.clone();
+    lock.describe(&format!("drill of set {}", set.id));
     let mut report = DrillReport {
         set: set.id.clone(),
         started,
@@ -110,6 +185,8 @@ fn drill(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
         attachment_bytes: 0,
         durations: Durations::default(),
         kept: None,
+        removed_leftovers,
+        not_recorded: None,
     };
     let manifest = match &set.manifest {
         Ok(m) => m.clone(),
@@ -122,13 +199,16 @@ fn drill(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
 
     // 1. A scratch directory and, inside it, a throwaway server: their
     // guards remove both on every way out (the server first, being younger).
-    let mut builder = tempfile::Builder::new();
-    builder.prefix("kcbackup-drill-");
-    let scratch = match &opts.scratch_parent {
-        Some(parent) => builder.tempdir_in(parent),
-        None => builder.tempdir(),
-    }
+    // Named after this run, so that the next one can remove it if this one
+    // is killed before its guard runs; with --keep it stays on every way out.
+    let scratch = crate::scratch::create(
+        crate::scratch::DRILL_PREFIX,
+        opts.scratch_parent.as_deref(),
+        opts.keep,
+    )
     .context("while creating the drill's scratch directory")?;
+    at.scratch = Some(scratch.path().to_path_buf());
+    at.doing = "starting its throwaway MariaDB";
     let t = Instant::now();
     let sandbox = Sandbox::start(&SandboxOptions {
         keep: opts.keep,
@@ -141,8 +221,12 @@ fn drill(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     let target = sandbox.root_target("kopano");
 
     // 2. Restore, timing each phase; a failed restore is a failed check.
+    at.doing = "loading the set's dump into its throwaway MariaDB";
     let t = Instant::now();
-    let loaded = outcome(database::restore(&set.dir, &manifest, &target, false))?;
+    let partial = partial_load(opts.keep);
+    let loaded = outcome(database::load(
+        &set.dir, &manifest, &target, false, &partial,
+    ))?;
     report.durations.database_load = t.elapsed().as_secs_f64();
     report.checks.push(match &loaded {
         Ok(db) => {
@@ -153,6 +237,7 @@ fn drill(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     });
 
     let attachments = scratch.path().join("attachments");
+    at.doing = "restoring the attachments into its scratch directory";
     let t = Instant::now();
     let tree_ok = if manifest.attachments.index_file.is_empty() {
         fs::create_dir_all(&attachments)?;
@@ -183,6 +268,7 @@ fn drill(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     };
     report.durations.attachment_restore = t.elapsed().as_secs_f64();
 
+    at.doing = "restoring the configuration into its scratch directory";
     let t = Instant::now();
     if !manifest.config.file.is_empty() {
         let mut tree = TreeRestore::default();
@@ -207,6 +293,7 @@ fn drill(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     // 3. Check the restored copy as kopano-server would read it. Without a
     // loaded database there is nothing to check against; without a complete
     // tree the restore check has already named the first bad file.
+    at.doing = "checking the restored copy";
     let t = Instant::now();
     if loaded.is_ok() {
         let client = Client::new(&target)?;
@@ -236,6 +323,7 @@ fn drill(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
     // 4. The verdict is in: that is the recovery time. Clean up (unless
     // kept), then record it.
     report.durations.total = clock.elapsed().as_secs_f64();
+    at.doing = "cleaning up";
     let t = Instant::now();
     if !opts.keep {
         // Its data is thrown away: a clean InnoDB shutdown would only flush
@@ -285,11 +373,22 @@ pub(crate) fn failed(name: &str, detail: String) -> Check {
     }
 }
 
-/// Sets the verdict and writes the report into the repository.
+/// Sets the verdict and writes the report into the repository. A report
+/// that cannot be written (a read-only repository) is still returned, and
+/// says so: the verdict matters more than its record.
 fn finish(repo: &Repository, mut report: DrillReport) -> Result<DrillReport> {
     report.ok = !report.checks.is_empty() && report.checks.iter().all(|c| c.ok);
+    if let Err(e) = record(repo, &report) {
+        let why = format!("{e:#}");
+        tracing::warn!("the drill's result is not recorded in the repository: {why}");
+        report.not_recorded = Some(why);
+    }
+    Ok(report)
+}
+
+fn record(repo: &Repository, report: &DrillReport) -> Result<()> {
     let dir = repo.root().join(DRILLS_DIR);
-    fs::create_dir_all(&dir)?;
+    fs::create_dir_all(&dir).with_context(|| format!("while creating {}", dir.display()))?;
     let name = format!(
         "{}--{}.json",
         report.set,
@@ -297,10 +396,9 @@ fn finish(repo: &Repository, mut report: DrillReport) -> Result<DrillReport> {
     );
     // Temporary name, then rename: `list` never sees half a report.
     let tmp = dir.join(format!(".{name}.tmp"));
-    fs::write(&tmp, serde_json::to_vec_pretty(&report)?)
+    fs::write(&tmp, serde_json::to_vec_pretty(report)?)
         .and_then(|()| fs::rename(&tmp, dir.join(&name)))
-        .context("while recording the drill in the repository")?;
-    Ok(report)
+        .with_context(|| format!("while writing {}", dir.join(&name).display()))
 }
 
 /// The newest drill of each set, for `list`.

@@ -54,8 +54,9 @@ fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
     }
     let started = Instant::now();
     let repo = Repository::open(&settings.repository)?;
-    let _lock = repo.lock_shared()?;
+    let mut lock = repo.lock_shared("restore")?;
     let set = repo.resolve(&opts.set)?;
+    lock.describe(&format!("restore of set {}", set.id));
     let manifest = set
         .manifest
         .clone()

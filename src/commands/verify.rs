@@ -96,10 +96,23 @@ pub fn run(
     opts: &VerifyOptions,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
+    crate::signals::install()?;
+    verify(settings, opts, progress).map_err(crate::signals::explain)
+}
+
+fn verify(
+    settings: &Settings,
+    opts: &VerifyOptions,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
     let clock = Instant::now();
     let repo = Repository::open(&settings.repository)?;
-    let _lock = repo.lock_shared()?;
+    let mut lock = repo.lock_shared("verify")?;
+    for name in crate::scratch::remove_dead_runs(&[]) {
+        tracing::warn!("removed {name}, left by an earlier run that did not finish");
+    }
     let set = repo.resolve(&opts.set)?;
+    lock.describe(&format!("verify of set {}", set.id));
     let found = Findings::default();
     let mut attachments = None;
 
@@ -113,6 +126,8 @@ pub fn run(
         }
     }
 
+    // An interrupted check is no verdict: what it found so far is dropped.
+    crate::signals::check()?;
     let (total, mut problems) = found.list.into_inner().unwrap_or_else(|p| p.into_inner());
     problems.sort();
     Ok(VerifyReport {
@@ -137,7 +152,8 @@ fn check_set(
     progress: &dyn Progress,
 ) -> Result<Option<CrossRef>> {
     check_set_files(dir, manifest, found);
-    let scratch = tempfile::tempdir().context("while creating a scratch directory")?;
+    // Named after this run: if it is killed, the next run removes it.
+    let scratch = crate::scratch::create(crate::scratch::VERIFY_PREFIX, None, false)?;
     let refs = scratch.path().join("singleinstances.jsonl.zst");
     let lob = scratch.path().join("lob.jsonl.zst");
     let store = repo.objects()?;
@@ -176,6 +192,9 @@ fn check_set_files(dir: &Path, manifest: &Manifest, found: &Findings) {
         .iter()
         .filter(|f| f.name != manifest.database.file)
     {
+        if crate::signals::received().is_some() {
+            return;
+        }
         match file_digest(&dir.join(&f.name)) {
             Ok((bytes, sha256)) => compare_set_file(manifest, &f.name, bytes, &sha256, found),
             Err(e) => found.add("set-file", &f.name, format!("{e:#}")),
@@ -242,6 +261,7 @@ fn rescan_dump(
         let mut scanner = Scanner::new(RefsWriter::create(refs, lob)?);
         let mut buf = vec![0u8; 1 << 20];
         loop {
+            crate::signals::check()?;
             let n = sql
                 .read(&mut buf)
                 .with_context(|| format!("while decompressing {}", path.display()))?;
@@ -327,11 +347,17 @@ fn check_objects(
                         Err(_) => return,
                     };
                     let Ok(entry) = next else { return };
+                    if crate::signals::received().is_some() {
+                        return;
+                    }
                     check_object(store, &entry, found, progress);
                 }
             });
         }
         for entry in index {
+            if crate::signals::received().is_some() {
+                break;
+            }
             match entry {
                 Ok(e) if e.kind == EntryKind::File => {
                     if tx.send(e).is_err() {

@@ -24,6 +24,7 @@ use crate::progress::Progress;
 use crate::repo::digest::HashWriter;
 use crate::repo::manifest::BinlogPosition;
 use crate::settings::MysqlTarget;
+use crate::watchdog::Watchdog;
 use refs::RefsWriter;
 use scanner::{DumpFindings, Scanner};
 
@@ -137,41 +138,64 @@ pub fn run(
     let mut tail: Vec<u8> = Vec::new();
     let mut scanner_stopped = false;
     progress.start("dump", None);
-    let stream_result = (|| -> Result<()> {
-        loop {
-            crate::signals::check()?;
-            let mut buf = vec![0u8; CHUNK];
-            let n = stdout
-                .read(&mut buf)
-                .context("while reading the dump's output")?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.truncate(n);
-            if transaction_started.is_none() && contains_across(&tail, &buf, TABLE_MARK) {
-                let now = Utc::now();
-                transaction_started = Some(now);
-                if on_transaction_open(now).is_break() {
-                    bail!("the dump was stopped as its transaction began");
+    // A hung server sends nothing and closes nothing: without output for
+    // the stall limit, the dump's process group is killed, which ends the
+    // read below, and the run fails instead of holding the lock forever.
+    let dog = Watchdog::new(target.timeouts.stall);
+    let pgid = child.id();
+    let stream_result = thread::scope(|scope| {
+        scope.spawn(|| dog.watch(|| crate::signals::kill_group(pgid)));
+        let result = (|| -> Result<()> {
+            loop {
+                crate::signals::check()?;
+                // Only the wait for the dump counts, not our own work
+                // (writing, the snapshot) between reads.
+                dog.touch();
+                let mut buf = vec![0u8; CHUNK];
+                let n = stdout
+                    .read(&mut buf)
+                    .context("while reading the dump's output")?;
+                dog.pause();
+                if n == 0 {
+                    return Ok(());
+                }
+                buf.truncate(n);
+                if transaction_started.is_none() && contains_across(&tail, &buf, TABLE_MARK) {
+                    let now = Utc::now();
+                    transaction_started = Some(now);
+                    if on_transaction_open(now).is_break() {
+                        bail!("the dump was stopped as its transaction began");
+                    }
+                }
+                if transaction_started.is_none() {
+                    tail = buf[buf.len().saturating_sub(TABLE_MARK.len())..].to_vec();
+                }
+                if head.len() < HEAD {
+                    head.extend_from_slice(&buf[..n.min(HEAD - head.len())]);
+                }
+                plain.write_all(&buf)?;
+                encoder
+                    .write_all(&buf)
+                    .context("while writing the compressed dump")?;
+                progress.inc(n as u64);
+                if tx.send(buf).is_err() {
+                    scanner_stopped = true;
+                    bail!("the dump scanner stopped early");
                 }
             }
-            if transaction_started.is_none() {
-                tail = buf[buf.len().saturating_sub(TABLE_MARK.len())..].to_vec();
-            }
-            if head.len() < HEAD {
-                head.extend_from_slice(&buf[..n.min(HEAD - head.len())]);
-            }
-            plain.write_all(&buf)?;
-            encoder
-                .write_all(&buf)
-                .context("while writing the compressed dump")?;
-            progress.inc(n as u64);
-            if tx.send(buf).is_err() {
-                scanner_stopped = true;
-                bail!("the dump scanner stopped early");
-            }
-        }
-    })();
+        })();
+        dog.stop();
+        result
+    });
+    let stream_result = if dog.fired() {
+        Err(anyhow!(
+            "the dump produced no output for {} s (timeout [mysql] stall_timeout_s) and was \
+             stopped; the database server may be hung",
+            target.timeouts.stall.as_secs()
+        ))
+    } else {
+        stream_result
+    };
     drop(tx);
     progress.finish();
     if stream_result.is_err() {
@@ -199,14 +223,19 @@ pub fn run(
     if !status.success() {
         let how = match (status.code(), status.signal()) {
             (Some(code), _) => format!("exited with status {code}"),
-            (None, Some(sig)) => format!("was killed by signal {sig}"),
+            // kcbackup passed its own signal on: the interruption says why.
+            (None, Some(_)) if crate::signals::received().is_some() => "was stopped".to_string(),
+            (None, Some(sig)) => match nix::sys::signal::Signal::try_from(sig) {
+                Ok(name) => format!("was killed by signal {sig} ({name})"),
+                Err(_) => format!("was killed by signal {sig}"),
+            },
             _ => "failed".to_string(),
         };
-        bail!(
-            "the dump command {} {how}: {}",
-            program.display(),
-            stderr_text.trim()
-        );
+        let said = match stderr_text.trim() {
+            "" => String::new(),
+            text => format!(": {text}"),
+        };
+        bail!("the dump command {} {how}{said}", program.display());
     }
     let (findings, sink) = scanned.context("while scanning the dump")?;
     sink.finish()

@@ -206,6 +206,7 @@ impl GeneratedStore {
             socket: Some(self.socket.clone()),
             database: self.database.clone(),
             dump_command: None,
+            timeouts: Default::default(),
         }
     }
 }

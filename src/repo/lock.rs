@@ -1,25 +1,122 @@
 //! The repository lock (flock on `<repo>/lock`), as types: a function that
-//! writes or deletes must be handed an [`ExclusiveLock`].
+//! writes or deletes must be handed an [`ExclusiveLock`]. Each holder also
+//! leaves a record in `<repo>/holders/`, so a refused run can say who holds it.
+//!
+//! A record is written only AFTER the flock is held, and removed BEFORE it
+//! is released, so every live record names a real holder; a run killed
+//! with its record in place is recognised by its dead pid (and start time)
+//! and ignored. A refused run that finds no record (a holder that has
+//! just taken the lock, or is just releasing it) tries again for a moment. On a read-only repository readers lock
+//! what they can and record nothing: no writer can run there anyway.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, anyhow};
+use chrono::{DateTime, Local, Utc};
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::process::Stamp;
+
+/// Folder of the holder records, next to the lock file.
+pub const HOLDERS_DIR: &str = "holders";
+/// How long a refused run waits for the holder's record to appear.
+const RECORD_GRACE: Duration = Duration::from_secs(2);
 
 /// Held by the one run that may write (backup, prune).
 pub struct ExclusiveLock {
+    _record: Record,
     _lock: Flock<File>,
 }
 
-/// Held by runs that only read (verify, restore, drill, list).
+/// Held by runs that only read (verify, restore, drill). Without a lock
+/// file on a read-only repository it holds nothing: no writer can start.
 pub struct SharedLock {
-    _lock: Flock<File>,
+    record: Record,
+    _lock: Option<Flock<File>>,
 }
 
-fn open(path: &Path) -> Result<File> {
+/// What a holder record says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Holder {
+    pid: u32,
+    start: u64,
+    operation: String,
+    since: DateTime<Utc>,
+}
+
+/// This run's record; removed on drop (declared before the flock in the
+/// lock types, so it goes first).
+struct Record {
+    path: Option<PathBuf>,
+    since: DateTime<Utc>,
+}
+
+impl Record {
+    fn write(lock_path: &Path, operation: &str) -> Record {
+        let since = Utc::now();
+        let me = Stamp::current();
+        let dir = holders_dir(lock_path);
+        let holder = Holder {
+            pid: me.pid,
+            start: me.start,
+            operation: operation.to_string(),
+            since,
+        };
+        let path = dir.join(format!("{}.json", me.pid));
+        let tmp = dir.join(format!(".{}.json.tmp", me.pid));
+        // Best effort: a reader on a read-only repository cannot record,
+        // and a missing record only makes a refusal less precise.
+        let written = fs::create_dir_all(&dir)
+            .and_then(|()| fs::write(&tmp, serde_json::to_vec(&holder).unwrap_or_default()))
+            .and_then(|()| fs::rename(&tmp, &path));
+        match written {
+            Ok(()) => Record {
+                path: Some(path),
+                since,
+            },
+            Err(e) => {
+                tracing::debug!("no lock holder record in {}: {e}", dir.display());
+                let _ = fs::remove_file(&tmp);
+                Record { path: None, since }
+            }
+        }
+    }
+
+    /// Replaces the operation, e.g. once the set is known.
+    fn describe(&mut self, operation: &str) {
+        let Some(path) = &self.path else { return };
+        let me = Stamp::current();
+        let holder = Holder {
+            pid: me.pid,
+            start: me.start,
+            operation: operation.to_string(),
+            since: self.since,
+        };
+        let tmp = path.with_file_name(format!(".{}.json.tmp", me.pid));
+        let _ = fs::write(&tmp, serde_json::to_vec(&holder).unwrap_or_default())
+            .and_then(|()| fs::rename(&tmp, path));
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        if let Some(path) = &self.path {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+fn holders_dir(lock_path: &Path) -> PathBuf {
+    lock_path.with_file_name(HOLDERS_DIR)
+}
+
+fn open_rw(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -27,44 +124,162 @@ fn open(path: &Path) -> Result<File> {
         .truncate(false)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("while opening the lock file {}", path.display()))
 }
 
-fn holder(path: &Path) -> String {
-    let mut text = String::new();
-    let pid = File::open(path)
-        .and_then(|mut f| f.read_to_string(&mut text))
-        .ok()
-        .and_then(|_| text.trim().parse::<u32>().ok());
-    match pid {
-        Some(pid) => format!("pid {pid}"),
-        None => "pid unknown".to_string(),
+fn is_read_only(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EROFS)
+}
+
+/// The live holders other than this run, as `verify of set X, pid N,
+/// since HH:MM:SS`; records of dead runs are removed on the way.
+fn live_holders(lock_path: &Path) -> Vec<String> {
+    let me = std::process::id();
+    let Ok(entries) = fs::read_dir(holders_dir(lock_path)) else {
+        return Vec::new();
+    };
+    let mut found: Vec<Holder> = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !name.ends_with(".json") {
+            continue;
+        }
+        let Some(holder) = fs::read(entry.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Holder>(&b).ok())
+        else {
+            continue;
+        };
+        let stamp = Stamp {
+            pid: holder.pid,
+            start: holder.start,
+        };
+        if !stamp.is_alive() {
+            let _ = fs::remove_file(entry.path());
+        } else if holder.pid != me {
+            found.push(holder);
+        }
+    }
+    found.sort_by_key(|h| h.since);
+    found
+        .iter()
+        .map(|h| {
+            format!(
+                "{}, pid {}, since {}",
+                h.operation,
+                h.pid,
+                h.since.with_timezone(&Local).format("%H:%M:%S")
+            )
+        })
+        .collect()
+}
+
+/// Takes the flock at once, or fails naming every live holder. While no
+/// holder has a record (one has only just taken the lock, or is releasing
+/// it), it tries again for a moment rather than blame nobody.
+fn lock_or_name(path: &Path, file: File, arg: FlockArg) -> Result<Flock<File>> {
+    let deadline = Instant::now() + RECORD_GRACE;
+    let mut file = file;
+    loop {
+        match Flock::lock(file, arg) {
+            Ok(lock) => return Ok(lock),
+            Err((_, errno)) if errno != Errno::EWOULDBLOCK => {
+                return Err(anyhow!(
+                    "while locking {}: {}",
+                    path.display(),
+                    errno.desc()
+                ));
+            }
+            Err((back, _)) => file = back,
+        }
+        let holders = live_holders(path);
+        if !holders.is_empty() {
+            return Err(anyhow!(
+                "another kcbackup run holds the lock: {}",
+                holders.join("; ")
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(anyhow!(
+                "another kcbackup run holds the lock {} (it left no record of itself)",
+                path.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 impl ExclusiveLock {
-    pub fn acquire(path: &Path) -> Result<ExclusiveLock> {
-        let file = open(path)?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(mut lock) => {
-                // The pid is for the message a second run prints, nothing more.
-                lock.set_len(0)?;
-                lock.rewind()?;
-                writeln!(lock, "{}", std::process::id())?;
-                Ok(ExclusiveLock { _lock: lock })
+    /// `operation` names the run for others' refusals (`backup`).
+    pub fn acquire(path: &Path, operation: &str) -> Result<ExclusiveLock> {
+        let file = open_rw(path).map_err(|e| {
+            if is_read_only(&e) {
+                anyhow!(
+                    "the repository {} is on a read-only file system: {operation} needs to write there",
+                    path.parent().unwrap_or(path).display()
+                )
+            } else {
+                anyhow!("while opening the lock file {}: {e}", path.display())
             }
-            Err(_) => bail!("another kcbackup run holds the lock ({})", holder(path)),
-        }
+        })?;
+        let lock = lock_or_name(path, file, FlockArg::LockExclusiveNonblock)?;
+        let record = Record::write(path, operation);
+        // Clears the records of dead runs on the way.
+        live_holders(path);
+        Ok(ExclusiveLock {
+            _record: record,
+            _lock: lock,
+        })
     }
 }
 
 impl SharedLock {
-    pub fn acquire(path: &Path) -> Result<SharedLock> {
-        let file = open(path)?;
-        match Flock::lock(file, FlockArg::LockSharedNonblock) {
-            Ok(lock) => Ok(SharedLock { _lock: lock }),
-            Err(_) => bail!("another kcbackup run holds the lock ({})", holder(path)),
-        }
+    /// `operation` names the run for others' refusals (`verify`).
+    pub fn acquire(path: &Path, operation: &str) -> Result<SharedLock> {
+        let file = match open_rw(path) {
+            Ok(file) => file,
+            Err(e) if is_read_only(&e) || e.kind() == io::ErrorKind::PermissionDenied => {
+                // A read-only repository: lock the file if there is one.
+                match File::open(path) {
+                    Ok(file) => file,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Ok(SharedLock {
+                            record: Record {
+                                path: None,
+                                since: Utc::now(),
+                            },
+                            _lock: None,
+                        });
+                    }
+                    Err(e) => {
+                        return Err(anyhow!(
+                            "while opening the lock file {}: {e}",
+                            path.display()
+                        ));
+                    }
+                }
+            }
+            Err(e) => {
+                return Err(anyhow!(
+                    "while opening the lock file {}: {e}",
+                    path.display()
+                ));
+            }
+        };
+        let lock = lock_or_name(path, file, FlockArg::LockSharedNonblock)?;
+        Ok(SharedLock {
+            record: Record::write(path, operation),
+            _lock: Some(lock),
+        })
+    }
+
+    /// Says what this run is doing, for others' refusals (`verify of set X`).
+    pub fn describe(&mut self, operation: &str) {
+        self.record.describe(operation);
+    }
+
+    /// Whether this run could leave a record (false on a read-only repository).
+    pub fn recorded(&self) -> bool {
+        self.record.path.is_some()
     }
 }
 
@@ -73,19 +288,103 @@ mod tests {
     use super::*;
 
     #[test]
-    fn second_exclusive_lock_fails_naming_the_pid() {
+    fn a_refusal_names_the_holder_and_what_it_does() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lock");
-        let first = ExclusiveLock::acquire(&path).unwrap();
-        let err = ExclusiveLock::acquire(&path).err().unwrap().to_string();
-        assert!(
-            err.contains(&format!("pid {}", std::process::id())),
-            "{err}"
-        );
-        assert!(SharedLock::acquire(&path).is_err());
+        let first = ExclusiveLock::acquire(&path, "backup").unwrap();
+        // Records name this process, which `live_holders` skips as "self":
+        // look at the record directly.
+        let record = dir
+            .path()
+            .join(HOLDERS_DIR)
+            .join(format!("{}.json", std::process::id()));
+        let holder: Holder = serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
+        assert_eq!(holder.operation, "backup");
+        assert_eq!(holder.pid, std::process::id());
         drop(first);
-        let _a = SharedLock::acquire(&path).unwrap();
-        let _b = SharedLock::acquire(&path).unwrap();
-        assert!(ExclusiveLock::acquire(&path).is_err());
+        assert!(!record.exists(), "the record goes with the lock");
+
+        let mut shared = SharedLock::acquire(&path, "verify").unwrap();
+        shared.describe("verify of set X");
+        let holder: Holder = serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
+        assert_eq!(holder.operation, "verify of set X");
+        drop(shared);
+        let _a = SharedLock::acquire(&path, "verify").unwrap();
+        let _b = SharedLock::acquire(&path, "drill").unwrap();
+    }
+
+    #[test]
+    fn a_child_holder_is_named_and_a_dead_ones_record_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let holders = dir.path().join(HOLDERS_DIR);
+        fs::create_dir(&holders).unwrap();
+        // A record left by a killed run: its pid is gone.
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        dead.wait().unwrap();
+        let stale = Holder {
+            pid: dead_pid,
+            start: 1,
+            operation: "backup".into(),
+            since: Utc::now(),
+        };
+        let stale_path = holders.join(format!("{dead_pid}.json"));
+        fs::write(&stale_path, serde_json::to_vec(&stale).unwrap()).unwrap();
+        // A live holder: a child process, recorded as holding a verify.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let stamp = Stamp {
+            pid: child.id(),
+            start: 0,
+        };
+        let live = Holder {
+            pid: stamp.pid,
+            start: 0,
+            operation: "verify of set S".into(),
+            since: Utc::now(),
+        };
+        fs::write(
+            holders.join(format!("{}.json", stamp.pid)),
+            serde_json::to_vec(&live).unwrap(),
+        )
+        .unwrap();
+        let found = live_holders(&path);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with(&format!("verify of set S, pid {}, since ", stamp.pid)),
+            "{found:?}"
+        );
+        assert!(!stale_path.exists(), "a dead run's record is removed");
+    }
+
+    #[test]
+    fn a_holder_releasing_without_a_record_does_not_refuse_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let held = Flock::lock(open_rw(&path).unwrap(), FlockArg::LockExclusiveNonblock).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(held);
+        });
+        let lock = ExclusiveLock::acquire(&path, "backup");
+        release.join().unwrap();
+        assert!(lock.is_ok(), "{:?}", lock.err());
+    }
+
+    #[test]
+    fn a_refusal_without_any_record_says_so_after_a_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let _held = Flock::lock(open_rw(&path).unwrap(), FlockArg::LockExclusiveNonblock).unwrap();
+        let err = SharedLock::acquire(&path, "verify")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("left no record"), "{err}");
     }
 }

@@ -93,6 +93,22 @@ pub fn restore(
     target: &MysqlTarget,
     force: bool,
 ) -> Result<DatabaseRestore> {
+    let partial = format!(
+        "database `{}` holds a partial load: drop it or restore again with --force",
+        target.database
+    );
+    load(set_dir, manifest, target, force, &partial)
+}
+
+/// [`restore`], where `partial` tells what a load that failed half-way
+/// leaves behind: a drill's throwaway server is not the operator's to fix.
+pub fn load(
+    set_dir: &Path,
+    manifest: &Manifest,
+    target: &MysqlTarget,
+    force: bool,
+    partial: &str,
+) -> Result<DatabaseRestore> {
     let started = Instant::now();
     let name = target.database.clone();
     let state = check_target(target, force)?;
@@ -153,8 +169,6 @@ pub fn restore(
         .context("while waiting for the database client")?;
     drop(terminate);
     let client_err = stderr_thread.join().unwrap_or_default();
-    let partial =
-        format!("database `{name}` holds a partial load: drop it or restore again with --force");
     if let Some(line) = too_long {
         bail!(
             "the statement at line {line} of the dump has more than {} bytes, more than the \
@@ -178,10 +192,11 @@ pub fn restore(
         } else {
             String::new()
         };
-        bail!(
-            "loading the dump into `{name}` failed ({status}): {}{hint}; {partial}",
-            client_errors(&client_err)
-        );
+        let said = match client_errors(&client_err) {
+            text if text.is_empty() => String::new(),
+            text => format!(": {text}"),
+        };
+        bail!("loading the dump into `{name}` failed ({status}){said}{hint}; {partial}");
     }
     copied.with_context(|| format!("while reading {}: {partial}", dump_path.display()))?;
     let (bytes, sha256) = sql.finish();

@@ -57,6 +57,31 @@ pub struct MysqlTarget {
     pub database: String,
     /// Explicit dump command; `None` = `mariadb-dump` if present, else `mysqldump`.
     pub dump_command: Option<String>,
+    /// How long the server may stay silent before the run gives up on it.
+    pub timeouts: Timeouts,
+}
+
+/// Bounds on waiting for the database server: a hung server (stopped,
+/// deadlocked, half-dead storage) must not hold the repository lock forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `[mysql] connect_timeout_s`: the whole of one of our own queries
+    /// (connection included; a stopped server still accepts connections).
+    pub connect: std::time::Duration,
+    /// `[mysql] stall_timeout_s`: the longest the dump may go without output.
+    pub stall: std::time::Duration,
+}
+
+pub const DEFAULT_CONNECT_TIMEOUT_S: u64 = 30;
+pub const DEFAULT_STALL_TIMEOUT_S: u64 = 600;
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: std::time::Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_S),
+            stall: std::time::Duration::from_secs(DEFAULT_STALL_TIMEOUT_S),
+        }
+    }
 }
 
 /// How the attachment store is frozen while it is copied.
@@ -306,7 +331,39 @@ fn mysql_target(
         socket,
         database: pick(&m.database, "mysql_database", "kopano")?,
         dump_command: m.dump_command.clone(),
+        timeouts: Timeouts {
+            connect: seconds(
+                tool_file,
+                "connect_timeout_s",
+                m.connect_timeout_s,
+                DEFAULT_CONNECT_TIMEOUT_S,
+            )?,
+            stall: seconds(
+                tool_file,
+                "stall_timeout_s",
+                m.stall_timeout_s,
+                DEFAULT_STALL_TIMEOUT_S,
+            )?,
+        },
     })
+}
+
+/// A `[mysql] *_timeout_s` value: whole seconds, at least 1 (0 would mean
+/// giving up before the server had any chance to answer).
+fn seconds(
+    tool_file: &Path,
+    key: &str,
+    value: Option<u64>,
+    default: u64,
+) -> anyhow::Result<std::time::Duration> {
+    match value {
+        Some(0) => config_error(format!(
+            "{}: [mysql] {key} = 0: the timeout must be at least 1 second",
+            tool_file.display()
+        )),
+        Some(s) => Ok(std::time::Duration::from_secs(s)),
+        None => Ok(std::time::Duration::from_secs(default)),
+    }
 }
 
 /// A `server.cfg` value that is passed on to the MySQL client, where a

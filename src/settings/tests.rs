@@ -423,3 +423,28 @@ fn lvm_size_accepts_units_and_rejects_nonsense() {
     assert_eq!(tool::parse_size("2X"), None);
     assert_eq!(tool::parse_size("0"), None);
 }
+
+#[test]
+fn mysql_timeouts_default_to_30_and_600_seconds_and_are_configurable() {
+    use std::time::Duration;
+    let f = Fixture::new();
+    let t = f.load(&Overrides::default()).unwrap().mysql.timeouts;
+    assert_eq!(t.connect, Duration::from_secs(30));
+    assert_eq!(t.stall, Duration::from_secs(600));
+    let toml = f.write(
+        "k.toml",
+        "[mysql]\nconnect_timeout_s = 3\nstall_timeout_s = 7\n",
+    );
+    let t = f.load(&with_config(toml)).unwrap().mysql.timeouts;
+    assert_eq!(
+        (t.connect, t.stall),
+        (Duration::from_secs(3), Duration::from_secs(7))
+    );
+    let toml = f.write("zero.toml", "[mysql]\nconnect_timeout_s = 0\n");
+    let err = f.load(&with_config(toml)).unwrap_err();
+    assert!(
+        message(&err).contains("[mysql] connect_timeout_s = 0"),
+        "{err:#}"
+    );
+    assert_eq!(exit_for(&err), Exit::Usage);
+}

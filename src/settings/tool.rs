@@ -91,13 +91,26 @@ pub struct MysqlSection {
     pub database: Option<String>,
     /// A command name looked up on `PATH`, so it is not resolved like a path.
     pub dump_command: Option<String>,
+    /// Seconds one of kcbackup's own queries may take, connecting included
+    /// (default 30).
+    pub connect_timeout_s: Option<u64>,
+    /// Seconds the dump may produce no output before it is killed (default 600).
+    pub stall_timeout_s: Option<u64>,
 }
 
 /// Reads and validates the TOML file at `path`. A missing file is an
 /// `io::Error` of kind `NotFound` in the error chain.
 pub fn load(path: &Path) -> anyhow::Result<ToolConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("while reading {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("while reading {}", path.display()))?;
+    // TOML is UTF-8 by definition; a Latin-1 comment is a config mistake.
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let before = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        ConfigError(format!(
+            "{}: line {line} is not valid UTF-8 (TOML files must be UTF-8)",
+            path.display()
+        ))
+    })?;
     let mut config = parse_str(&text, path)?;
     config.resolve_relative(path.parent().unwrap_or(Path::new("")));
     Ok(config)
@@ -205,6 +218,8 @@ mod tests {
             socket = "/run/mysqld.sock"
             database = "kc"
             dump_command = "mysqldump"
+            connect_timeout_s = 5
+            stall_timeout_s = 120
             "#,
         )
         .unwrap();
@@ -212,6 +227,8 @@ mod tests {
         assert_eq!(c.snapshot.method, Some(SnapshotMethod::Lvm));
         assert_eq!(c.mysql.port, Some(3307));
         assert_eq!(c.mysql.dump_command.as_deref(), Some("mysqldump"));
+        assert_eq!(c.mysql.connect_timeout_s, Some(5));
+        assert_eq!(c.mysql.stall_timeout_s, Some(120));
         assert_eq!(c.repository.path, Some(PathBuf::from("/repo")));
     }
 

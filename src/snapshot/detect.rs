@@ -75,9 +75,15 @@ pub fn is_lvm_device(majmin: &str) -> bool {
         .unwrap_or(false)
 }
 
+const NONE_NOTE: &str = "snapshot method none: attachments are copied from the live tree";
+
 /// Resolves the requested method for the attachment store. Explicit methods
 /// that cannot work are configuration errors; `auto` falls back to none.
 pub fn plan(req: &Request) -> Result<Plan> {
+    // A live copy needs nothing from the filesystem: not even the directory.
+    if req.method == SnapshotMethod::None {
+        return Ok(plan_none(req, NONE_NOTE.into()));
+    }
     let source = fs::canonicalize(&req.attachment_path).with_context(|| {
         format!(
             "attachment_path {} is not accessible",
@@ -95,13 +101,7 @@ pub fn plan(req: &Request) -> Result<Plan> {
         vol.target.display()
     );
     let method = match req.method {
-        SnapshotMethod::None => {
-            return Ok(none_plan(
-                req,
-                source,
-                "snapshot method none: attachments are copied from the live tree".into(),
-            ));
-        }
+        SnapshotMethod::None => return Ok(none_plan(req, source, NONE_NOTE.into())),
         SnapshotMethod::Btrfs if !on_btrfs => {
             return config_error(format!(
                 "snapshot method btrfs: {place}, not btrfs; use method = auto or none"
@@ -168,6 +168,14 @@ pub fn plan(req: &Request) -> Result<Plan> {
         roots,
         mount_base: req.mount_base.clone(),
     })
+}
+
+/// A plan without a snapshot, `note` saying why; the attachment path need
+/// not exist (the `database` layout keeps attachments in the dump).
+pub fn plan_none(req: &Request, note: String) -> Plan {
+    let source =
+        fs::canonicalize(&req.attachment_path).unwrap_or_else(|_| req.attachment_path.clone());
+    none_plan(req, source, note)
 }
 
 fn none_plan(req: &Request, source: PathBuf, note: String) -> Plan {

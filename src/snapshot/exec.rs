@@ -66,7 +66,11 @@ where
             _ => "failed".into(),
         };
         let stderr = String::from_utf8_lossy(&output.stderr);
-        bail!("`{}` failed ({how}): {}", shown(), stderr.trim());
+        let said = match stderr.trim() {
+            "" => String::new(),
+            text => format!(": {text}"),
+        };
+        bail!("`{}` failed ({how}){said}", shown());
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::settings::{Settings, SnapshotMethod};
-pub use detect::plan;
+pub use detect::{plan, plan_none};
 
 /// Every snapshot, snapshot mount point and btrfs snapshot directory
 /// (with a leading dot) is named `kcbackup-snap-<set id>`.

@@ -69,3 +69,17 @@ fn odd_set_ids_are_refused() {
     }
     assert!(take(&plan, "20260101T000000Z-2").is_ok());
 }
+
+#[test]
+fn method_none_needs_no_attachment_directory() {
+    let req = Request::new(SnapshotMethod::None, "/nonexistent/kcbackup/attachments");
+    let none = plan(&req).unwrap();
+    assert_eq!(none.method, Method::None);
+    assert_eq!(
+        none.source,
+        PathBuf::from("/nonexistent/kcbackup/attachments")
+    );
+    // Auto and explicit methods still need it: there is nothing to inspect.
+    let auto = Request::new(SnapshotMethod::Auto, "/nonexistent/kcbackup/attachments");
+    assert!(plan(&auto).is_err());
+}
