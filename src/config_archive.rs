@@ -56,6 +56,10 @@ pub fn capture(config_dir: &Path, out: &Path, file_name: &str) -> Result<ConfigI
             }
             Walked::Vanished { rel } => info.notes.push(format!("{rel}: vanished while archiving")),
             Walked::Skipped { rel, reason } => info.notes.push(format!("{rel}: {reason}")),
+            // This walk follows no symlink.
+            Walked::Followed { rel, .. } | Walked::NotFollowed { rel, .. } => info.notes.push(
+                format!("{rel}: a symlink the walk met unexpectedly, skipped"),
+            ),
         }
     }
     tar.into_inner()?

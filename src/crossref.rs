@@ -3,7 +3,9 @@
 //! per storage layout. A pure function of its inputs, shared by `backup`
 //! and `verify`; memory grows with instance ids and path hashes, not paths.
 
+use std::cell::RefCell;
 use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 
@@ -60,16 +62,20 @@ pub fn from_files(
     index: &Path,
     lob: &Path,
 ) -> Result<CrossRef> {
-    cross_reference(
+    // A first pass for the symlinks alone (few), so the proof can follow them.
+    let links = Links::from_index(read_index(index)?)?;
+    cross_reference_linked(
         layout,
         server_guid,
         read_rows::<SingleInstanceRow>(references)?,
         read_index(index)?,
         read_rows::<LobInstance>(lob)?,
+        &links,
     )
 }
 
 /// Computes the proof. `index` must be in walk order (as written by capture).
+/// Symlinks in the index are not followed (see [`cross_reference_linked`]).
 pub fn cross_reference(
     layout: Layout,
     server_guid: Option<&str>,
@@ -77,13 +83,185 @@ pub fn cross_reference(
     index: impl IntoIterator<Item = Result<IndexEntry>>,
     lobs: impl IntoIterator<Item = Result<LobInstance>>,
 ) -> Result<CrossRef> {
+    let links = Links::default();
+    cross_reference_linked(layout, server_guid, refs, index, lobs, &links)
+}
+
+/// The symlinks of an index (`path -> target`), to resolve a data path that
+/// is a link the way kopano-server's open() would, but only within the
+/// captured tree: a link counts as the data only if it leads to a file the
+/// index holds (directly or through further links), never out of the tree.
+#[derive(Debug, Default)]
+pub struct Links {
+    targets: HashMap<String, String>,
+}
+
+/// Symlinks followed in a row before giving up (the kernel's limit).
+const MAX_HOPS: usize = 40;
+
+impl Links {
+    pub fn from_index(index: impl IntoIterator<Item = Result<IndexEntry>>) -> Result<Links> {
+        let mut targets = HashMap::new();
+        for entry in index {
+            let entry = entry?;
+            if entry.kind == EntryKind::Symlink
+                && let Some(target) = entry.target
+            {
+                targets.insert(entry.path, target);
+            }
+        }
+        Ok(Links { targets })
+    }
+
+    /// Where the link at `path` finally leads, relative to the tree root;
+    /// `None` when it leaves the tree (absolute, `..` above the root),
+    /// loops, or `path` is no link.
+    pub fn resolve(&self, path: &str) -> Option<String> {
+        let first = self.targets.get(path)?;
+        let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let mut done: Vec<&str> = dir.split('/').filter(|c| !c.is_empty()).collect();
+        // Components still to walk, the next one last.
+        let mut todo: Vec<&str> = Vec::new();
+        let mut hops = 0;
+        let mut target = first.as_str();
+        loop {
+            hops += 1;
+            if hops > MAX_HOPS || target.starts_with('/') {
+                return None;
+            }
+            todo.extend(target.split('/').rev());
+            let mut next_link = None;
+            while let Some(c) = todo.pop() {
+                match c {
+                    "" | "." => {}
+                    ".." => {
+                        done.pop()?;
+                    }
+                    name => {
+                        done.push(name);
+                        if let Some(t) = self.targets.get(&done.join("/")) {
+                            done.pop();
+                            next_link = Some(t.as_str());
+                            break;
+                        }
+                    }
+                }
+            }
+            match next_link {
+                Some(t) => target = t,
+                None => break,
+            }
+        }
+        (!done.is_empty()).then(|| done.join("/"))
+    }
+
+    /// Links that resolve, by the hash of the path they resolve to.
+    fn resolved(&self, is_data: impl Fn(&str) -> bool) -> Vec<(String, u64)> {
+        self.targets
+            .keys()
+            .filter(|p| is_data(p))
+            .filter_map(|p| Some((p.clone(), path_hash(&self.resolve(p)?))))
+            .collect()
+    }
+}
+
+fn path_hash(path: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish()
+}
+
+/// For the links at data paths: the captured files they lead to. Taps the
+/// index as it streams by and, at the end, gives the links as if they were
+/// those files (with the target's checksum).
+struct LinkTap {
+    wanted: Vec<(String, u64)>,
+    hashes: HashSet<u64>,
+    found: HashMap<u64, IndexEntry>,
+}
+
+impl LinkTap {
+    fn new(links: &Links, is_data: impl Fn(&str) -> bool) -> LinkTap {
+        let wanted = links.resolved(is_data);
+        let hashes = wanted.iter().map(|&(_, h)| h).collect();
+        LinkTap {
+            wanted,
+            hashes,
+            found: HashMap::new(),
+        }
+    }
+
+    fn see(&mut self, entry: &Result<IndexEntry>) {
+        if let Ok(e) = entry
+            && !self.hashes.is_empty()
+            && e.kind == EntryKind::File
+        {
+            let h = path_hash(&e.path);
+            if self.hashes.contains(&h) {
+                self.found.insert(h, e.clone());
+            }
+        }
+    }
+
+    /// The links whose target was captured, as file entries at the link's path.
+    fn take_files(&mut self) -> Vec<IndexEntry> {
+        let mut out: Vec<IndexEntry> = std::mem::take(&mut self.wanted)
+            .into_iter()
+            .filter_map(|(path, h)| {
+                let target = self.found.get(&h)?;
+                Some(IndexEntry {
+                    path,
+                    ..target.clone()
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| crate::walk::cmp_paths(&a.path, &b.path));
+        out
+    }
+}
+
+/// `index` as it was, then the links at data paths that lead to captured
+/// files, as those files (once `index` is used up).
+fn with_links<'a>(
+    index: impl IntoIterator<Item = Result<IndexEntry>> + 'a,
+    tap: &'a RefCell<LinkTap>,
+) -> impl Iterator<Item = Result<IndexEntry>> + 'a {
+    index
+        .into_iter()
+        .inspect(move |e| tap.borrow_mut().see(e))
+        .chain(
+            std::iter::once(())
+                .flat_map(move |()| tap.borrow_mut().take_files().into_iter().map(Ok)),
+        )
+}
+
+/// [`cross_reference`], following the index's symlinks at data paths
+/// (see [`Links`]).
+pub fn cross_reference_linked(
+    layout: Layout,
+    server_guid: Option<&str>,
+    refs: impl IntoIterator<Item = Result<SingleInstanceRow>>,
+    index: impl IntoIterator<Item = Result<IndexEntry>>,
+    lobs: impl IntoIterator<Item = Result<LobInstance>>,
+    links: &Links,
+) -> Result<CrossRef> {
     let mut report = CrossRef {
         layout: layout.to_string(),
         ..CrossRef::default()
     };
     match layout {
-        Layout::FilesV1 { l1, l2 } => files_v1(&mut report, l1, l2, refs, index)?,
-        Layout::FilesV2 => files_v2(&mut report, server_guid, refs, index)?,
+        Layout::FilesV1 { l1, l2 } => {
+            let tap = RefCell::new(LinkTap::new(links, |p| v1_instance(p, l1, l2).is_some()));
+            files_v1(&mut report, l1, l2, refs, with_links(index, &tap))?
+        }
+        Layout::FilesV2 => {
+            let is_data = |p: &str| {
+                let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
+                name == "content" || dir.ends_with("/holder")
+            };
+            let tap = RefCell::new(LinkTap::new(links, is_data));
+            files_v2(&mut report, server_guid, refs, with_links(index, &tap))?
+        }
         Layout::Database => database(&mut report, refs, index, lobs)?,
         Layout::S3 => return config_error(S3_UNSUPPORTED),
     }

@@ -220,3 +220,84 @@ fn a_read_error_in_any_input_is_returned() {
     let err = cross_reference(Layout::Database, None, refs, Vec::new(), no_lobs()).unwrap_err();
     assert!(err.to_string().contains("broken line"));
 }
+
+fn link(path: &str, target: &str) -> IndexEntry {
+    IndexEntry {
+        kind: EntryKind::Symlink,
+        size: 0,
+        target: Some(target.into()),
+        ..file(path, None)
+    }
+}
+
+#[test]
+fn links_resolve_inside_the_tree_only() {
+    let links = Links::from_index(index(vec![
+        link("9/x/rel", "../../1"),
+        link("5/0/5", "x"),
+        link("5/0/x", "../../1/0/1"),
+        link("6/0/6", "6"),
+        link("7/0/7", "/srv/disk2/7/0/7"),
+        link("8/0/8", "../../../outside"),
+        link("a/b", "../9/x/rel/0/1"),
+    ]))
+    .unwrap();
+    assert_eq!(links.resolve("9/x/rel").as_deref(), Some("1"));
+    assert_eq!(links.resolve("5/0/5").as_deref(), Some("1/0/1"));
+    // Through another link in the middle of the path.
+    assert_eq!(links.resolve("a/b").as_deref(), Some("1/0/1"));
+    assert_eq!(links.resolve("6/0/6"), None, "a loop");
+    assert_eq!(links.resolve("7/0/7"), None, "absolute: outside the set");
+    assert_eq!(links.resolve("8/0/8"), None, "climbs out of the tree");
+    assert_eq!(links.resolve("1/0/1"), None, "not a link");
+}
+
+#[test]
+fn a_referenced_path_that_is_a_link_counts_only_when_it_leads_to_captured_data() {
+    let refs = || {
+        vec![
+            row(1, None),
+            row(3, None),
+            row(13, None),
+            row(23, None),
+            row(5, None),
+        ]
+    };
+    let tree = index(vec![
+        file("1/0/1", Some("a")),
+        link("3/0/3", "../../1/0/1"),
+        link("3/1/13", "/srv/disk2/3/1/13"),
+        link("3/2/23", "../../9/9/nothing"),
+        link("5/0/5", "x"),
+        link("5/0/x", "../../1/0/1"),
+    ]);
+    let links = Links::from_index(tree.iter().map(|e| Ok(e.as_ref().unwrap().clone()))).unwrap();
+    let layout = Layout::FilesV1 { l1: 10, l2: 20 };
+    let r = cross_reference_linked(layout, None, refs(), tree, no_lobs(), &links).unwrap();
+    assert_eq!((r.referenced, r.present, r.missing), (5, 3, 2));
+    assert_eq!(r.missing_ids, [13, 23]);
+    // Without following, every link is missing data.
+    let tree = index(vec![file("1/0/1", Some("a")), link("3/0/3", "../../1/0/1")]);
+    let r = cross_reference(layout, None, refs(), tree, no_lobs()).unwrap();
+    assert_eq!(r.missing_ids, [3, 5, 13, 23]);
+}
+
+#[test]
+fn files_v2_content_that_is_a_link_is_checked_against_its_name() {
+    let (moved, moved_hex) = v2_dir(b"moved");
+    let (lying, _) = v2_dir(b"what the name promises");
+    let refs = vec![row(1, Some(&moved)), row(2, Some(&lying))];
+    let tree = index(vec![
+        file("spare/moved", Some(&moved_hex)),
+        link(&format!("{moved}/content"), "../../../spare/moved"),
+        file(&format!("{moved}/holder/s{GUID}i1"), None),
+        link(&format!("{lying}/content"), "../../../spare/moved"),
+        file(&format!("{lying}/holder/s{GUID}i2"), None),
+    ]);
+    let links = Links::from_index(tree.iter().map(|e| Ok(e.as_ref().unwrap().clone()))).unwrap();
+    let r =
+        cross_reference_linked(Layout::FilesV2, Some(GUID), refs, tree, no_lobs(), &links).unwrap();
+    assert_eq!((r.referenced, r.present, r.missing), (2, 1, 1), "{r:?}");
+    assert_eq!(r.missing_ids, [2]);
+    assert_eq!(r.corrupt, 1);
+}

@@ -72,6 +72,15 @@ pub fn backup_summary(r: &BackupReport) {
         c.new_objects,
         bytes(c.written_bytes)
     );
+    for link in &c.followed {
+        println!("  followed   {link} (captured as if in place)");
+    }
+    if c.followed_dirs as usize > c.followed.len() {
+        println!(
+            "  followed   ... {} more directory links",
+            c.followed_dirs as usize - c.followed.len()
+        );
+    }
     println!(
         "  config     {} entries, {} from {}",
         r.config.entries,

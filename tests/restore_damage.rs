@@ -95,29 +95,52 @@ fn an_absolute_path_in_the_index_is_refused() {
 }
 
 #[test]
-fn a_symlink_pointing_outside_is_refused() {
+fn a_symlink_pointing_outside_is_created_as_a_link_and_nothing_goes_through_it() {
+    // Links may point anywhere (README: "Symlinks in the attachment store");
+    // what a tampered set must not do is write below one.
     let outside = tempfile::tempdir().unwrap();
     let link = outside.path().to_str().unwrap().to_string();
-    refused(
-        |e| {
-            e.kind = EntryKind::Symlink;
-            e.size = 0;
-            e.sha256 = None;
-            e.stored = None;
-            e.target = Some(link.clone());
-        },
-        "symlink",
-    );
+    let (env, set) = backed_up();
+    let set_dir = env.set_dir(&set);
+    let mut linked = String::new();
+    edit_index(&set_dir, |entries| {
+        let victim = entries
+            .iter_mut()
+            .rev()
+            .find(|e| e.kind == EntryKind::File)
+            .unwrap();
+        victim.kind = EntryKind::Symlink;
+        victim.size = 0;
+        victim.sha256 = None;
+        victim.stored = None;
+        victim.target = Some(link.clone());
+        linked = victim.path.clone();
+    });
+    reseal(&set_dir, |_| {});
+    let work = tempfile::tempdir().unwrap();
+    let att = work.path().join("att");
+    let run = restore_tree(&env, &set, &att);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(fs::read_link(att.join(&linked)).unwrap(), outside.path());
     assert!(entries(outside.path()).is_empty());
-    refused(
-        |e| {
-            e.kind = EntryKind::Symlink;
-            e.sha256 = None;
-            e.stored = None;
-            e.target = Some("../../../elsewhere".into());
-        },
-        "../../../elsewhere",
-    );
+
+    // The same link with an entry below it: refused before anything is written.
+    edit_index(&set_dir, |entries| {
+        let at = entries.iter().position(|e| e.path == linked).unwrap();
+        let mut below = entries[at].clone();
+        below.path = format!("{linked}/escape");
+        below.kind = EntryKind::Dir;
+        below.target = None;
+        entries.insert(at + 1, below);
+    });
+    reseal(&set_dir, |_| {});
+    let fresh = work.path().join("fresh");
+    let run = restore_tree(&env, &set, &fresh);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("refusing"), "{}", run.stderr);
+    assert!(run.stderr.contains("below the symlink"), "{}", run.stderr);
+    assert_eq!(entries(&fresh), Vec::<String>::new());
+    assert!(entries(outside.path()).is_empty());
 }
 
 #[test]

@@ -39,6 +39,9 @@ pub struct CaptureOptions {
     pub workers: usize,
     /// The previous complete set's index; `None` reads every file (`--rehash`).
     pub previous_index: Option<PathBuf>,
+    /// Follow symlinks to directories outside the tree (`[attachments]
+    /// follow_symlinks = "directories"`) and capture them as if in place.
+    pub follow_dirs: bool,
 }
 
 impl Default for CaptureOptions {
@@ -46,6 +49,7 @@ impl Default for CaptureOptions {
         CaptureOptions {
             workers: thread::available_parallelism().map_or(2, |n| n.get()),
             previous_index: None,
+            follow_dirs: true,
         }
     }
 }
@@ -68,6 +72,8 @@ struct Job {
 
 enum Slot {
     Ready(IndexEntry),
+    /// Not recorded (a link whose target could not be read).
+    Skip,
     Pending(String, Receiver<Result<Outcome>>),
 }
 
@@ -89,7 +95,7 @@ pub fn capture(
         index.finish()?;
         return Ok(stats);
     }
-    let walker = Walker::new(source)?;
+    let walker = Walker::with_follow(source, opts.follow_dirs)?;
     // An unreadable previous index only costs re-reading every file.
     let rows = opts.previous_index.as_deref().and_then(|path| {
         read_index(path)
@@ -115,6 +121,7 @@ pub fn capture(
             batch: Vec::new(),
             batch_bytes: 0,
             progress,
+            follow_dirs: opts.follow_dirs,
         };
         // job_tx moves in, so the workers see the channel close however this ends.
         run.walk(walker, previous, job_tx)
@@ -134,6 +141,7 @@ struct Run<'a> {
     batch: Vec<Staged>,
     batch_bytes: u64,
     progress: &'a dyn Progress,
+    follow_dirs: bool,
 }
 
 impl Run<'_> {
@@ -157,6 +165,37 @@ impl Run<'_> {
                 Walked::Entry { rel, meta } => {
                     let slot = self.classify(&root, rel, &meta, &mut previous, &jobs)?;
                     self.window.push_back(slot);
+                }
+                Walked::Followed {
+                    rel,
+                    meta,
+                    target,
+                    other_device,
+                } => {
+                    let note_text = format!("{rel} -> {target}");
+                    if other_device {
+                        note(&mut self.stats.followed_other_device, note_text.clone());
+                    }
+                    note(&mut self.stats.followed, note_text);
+                    self.stats.followed_dirs += 1;
+                    let mut entry = IndexEntry::from_meta(rel, &meta);
+                    entry.target = Some(target);
+                    self.window.push_back(Slot::Ready(entry));
+                }
+                Walked::NotFollowed {
+                    rel,
+                    meta,
+                    target,
+                    reason,
+                } => {
+                    tracing::warn!("{rel} -> {target}: not followed: {reason}");
+                    note(
+                        &mut self.stats.not_followed,
+                        format!("{rel} -> {target}: {reason}"),
+                    );
+                    let mut entry = IndexEntry::from_meta(rel, &meta);
+                    entry.target = Some(target);
+                    self.window.push_back(Slot::Ready(entry));
                 }
             }
             while self.window.len() > WINDOW {
@@ -214,12 +253,42 @@ impl Run<'_> {
             EntryKind::Symlink => {
                 let path = root.join(&entry.path);
                 match std::fs::read_link(&path) {
-                    Ok(target) => entry.target = Some(target.to_string_lossy().into_owned()),
-                    Err(e) => note(&mut self.stats.unreadable, format!("{}: {e}", entry.path)),
+                    Ok(target) => {
+                        let target = target.to_string_lossy().into_owned();
+                        let what = match std::fs::metadata(&path) {
+                            Err(_) => " (dangling)",
+                            // Following is on: only links into the tree stay links.
+                            Ok(m) if m.is_dir() && self.follow_dirs => {
+                                " (a directory in the tree, captured where it is)"
+                            }
+                            Ok(m) if m.is_dir() => {
+                                " (a directory, not followed: follow_symlinks = \"none\")"
+                            }
+                            Ok(_) => "",
+                        };
+                        note(
+                            &mut self.stats.link_paths,
+                            format!("{} -> {target}{what}", entry.path),
+                        );
+                        entry.target = Some(target);
+                    }
+                    Err(e) => {
+                        note(&mut self.stats.unreadable, format!("{}: {e}", entry.path));
+                        return Ok(Slot::Skip);
+                    }
                 }
                 Ok(Slot::Ready(entry))
             }
-            EntryKind::Dir | EntryKind::Other => Ok(Slot::Ready(entry)),
+            EntryKind::Other => {
+                let kind = special_kind(meta);
+                tracing::warn!("{}: {kind}, recorded but not read", entry.path);
+                note(
+                    &mut self.stats.special_paths,
+                    format!("{}: {kind}", entry.path),
+                );
+                Ok(Slot::Ready(entry))
+            }
+            EntryKind::Dir => Ok(Slot::Ready(entry)),
         }
     }
 
@@ -231,6 +300,7 @@ impl Run<'_> {
         };
         let entry = match slot {
             Slot::Ready(entry) => entry,
+            Slot::Skip => return Ok(()),
             Slot::Pending(rel, rx) => {
                 let outcome = rx
                     .recv()
@@ -383,6 +453,23 @@ fn read_file(
         // Dropping `staged` removes its temporary file.
     }
     Ok(Outcome::Unstable)
+}
+
+/// What a special file is, in words.
+fn special_kind(meta: &Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = meta.file_type();
+    if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else {
+        "a special file"
+    }
 }
 
 /// Size and change times unchanged: nobody wrote to the file meanwhile.

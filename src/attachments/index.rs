@@ -45,7 +45,9 @@ pub struct IndexEntry {
     /// Files: how the object is stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored: Option<Encoding>,
-    /// Symlinks: where they point (not followed).
+    /// Symlinks: where they point (not followed). Directories: the target
+    /// of the symlink that was followed to reach them, captured as if in
+    /// place (README: "Symlinks in the attachment store").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
 }

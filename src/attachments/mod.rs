@@ -46,6 +46,25 @@ pub struct CaptureStats {
     /// Could not be read or have unusable names: not in the index.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<String>,
+    /// Symlinks to directories outside the tree that were followed and
+    /// captured as if in place (`path -> target`).
+    #[serde(default)]
+    pub followed_dirs: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub followed: Vec<String>,
+    /// Those of them on another filesystem than the attachment directory:
+    /// a snapshot of it does not cover them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub followed_other_device: Vec<String>,
+    /// Symlinks recorded as links (`path -> target`, dangling ones marked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link_paths: Vec<String>,
+    /// Directory links not followed because they lead into a loop.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_followed: Vec<String>,
+    /// FIFOs, sockets and devices: recorded, never opened.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub special_paths: Vec<String>,
     pub seconds: f64,
 }
 

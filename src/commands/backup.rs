@@ -22,7 +22,7 @@ use crate::repo::Repository;
 use crate::repo::manifest::{
     AttachmentsInfo, DatabaseInfo, FORMAT, KopanoInfo, Manifest, Phase, SetStatus,
 };
-use crate::settings::Settings;
+use crate::settings::{FollowSymlinks, Settings};
 use crate::signals;
 use crate::snapshot::{self, SnapshotInfo};
 
@@ -158,6 +158,7 @@ pub fn run(
     let store = repo.objects()?;
     let capture_opts = CaptureOptions {
         previous_index: previous.as_ref().map(|(_, index)| index.clone()),
+        follow_dirs: settings.follow_symlinks == FollowSymlinks::Directories,
         ..CaptureOptions::default()
     };
     let capture = attachments::capture(
@@ -181,7 +182,10 @@ pub fn run(
             settings.attachment_path.display()
         ));
     }
-    warnings.extend(capture_warnings(&capture));
+    warnings.extend(capture_warnings(
+        &capture,
+        plan.method != snapshot::Method::None,
+    ));
 
     // 4. Kopano's configuration (from the snapshot if it is on that volume).
     let config_clock = Instant::now();
@@ -332,9 +336,31 @@ fn previous_set(repo: &Repository) -> Result<Option<(String, PathBuf)>> {
     Ok(newest)
 }
 
-/// What a human should hear about files that could not be captured.
-fn capture_warnings(c: &attachments::CaptureStats) -> Vec<String> {
+/// What a human should hear about files that could not be captured, and
+/// about symlinks and special files in the store (README: "Symlinks in the
+/// attachment store").
+fn capture_warnings(c: &attachments::CaptureStats, snapshot: bool) -> Vec<String> {
     let mut out = Vec::new();
+    if snapshot {
+        for link in &c.followed_other_device {
+            out.push(format!(
+                "{link}: followed onto another filesystem, which the snapshot does not \
+                 cover; its files were read live (not snapshot-consistent)"
+            ));
+        }
+    }
+    for link in &c.not_followed {
+        out.push(format!("symlink not followed, recorded as a link: {link}"));
+    }
+    for link in &c.link_paths {
+        out.push(format!(
+            "symlink recorded as a link (restored as a link; what it points to is \
+             captured only if it is in the tree): {link}"
+        ));
+    }
+    for special in &c.special_paths {
+        out.push(format!("{special}: recorded, not read, not restored"));
+    }
     if c.vanished > 0 {
         out.push(format!(
             "{} attachment files vanished while the store was read (deleted after the dump; \
@@ -363,4 +389,40 @@ fn hostname() -> String {
     nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_followed_link_onto_another_filesystem_is_a_warning_only_with_a_snapshot() {
+        let stats = attachments::CaptureStats {
+            followed_dirs: 1,
+            followed: vec!["3 -> /srv/disk2/3".into()],
+            followed_other_device: vec!["3 -> /srv/disk2/3".into()],
+            link_paths: vec!["9/x/rel -> ../../1".into()],
+            not_followed: vec!["9/x/up -> ../..: a loop".into()],
+            special_paths: vec!["4/0/fifo: a FIFO".into()],
+            ..Default::default()
+        };
+        let with = capture_warnings(&stats, true);
+        assert!(
+            with.iter().any(
+                |w| w.starts_with("3 -> /srv/disk2/3") && w.contains("not snapshot-consistent")
+            ),
+            "{with:#?}"
+        );
+        let without = capture_warnings(&stats, false);
+        assert!(
+            !without.iter().any(|w| w.contains("snapshot")),
+            "{without:#?}"
+        );
+        for needle in ["9/x/rel -> ../../1", "9/x/up -> ../..", "4/0/fifo: a FIFO"] {
+            assert!(
+                without.iter().any(|w| w.contains(needle)),
+                "{needle}: {without:#?}"
+            );
+        }
+    }
 }

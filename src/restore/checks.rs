@@ -178,11 +178,11 @@ pub fn check_references(
             let present = match layout {
                 Layout::FilesV1 { l1, l2 } => Layout::v1_candidates(l1, l2, id)
                     .iter()
-                    .any(|p| readable(&tree.join(p))),
+                    .any(|p| readable(tree, &tree.join(p))),
                 Layout::FilesV2 => {
                     !filename.is_empty()
                         && super::paths::check_rel(filename).is_ok()
-                        && readable(&tree.join(filename).join("content"))
+                        && readable(tree, &tree.join(filename).join("content"))
                         && tree
                             .join(filename)
                             .join("holder")
@@ -226,8 +226,15 @@ pub fn check_references(
     })
 }
 
-fn readable(path: &Path) -> bool {
-    File::open(path).is_ok_and(|f| f.metadata().is_ok_and(|m| m.is_file()))
+/// kopano-server can open `path` as a regular file, and what it opens lies
+/// inside the restored `tree`: a restored symlink pointing elsewhere (to a
+/// disk of the live server, say) proves nothing about the set.
+fn readable(tree: &Path, path: &Path) -> bool {
+    let inside = match (std::fs::canonicalize(tree), std::fs::canonicalize(path)) {
+        (Ok(tree), Ok(path)) => path.starts_with(tree),
+        _ => false,
+    };
+    inside && File::open(path).is_ok_and(|f| f.metadata().is_ok_and(|m| m.is_file()))
 }
 
 /// Every restored file has the recorded checksum, and Kopano's gzip files

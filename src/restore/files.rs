@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use super::paths::{
-    apply_attributes, check_rel, create_parents, create_private, link_escapes, mtime_of, safe_join,
+    apply_attributes, check_link, check_rel, create_parents, create_private, mtime_of, safe_join,
 };
 use crate::attachments::{EntryKind, IndexEntry};
 use crate::error::config_error;
@@ -38,29 +38,56 @@ pub struct TreeRestore {
 }
 
 /// Checks every entry of a set's index before anything is written, so a
-/// tampered set is refused as a whole: paths relative without `..`, symlinks
-/// only descending, files with a checksum.
+/// tampered set is refused as a whole: paths relative, plain (no `..`, `.`
+/// or empty parts), strictly in walk order (so no path twice), nothing
+/// below a symlink, symlinks with a target that can be created, files with
+/// a checksum. Whatever capture writes passes.
 pub fn check_index(index: impl Iterator<Item = Result<IndexEntry>>) -> Result<u64> {
     let mut entries = 0;
+    let mut previous: Option<String> = None;
+    // In walk order everything below a path comes right after it: the
+    // latest link is the only one an entry could be below.
+    let mut last_link: Option<String> = None;
     for entry in index {
         let entry = entry?;
         check_rel(&entry.path)?;
+        if entry.path.split('/').any(|c| c.is_empty() || c == ".") {
+            bail!(
+                "refusing path {:?} from the set: it is not in the form backup writes",
+                entry.path
+            );
+        }
+        if let Some(prev) = &previous
+            && cmp_paths(prev, &entry.path) != Ordering::Less
+        {
+            bail!(
+                "refusing the set's index: {} comes after {prev}, out of order or twice",
+                entry.path
+            );
+        }
+        if let Some(link) = &last_link
+            && entry
+                .path
+                .strip_prefix(link.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+        {
+            bail!(
+                "refusing {} from the set: it lies below the symlink {link}, so writing it \
+                 would go through the link",
+                entry.path
+            );
+        }
         match entry.kind {
             EntryKind::Symlink => {
-                let link = entry.target.as_deref().unwrap_or_default();
-                if link_escapes(link) {
-                    bail!(
-                        "refusing symlink {} -> {link} from the set: it is absolute or climbs \
-                         with `..`, so it could point outside the target",
-                        entry.path
-                    );
-                }
+                check_link(&entry.path, entry.target.as_deref().unwrap_or_default())?;
+                last_link = Some(entry.path.clone());
             }
             EntryKind::File if entry.sha256.is_none() => {
                 bail!("{}: the set's index has no checksum for it", entry.path)
             }
             _ => {}
         }
+        previous = Some(entry.path);
         entries += 1;
     }
     Ok(entries)
@@ -166,10 +193,12 @@ fn new_quarantine(target: &Path) -> Result<PathBuf> {
     )
 }
 
-/// Writes every entry of `index` below `target`, verifying each file's
-/// size and SHA-256 against the index while it is copied. Directories are
-/// made owner-only first and get their mode, owner and mtime at the end,
-/// deepest first, once nothing is written into them any more.
+/// Writes every entry of `index` (checked by [`check_index`]) below
+/// `target`, verifying each file's size and SHA-256 against the index while
+/// it is copied. Symlinks are created after every file and directory, so no
+/// write of this restore can go through one. Directories are made
+/// owner-only first and get their mode, owner and mtime at the end, deepest
+/// first, once nothing is written into them any more.
 pub fn restore_tree(
     store: &ObjectStore,
     index: impl Iterator<Item = Result<IndexEntry>>,
@@ -181,6 +210,7 @@ pub fn restore_tree(
     fs::create_dir_all(target).with_context(|| format!("while creating {}", target.display()))?;
     report.target = target.to_path_buf();
     let mut dirs = Vec::new();
+    let mut links = Vec::new();
     for entry in index {
         crate::signals::check()?;
         let entry = entry?;
@@ -205,24 +235,28 @@ pub fn restore_tree(
                 report.bytes += entry.size;
             }
             EntryKind::Symlink => {
-                let link = entry.target.clone().unwrap_or_default();
-                if link_escapes(&link) {
-                    bail!(
-                        "refusing symlink {} -> {link}: it could point outside the target",
-                        entry.path
-                    );
-                }
-                create_parents(&path)?;
-                let _ = fs::remove_file(&path);
-                std::os::unix::fs::symlink(&link, &path)
-                    .with_context(|| format!("while creating the symlink {}", path.display()))?;
-                if as_root {
-                    std::os::unix::fs::lchown(&path, Some(entry.uid), Some(entry.gid))?;
-                }
-                report.symlinks += 1;
+                check_link(&entry.path, entry.target.as_deref().unwrap_or_default())?;
+                links.push(entry);
             }
             EntryKind::Other => report.skipped += 1,
         }
+    }
+    for entry in &links {
+        crate::signals::check()?;
+        // Checked again now that earlier links exist: a link's parents must
+        // be real directories.
+        let path = safe_join(target, Path::new(&entry.path))?;
+        create_parents(&path)?;
+        // Only what the target already had (`--force`) is replaced: a file,
+        // a link or an emptied directory.
+        let _ = fs::remove_file(&path).or_else(|_| fs::remove_dir(&path));
+        let link = entry.target.as_deref().unwrap_or_default();
+        std::os::unix::fs::symlink(link, &path)
+            .with_context(|| format!("while creating the symlink {}", path.display()))?;
+        if as_root {
+            std::os::unix::fs::lchown(&path, Some(entry.uid), Some(entry.gid))?;
+        }
+        report.symlinks += 1;
     }
     for (path, entry) in dirs.iter().rev() {
         set_dir_meta(path, entry, as_root)
@@ -285,4 +319,71 @@ fn restore_file(store: &ObjectStore, entry: &IndexEntry, path: &Path, as_root: b
         return Err(e.context(format!("while restoring {}", entry.path)));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, kind: EntryKind, target: Option<&str>) -> Result<IndexEntry> {
+        Ok(IndexEntry {
+            path: path.into(),
+            kind,
+            size: 0,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            sha256: (kind == EntryKind::File).then(|| "e3b0".into()),
+            stored: None,
+            target: target.map(str::to_string),
+        })
+    }
+
+    fn check(entries: Vec<Result<IndexEntry>>) -> Result<u64> {
+        check_index(entries.into_iter())
+    }
+
+    #[test]
+    fn links_may_point_anywhere_but_nothing_may_lie_below_one() {
+        use EntryKind::*;
+        let fine = vec![
+            entry("3", Dir, Some("/srv/disk2/3")),
+            entry("3/0", Dir, None),
+            entry("3/0/3", File, None),
+            entry("9", Dir, None),
+            entry("9/abs", Symlink, Some("/etc")),
+            entry("9/abs-sibling", File, None),
+            entry("9/rel", Symlink, Some("../../1")),
+            entry("9/z", File, None),
+        ];
+        assert_eq!(check(fine).unwrap(), 8);
+        let below = vec![
+            entry("9", Dir, None),
+            entry("9/abs", Symlink, Some("/etc")),
+            entry("9/abs/cron.d", Dir, None),
+        ];
+        let err = check(below).unwrap_err().to_string();
+        assert!(err.contains("below the symlink 9/abs"), "{err}");
+    }
+
+    #[test]
+    fn an_index_out_of_order_twice_or_oddly_spelled_is_refused() {
+        use EntryKind::*;
+        let twice = vec![entry("9/x", Symlink, Some("/etc")), entry("9/x", Dir, None)];
+        assert!(
+            check(twice)
+                .unwrap_err()
+                .to_string()
+                .contains("out of order or twice")
+        );
+        let backwards = vec![entry("9/y", File, None), entry("9/x", File, None)];
+        assert!(check(backwards).is_err());
+        // `9/./x/f` would slip past a prefix test on the link `9/x`.
+        for odd in ["9/./x/f", "9//x", "9/x/"] {
+            assert!(check(vec![entry(odd, File, None)]).is_err(), "{odd}");
+        }
+        assert!(check(vec![entry("9/x", Symlink, Some(""))]).is_err());
+    }
 }

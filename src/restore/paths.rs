@@ -1,5 +1,7 @@
 //! Path checks for everything a set asks to write: a tampered set must not
-//! write outside the restore target (absolute paths, `..`, symlinks).
+//! write outside the restore target (absolute paths, `..`, writing through
+//! symlinks). Symlinks themselves may point anywhere: they are created as
+//! links, after every file, and nothing is ever written below one.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -66,9 +68,23 @@ pub fn check_rel(rel: &str) -> Result<()> {
     Ok(())
 }
 
+/// The rule for a symlink a set asks to create at `rel` with target `link`:
+/// any target a filesystem can hold (Kopano administrators link to other
+/// disks, absolute or with `..`), not empty, no NUL byte. Safety does not
+/// come from the target text but from the order: links are created after
+/// every file, and [`check_index`](super::files::check_index) refuses any
+/// entry below a link.
+pub fn check_link(rel: &str, link: &str) -> Result<()> {
+    if link.is_empty() || link.contains('\0') {
+        bail!("refusing symlink {rel} from the set: its target {link:?} cannot be created");
+    }
+    Ok(())
+}
+
 /// True when a symlink with target `link` could lead out of the restore
-/// target. Links may only descend: with `..` allowed, a chain of links that
-/// each stay inside lexically can still climb out (`d -> ..`, `x -> d/..`).
+/// target (absolute, or `..` anywhere: a chain of links that each stay
+/// inside lexically can still climb out, `d -> ..`, `x -> d/..`). Such
+/// links are restored; this only decides what a reader may follow.
 pub fn link_escapes(link: &str) -> bool {
     let path = Path::new(link);
     link.is_empty()
@@ -142,6 +158,11 @@ mod tests {
             assert!(link_escapes(bad), "{bad}");
         }
         assert!(!link_escapes("sub/file"));
+        for fine in ["/srv/disk2/3", "../../1", "x"] {
+            check_link("9/x/rel", fine).unwrap();
+        }
+        assert!(check_link("9/x/rel", "").is_err());
+        assert!(check_link("9/x/rel", "a\0b").is_err());
     }
 
     #[test]

@@ -94,6 +94,19 @@ pub enum SnapshotMethod {
     Lvm,
 }
 
+/// Which symlinks inside `attachment_path` a backup follows
+/// (`[attachments] follow_symlinks`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FollowSymlinks {
+    /// Links to directories outside the tree (a fan-out directory moved to
+    /// another disk) are captured as if the directory were in place.
+    #[default]
+    Directories,
+    /// Every symlink is recorded as a link, nothing behind it is captured.
+    None,
+}
+
 /// What the command line may override.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -120,6 +133,8 @@ pub struct Settings {
     /// `attachment_storage` as configured; may be `auto`.
     pub attachment_storage: String,
     pub attachment_path: PathBuf,
+    /// `[attachments] follow_symlinks`.
+    pub follow_symlinks: FollowSymlinks,
 }
 
 /// What [`Settings::load`] takes from the process: environment variables
@@ -230,6 +245,7 @@ impl Settings {
                 .clone()
                 .or_else(|| cfg.get_path("attachment_path"))
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_ATTACHMENT_PATH)),
+            follow_symlinks: tool.attachments.follow_symlinks.unwrap_or_default(),
             server_cfg,
         })
     }

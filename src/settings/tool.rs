@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
-use super::SnapshotMethod;
+use super::{FollowSymlinks, SnapshotMethod};
 use crate::error::ConfigError;
 
 /// The whole file; every section and key is optional.
@@ -18,6 +18,16 @@ pub struct ToolConfig {
     pub repository: RepositorySection,
     pub snapshot: SnapshotSection,
     pub mysql: MysqlSection,
+    pub attachments: AttachmentsSection,
+}
+
+/// `[attachments]`: how the attachment store is captured.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttachmentsSection {
+    /// Which symlinks inside `attachment_path` are followed (default
+    /// `directories`: links to directories outside the tree).
+    pub follow_symlinks: Option<FollowSymlinks>,
 }
 
 /// `[kopano]`: where Kopano's configuration and attachments are.
@@ -220,6 +230,31 @@ mod tests {
         assert_eq!(c.mysql.connect_timeout_s, Some(5));
         assert_eq!(c.mysql.stall_timeout_s, Some(120));
         assert_eq!(c.repository.path, Some(PathBuf::from("/repo")));
+    }
+
+    #[test]
+    fn the_packaged_example_parses() {
+        let c = parse(include_str!("../../packaging/kcbackup.toml.example")).unwrap();
+        assert_eq!(
+            c.attachments.follow_symlinks,
+            Some(FollowSymlinks::Directories)
+        );
+    }
+
+    #[test]
+    fn follow_symlinks_takes_directories_or_none_only() {
+        let c = parse("[attachments]\nfollow_symlinks = \"none\"\n").unwrap();
+        assert_eq!(c.attachments.follow_symlinks, Some(FollowSymlinks::None));
+        let c = parse("[attachments]\nfollow_symlinks = \"directories\"\n").unwrap();
+        assert_eq!(
+            c.attachments.follow_symlinks,
+            Some(FollowSymlinks::Directories)
+        );
+        let err = parse("[attachments]\nfollow_symlinks = \"all\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("all"), "{err:#}");
+        assert_eq!(exit_for(&err), Exit::Usage);
+        let err = parse("[attachments]\nfollow = \"none\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("follow"), "{err:#}");
     }
 
     #[test]
