@@ -17,6 +17,7 @@ pub mod config_archive;
 pub mod crossref;
 pub mod dump;
 pub mod error;
+pub mod generate;
 pub mod generator;
 pub mod layout;
 pub mod mysql;
@@ -41,6 +42,16 @@ use error::Exit;
 pub fn run(cli: Cli) -> Result<Exit> {
     let settings = || settings::Settings::load(&cli.overrides());
     match &cli.command {
+        Command::Generate(cli::GenerateCommand::Man { dir }) => {
+            for path in generate::man_pages(dir)? {
+                println!("{}", path.display());
+            }
+            Ok(Exit::Ok)
+        }
+        Command::Generate(cli::GenerateCommand::Completions { shell }) => {
+            generate::completions(*shell, &mut std::io::stdout().lock())?;
+            Ok(Exit::Ok)
+        }
         Command::Backup(args) => {
             let settings = settings()?;
             let progress = progress::for_terminal();
