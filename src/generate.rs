@@ -81,10 +81,6 @@ mod tests {
             completions(shell, &mut out).unwrap();
             let text = String::from_utf8(out).unwrap();
             assert!(text.contains("drill"), "{shell}: {text}");
-            assert!(
-                !text.contains("generate"),
-                "{shell} offers the hidden command"
-            );
         }
     }
 }
