@@ -95,6 +95,10 @@ pub struct Settings {
     /// `attachment_storage` as configured; may be `auto`.
     pub attachment_storage: String,
     pub attachment_path: PathBuf,
+    /// `[metrics]`, `[hooks]`, `[notify]` as written in the tool config.
+    pub metrics: tool::MetricsSection,
+    pub hooks: tool::HooksSection,
+    pub notify: tool::NotifySection,
 }
 
 /// What [`Settings::load`] takes from the process: environment variables
@@ -206,6 +210,9 @@ impl Settings {
                 .or_else(|| cfg.get_path("attachment_path"))
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_ATTACHMENT_PATH)),
             server_cfg,
+            metrics: tool.metrics.clone(),
+            hooks: tool.hooks.clone(),
+            notify: tool.notify.clone(),
         })
     }
 }
