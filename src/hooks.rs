@@ -97,8 +97,14 @@ pub fn run(
     Ok(())
 }
 
+/// The command as the message names it: long inline scripts are cut.
 fn show(argv: &[String]) -> String {
-    argv.join(" ")
+    const MAX: usize = 100;
+    let all = argv.join(" ");
+    match all.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}...", &all[..end]),
+        None => all,
+    }
 }
 
 fn execute(

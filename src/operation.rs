@@ -100,7 +100,9 @@ pub fn run(
     };
     let timeout = settings.hooks.timeout_seconds;
     let before_result = match before {
-        Some(spec) => hooks::run(&format!("before_{}", op.name()), spec, timeout, &ctx, true),
+        Some(spec) => hooks::run(&format!("before_{}", op.name()), spec, timeout, &ctx, true)
+            // A hook ended by our SIGTERM: the exit code says so (143).
+            .map_err(signals::explain),
         None => Ok(()),
     };
     let ran_body = before_result.is_ok();
