@@ -227,3 +227,15 @@ fn is_key_line(text: &str) -> bool {
     };
     !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
 }
+
+/// The shipped alert rules load, and fire as their unit tests expect.
+#[test]
+fn alert_rules_pass_promtool() {
+    let dir = Path::new(ROOT).join("packaging");
+    for args in [
+        ["check", "rules", "kcbackup.rules.yml"],
+        ["test", "rules", "kcbackup.rules.test.yml"],
+    ] {
+        run(Command::new("promtool").args(args).current_dir(&dir));
+    }
+}
