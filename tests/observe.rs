@@ -128,8 +128,13 @@ impl Env {
     }
 
     fn backup(&self, config: &Path) -> Output {
+        self.run(config, &["backup", "--json"])
+    }
+
+    fn run(&self, config: &Path, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_kcbackup"))
-            .args(["--config", config.to_str().unwrap(), "backup", "--json"])
+            .args(["--config", config.to_str().unwrap()])
+            .args(args)
             .output()
             .unwrap()
     }
@@ -240,6 +245,29 @@ fn hooks_metrics_and_pings_follow_success_failure_and_an_incomplete_set() {
     assert!(prom.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))));
     assert_eq!(env.take_pings(), ["POST /check/start", "POST /check/0"]);
 
+    // verify writes its own file; the backup's stays as it is.
+    let out = env.run(&good, &["verify", &set]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let path = env.metrics.join("kcbackup_verify.prom");
+    promtool_accepts(&path);
+    let vprom = fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        value(&vprom, "kcbackup_attachments", "state=\"referenced\""),
+        Some(referenced)
+    );
+    assert!(vprom.contains("kcbackup_last_success_timestamp_seconds{operation=\"verify\"}"));
+    assert_eq!(env.prom(), prom);
+    assert_eq!(
+        env.take_log(),
+        [] as [String; 0],
+        "verify has no hooks of its own"
+    );
+    assert_eq!(
+        env.take_pings(),
+        [] as [String; 0],
+        "ping_url is the backup's"
+    );
+
     // 2. The dump fails: on_failure, a failure in the metrics, the last
     //    success kept, /1 with the error.
     let bad = env.config("socket = \"/nonexistent/mysqld.sock\"", "");
@@ -310,15 +338,16 @@ fn hooks_metrics_and_pings_follow_success_failure_and_an_incomplete_set() {
         env.take_pings().last().map(String::as_str),
         Some("POST /check/3 backup ended with exit code 3")
     );
-    let names: Vec<_> = fs::read_dir(&env.metrics)
+    let mut names: Vec<_> = fs::read_dir(&env.metrics)
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
         .collect();
+    names.sort();
     assert_eq!(
-        names.len(),
-        1,
-        "one file per operation, no temporary left: {names:?}"
+        names,
+        ["kcbackup_backup.prom", "kcbackup_verify.prom"],
+        "one file per operation, no temporary left"
     );
 }
 
@@ -392,5 +421,53 @@ fn sigterm_runs_on_failure_and_exits_143() {
     assert_eq!(
         value(&prom, "kcbackup_last_success_timestamp_seconds", ""),
         None
+    );
+}
+
+#[test]
+fn drill_runs_its_hooks_pings_its_own_url_and_writes_its_metrics() {
+    let env = Env::new();
+    let config = env.config("", "");
+    assert_eq!(env.backup(&config).status.code(), Some(0));
+    env.take_log();
+    env.take_pings();
+    let mut text = fs::read_to_string(&config).unwrap();
+    text = text.replace(
+        "[notify]\n",
+        &format!("[notify]\ndrill_ping_url = \"{}-drill\"\n", env.url),
+    );
+    text.push_str(&format!(
+        "before_drill = {}\nafter_drill = {}\n",
+        env.hook("before_drill", ""),
+        env.hook("after_drill", "")
+    ));
+    fs::write(&config, text).unwrap();
+    let scratch = env.dir.path().join("scratch");
+    fs::create_dir(&scratch).unwrap();
+    let out = env.run(&config, &["drill", "--scratch", scratch.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let log = env.take_log();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(
+        log[0].starts_with("before_drill op=drill set=unset "),
+        "{log:?}"
+    );
+    assert!(log[1].starts_with("after_drill op=drill set="), "{log:?}");
+    assert!(log[1].contains(" status=complete exit=0 "), "{log:?}");
+    assert_eq!(
+        env.take_pings(),
+        ["POST /check-drill/start", "POST /check-drill/0"]
+    );
+    let path = env.metrics.join("kcbackup_drill.prom");
+    promtool_accepts(&path);
+    let prom = fs::read_to_string(&path).unwrap();
+    assert!(value(&prom, "kcbackup_drill_recovery_seconds", "").unwrap() > 0.0);
+    assert!(
+        value(
+            &prom,
+            "kcbackup_duration_seconds",
+            "phase=\"database_load\""
+        )
+        .is_some()
     );
 }
