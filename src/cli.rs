@@ -183,6 +183,10 @@ impl Cli {
             config: self.config.clone(),
             snapshot,
             repository: self.repository.clone(),
+            repository_only: matches!(
+                self.command,
+                Command::List(_) | Command::Verify(_) | Command::Restore(_) | Command::Drill(_)
+            ),
         }
     }
 }

@@ -471,3 +471,28 @@ fn drill_runs_its_hooks_pings_its_own_url_and_writes_its_metrics() {
         .is_some()
     );
 }
+
+#[test]
+fn list_and_verify_need_only_the_repository_but_backup_needs_server_cfg() {
+    let env = Env::new();
+    let config = env.config("", "");
+    assert_eq!(env.backup(&config).status.code(), Some(0));
+    let bare = env.dir.path().join("bare.toml");
+    fs::write(
+        &bare,
+        "[kopano]\nserver_cfg = \"/nonexistent/server.cfg\"\n",
+    )
+    .unwrap();
+    let repo = env.repo.to_str().unwrap();
+    for args in [["list", "--json"], ["verify", "latest"]] {
+        let out = env.run(&bare, &[&["--repository", repo][..], &args[..]].concat());
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    }
+    let out = env.run(&bare, &["--repository", repo, "backup"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("server.cfg not found"),
+        "{}",
+        stderr(&out)
+    );
+}
