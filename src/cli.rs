@@ -27,6 +27,14 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub repository: Option<PathBuf>,
 
+    /// Log errors only (KCBACKUP_LOG, if set, wins)
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Log more: -v info, -vv debug, -vvv trace (KCBACKUP_LOG, if set, wins)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -173,6 +181,17 @@ impl From<SnapshotArg> for SnapshotMethod {
 }
 
 impl Cli {
+    /// The log level `-q`/`-v` ask for (default: warnings).
+    pub fn log_level(&self) -> &'static str {
+        match (self.quiet, self.verbose) {
+            (true, _) => "error",
+            (false, 0) => "warn",
+            (false, 1) => "info",
+            (false, 2) => "debug",
+            _ => "trace",
+        }
+    }
+
     /// The settings overrides this command line carries.
     pub fn overrides(&self) -> Overrides {
         let snapshot = match &self.command {

@@ -75,6 +75,18 @@ mod tests {
     }
 
     #[test]
+    fn the_cli_definition_is_consistent_and_q_v_set_the_log_level() {
+        use clap::Parser;
+        Cli::command().debug_assert();
+        let level = |args: &[&str]| Cli::parse_from(args).log_level();
+        assert_eq!(level(&["kcbackup", "list"]), "warn");
+        assert_eq!(level(&["kcbackup", "-q", "list"]), "error");
+        assert_eq!(level(&["kcbackup", "list", "-v"]), "info");
+        assert_eq!(level(&["kcbackup", "-vv", "verify"]), "debug");
+        assert!(Cli::try_parse_from(["kcbackup", "-q", "-v", "list"]).is_err());
+    }
+
+    #[test]
     fn completions_name_the_commands() {
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             let mut out = Vec::new();

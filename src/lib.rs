@@ -148,11 +148,12 @@ pub fn run(cli: Cli) -> Result<Exit> {
             })
         }
         Command::List(args) => {
-            let lines = commands::list::run(&settings()?)?;
+            let settings = settings()?;
+            let lines = commands::list::run(&settings)?;
             if args.json {
                 output::json(&lines)?;
             } else {
-                output::list(&lines);
+                output::list(&lines, metrics::tree_bytes(&settings.repository));
             }
             Ok(Exit::Ok)
         }

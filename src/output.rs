@@ -142,14 +142,16 @@ pub fn verify_summary(r: &VerifyReport) {
     }
 }
 
-pub fn list(lines: &[SetLine]) {
+/// The sets, then a total line: `repository_bytes` is every file of the
+/// repository (objects shared by several sets counted once).
+pub fn list(lines: &[SetLine], repository_bytes: u64) {
     if lines.is_empty() {
         println!("no sets");
         return;
     }
     println!(
-        "{:<22} {:<20} {:<11} {:>10}  {:<26} tag",
-        "set", "time", "status", "size", "last drill"
+        "{:<22} {:<20} {:<11} {:>10} {:>10}  {:<26} tag",
+        "set", "time", "status", "size", "added", "last drill"
     );
     for l in lines {
         let time = l
@@ -169,11 +171,12 @@ pub fn list(lines: &[SetLine]) {
             })
             .unwrap_or_else(|| "never".into());
         println!(
-            "{:<22} {:<20} {:<11} {:>10}  {:<26} {}",
+            "{:<22} {:<20} {:<11} {:>10} {:>10}  {:<26} {}",
             l.id,
             time,
             l.status,
-            bytes(l.bytes),
+            bytes(l.logical_bytes),
+            bytes(l.added_bytes),
             drill,
             l.tag.as_deref().unwrap_or("")
         );
@@ -181,6 +184,12 @@ pub fn list(lines: &[SetLine]) {
             println!("  {p}");
         }
     }
+    let complete = lines.iter().filter(|l| l.status == "complete").count();
+    println!(
+        "total: {} sets ({complete} complete), repository {}",
+        lines.len(),
+        bytes(repository_bytes)
+    );
 }
 
 pub fn demo_summary(r: &DemoReport) {

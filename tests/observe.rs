@@ -488,6 +488,23 @@ fn list_and_verify_need_only_the_repository_but_backup_needs_server_cfg() {
         let out = env.run(&bare, &[&["--repository", repo][..], &args[..]].concat());
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
     }
+    let out = env.run(&bare, &["--repository", repo, "list", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let set = &json[0];
+    let logical = set["logical_bytes"].as_u64().unwrap();
+    let added = set["added_bytes"].as_u64().unwrap();
+    assert!(
+        logical > 0 && added > set["bytes"].as_u64().unwrap(),
+        "{set}"
+    );
+    let out = env.run(&bare, &["--repository", repo, "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let total = text.lines().last().unwrap();
+    assert!(
+        total.starts_with("total: 1 sets (1 complete), repository "),
+        "{text}"
+    );
+
     let out = env.run(&bare, &["--repository", repo, "backup"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
