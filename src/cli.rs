@@ -43,8 +43,8 @@ pub struct Cli {
 pub enum Command {
     /// Back up the database, then the attachment store and the Kopano config.
     Backup(BackupArgs),
-    /// List the sets in the repository.
-    List(JsonArg),
+    /// List the sets in the repository, with a total line.
+    List(ListArgs),
     /// Re-read a set (dump, archives, every stored object), check every
     /// checksum, and prove again from the stored dump that no attachment is missing.
     Verify(VerifyArgs),
@@ -119,6 +119,16 @@ pub struct DrillArgs {
     pub scratch: Option<PathBuf>,
     #[command(flatten)]
     pub output: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Show one set in detail: objects, deduplication, phases (`latest` works).
+    #[arg(long, value_name = "SET")]
+    pub long: Option<String>,
+    /// One JSON document on stdout instead of the human summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

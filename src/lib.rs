@@ -149,6 +149,20 @@ pub fn run(cli: Cli) -> Result<Exit> {
         }
         Command::List(args) => {
             let settings = settings()?;
+            if let Some(set) = &args.long {
+                let repo = repo::Repository::open(&settings.repository)?;
+                let info = repo.resolve(set)?;
+                let manifest = info
+                    .manifest
+                    .map_err(|e| anyhow::anyhow!("set {} is damaged: {e}", info.id))?;
+                let stats = output::SetStats::of(&manifest);
+                if args.json {
+                    output::json(&stats)?;
+                } else {
+                    output::set_stats(&stats);
+                }
+                return Ok(Exit::Ok);
+            }
             let lines = commands::list::run(&settings)?;
             if args.json {
                 output::json(&lines)?;

@@ -282,3 +282,85 @@ pub fn drill_summary(r: &DrillReport) {
         println!("  kept {} (server stopped)", dir.display());
     }
 }
+
+/// `list --long SET`: what one set holds and what it cost the repository.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetStats {
+    pub set: String,
+    pub status: String,
+    pub tag: Option<String>,
+    pub started: chrono::DateTime<chrono::Utc>,
+    /// SQL text plus attachments, uncompressed.
+    pub logical_bytes: u64,
+    /// The set's own files plus the attachment objects it stored first.
+    pub added_bytes: u64,
+    /// `logical_bytes / added_bytes`: how much compression and sharing
+    /// objects with earlier sets saved.
+    pub dedup_ratio: f64,
+    pub dump_bytes: u64,
+    pub dump_stored_bytes: u64,
+    /// Attachment files in the set (one object each), and the new ones.
+    pub objects: u64,
+    pub new_objects: u64,
+    pub new_object_bytes: u64,
+    pub phases: Vec<crate::repo::manifest::Phase>,
+}
+
+impl SetStats {
+    pub fn of(m: &crate::repo::manifest::Manifest) -> SetStats {
+        let c = &m.attachments.capture;
+        let logical = m.database.bytes + c.bytes;
+        let added = m.stored_bytes() + c.written_bytes;
+        SetStats {
+            set: m.set.clone(),
+            status: m.status.as_str().to_owned(),
+            tag: m.tag.clone(),
+            started: m.started,
+            logical_bytes: logical,
+            added_bytes: added,
+            dedup_ratio: if added == 0 {
+                0.0
+            } else {
+                logical as f64 / added as f64
+            },
+            dump_bytes: m.database.bytes,
+            dump_stored_bytes: m.database.stored_bytes,
+            objects: c.files,
+            new_objects: c.new_objects,
+            new_object_bytes: c.written_bytes,
+            phases: m.phases.clone(),
+        }
+    }
+}
+
+pub fn set_stats(s: &SetStats) {
+    println!("set        {}", s.set);
+    println!("status     {}", s.status);
+    println!("tag        {}", s.tag.as_deref().unwrap_or("-"));
+    println!("started    {}", s.started.format("%Y-%m-%d %H:%M:%S UTC"));
+    println!(
+        "size       {} ({} database, {} attachments)",
+        bytes(s.logical_bytes),
+        bytes(s.dump_bytes),
+        bytes(s.logical_bytes - s.dump_bytes)
+    );
+    println!(
+        "added      {} (dedup ratio {:.1}x)",
+        bytes(s.added_bytes),
+        s.dedup_ratio
+    );
+    println!(
+        "dump       {} stored as {}",
+        bytes(s.dump_bytes),
+        bytes(s.dump_stored_bytes)
+    );
+    println!(
+        "objects    {} ({} new, {})",
+        s.objects,
+        s.new_objects,
+        bytes(s.new_object_bytes)
+    );
+    for p in &s.phases {
+        println!("phase      {:<12} {:.1}s", p.name, p.seconds);
+    }
+}

@@ -505,6 +505,23 @@ fn list_and_verify_need_only_the_repository_but_backup_needs_server_cfg() {
         "{text}"
     );
 
+    let out = env.run(
+        &bare,
+        &["--repository", repo, "list", "--long", "latest", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["logical_bytes"].as_u64(), Some(logical));
+    assert_eq!(stats["added_bytes"].as_u64(), Some(added));
+    assert!(stats["objects"].as_u64().unwrap() > 0, "{stats}");
+    assert!(stats["dedup_ratio"].as_f64().unwrap() > 0.0, "{stats}");
+    assert!(
+        stats["phases"].as_array().is_some_and(|p| !p.is_empty()),
+        "{stats}"
+    );
+    let out = env.run(&bare, &["--repository", repo, "list", "--long", "latest"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dedup ratio"));
+
     let out = env.run(&bare, &["--repository", repo, "backup"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
