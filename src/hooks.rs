@@ -60,8 +60,8 @@ pub struct HookRun {
 
 /// Runs hook `name`, logs its output line by line on stderr, and fails
 /// (naming the hook, how it ended and its output) unless it exited 0.
-/// `interruptible`: a signal to kcbackup terminates the hook too; not so
-/// for `on_failure`, which is meant to run after a signal.
+/// `interruptible`: a signal to kcbackup terminates the hook too (before_*);
+/// not so for after_* and on_failure, which are meant to run after one.
 pub fn run(
     name: &str,
     spec: &HookSpec,

@@ -125,7 +125,8 @@ pub fn run(
 
     if ran_body && let Some(spec) = after {
         let name = format!("after_{}", op.name());
-        if let Err(e) = hooks::run(&name, spec, timeout, &ctx, true) {
+        // Not cut short by a signal: it may have to undo what before_* did.
+        if let Err(e) = hooks::run(&name, spec, timeout, &ctx, false) {
             eprintln!("kcbackup: warning: {e:#}");
         }
     }

@@ -530,3 +530,64 @@ fn list_and_verify_need_only_the_repository_but_backup_needs_server_cfg() {
         stderr(&out)
     );
 }
+
+#[test]
+fn sigterm_during_the_dump_runs_on_failure_with_exit_143() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    // A stand-in for the dump program that holds the backup in its dump
+    // phase until the signal: the test needs the moment, not the data.
+    let ready = env.dir.path().join("dump-started");
+    let slow = env.dir.path().join("slow-dump");
+    fs::write(
+        &slow,
+        format!(
+            "#!/bin/sh\ntouch {}\nsleep 30\nexec mariadb-dump \"$@\"\n",
+            ready.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&slow, fs::Permissions::from_mode(0o755)).unwrap();
+    let config = env.config(
+        &format!("dump_command = {:?}", slow.display().to_string()),
+        "",
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_kcbackup"))
+        .args(["--config", config.to_str().unwrap(), "backup"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "the dump never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    let log = env.take_log();
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert!(log[0].starts_with("before_backup "), "{log:?}");
+    assert!(
+        log[1].starts_with("after_backup op=backup set=unset status=failed exit=143 "),
+        "{log:?}"
+    );
+    assert!(
+        log[2].starts_with("on_failure op=backup set=unset status=failed exit=143 "),
+        "{log:?}"
+    );
+    assert!(log[2].contains("interrupted by signal"), "{log:?}");
+    let prom = env.prom();
+    assert_eq!(value(&prom, "kcbackup_last_exit_code", ""), Some(143.0));
+    assert_eq!(
+        env.take_pings()
+            .last()
+            .map(|p| p.starts_with("POST /check/143 ")),
+        Some(true)
+    );
+}
