@@ -17,8 +17,10 @@ pub const DEFAULT_TIMEOUT_SECONDS: u64 = 300;
 /// Output kept for the log and for an error message.
 const MAX_OUTPUT: usize = 64 * 1024;
 /// Variables the hook never inherits: the MySQL client's password variable,
-/// and any `KCBACKUP_*` of our own caller (the context is set afresh).
+/// and any `KCBACKUP_*` of our own caller (the context is set afresh) except
+/// the settings a hook that runs kcbackup itself should share.
 const SCRUBBED: &[&str] = &["MYSQL_PWD"];
+const KEPT: &[&str] = &["KCBACKUP_CONFIG", "KCBACKUP_LOG"];
 
 /// The context a hook is told in its environment.
 #[derive(Debug, Clone, Default)]
@@ -125,9 +127,9 @@ fn execute(
         .stderr(writer)
         .process_group(0);
     for (key, _) in std::env::vars_os() {
-        let scrub = key
-            .to_str()
-            .is_some_and(|k| k.starts_with("KCBACKUP_") || SCRUBBED.contains(&k));
+        let scrub = key.to_str().is_some_and(|k| {
+            (k.starts_with("KCBACKUP_") && !KEPT.contains(&k)) || SCRUBBED.contains(&k)
+        });
         if scrub {
             cmd.env_remove(key);
         }
