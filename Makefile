@@ -3,7 +3,7 @@
 #   make test   runs the whole test suite
 # Both install what they need on a fresh Debian machine (as root), then build and run.
 
-.PHONY: demo test deps lint test-lvm
+.PHONY: demo test deps lint test-lvm deb
 
 deps:
 	@scripts/install-deps
@@ -30,3 +30,8 @@ lint:
 # kernel has no device-mapper. Root; 5 to 8 minutes. See README.
 test-lvm: deps
 	tests/vm/run-lvm-tests
+
+# The Debian package: target/debian/kcbackup_<version>_amd64.deb (cargo-deb;
+# man pages and completions generated from the CLI definitions first).
+deb: deps
+	scripts/make-deb

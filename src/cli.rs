@@ -27,6 +27,14 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub repository: Option<PathBuf>,
 
+    /// Log errors only (KCBACKUP_LOG, if set, wins)
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Log more: -v info, -vv debug, -vvv trace (KCBACKUP_LOG, if set, wins)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -35,8 +43,8 @@ pub struct Cli {
 pub enum Command {
     /// Back up the database, then the attachment store and the Kopano config.
     Backup(BackupArgs),
-    /// List the sets in the repository.
-    List(JsonArg),
+    /// List the sets in the repository, with a total line.
+    List(ListArgs),
     /// Re-read a set (dump, archives, every stored object), check every
     /// checksum, and prove again from the stored dump that no attachment is missing.
     Verify(VerifyArgs),
@@ -47,6 +55,23 @@ pub enum Command {
     Drill(DrillArgs),
     /// Start a throwaway MariaDB with a generated Kopano store, back it up, clean up.
     Demo(DemoArgs),
+    /// Write man pages or shell completions (used when packaging).
+    #[command(hide = true, subcommand)]
+    Generate(GenerateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// Write kcbackup.8 and kcbackup-<command>.8 into DIR.
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print the completion script for SHELL on stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +119,16 @@ pub struct DrillArgs {
     pub scratch: Option<PathBuf>,
     #[command(flatten)]
     pub output: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Show one set in detail: objects, deduplication, phases (`latest` works).
+    #[arg(long, value_name = "SET")]
+    pub long: Option<String>,
+    /// One JSON document on stdout instead of the human summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +191,17 @@ impl From<SnapshotArg> for SnapshotMethod {
 }
 
 impl Cli {
+    /// The log level `-q`/`-v` ask for (default: warnings).
+    pub fn log_level(&self) -> &'static str {
+        match (self.quiet, self.verbose) {
+            (true, _) => "error",
+            (false, 0) => "warn",
+            (false, 1) => "info",
+            (false, 2) => "debug",
+            _ => "trace",
+        }
+    }
+
     /// The settings overrides this command line carries.
     pub fn overrides(&self) -> Overrides {
         let snapshot = match &self.command {
@@ -166,6 +212,10 @@ impl Cli {
             config: self.config.clone(),
             snapshot,
             repository: self.repository.clone(),
+            repository_only: matches!(
+                self.command,
+                Command::List(_) | Command::Verify(_) | Command::Restore(_) | Command::Drill(_)
+            ),
         }
     }
 }

@@ -17,9 +17,14 @@ pub mod config_archive;
 pub mod crossref;
 pub mod dump;
 pub mod error;
+pub mod generate;
 pub mod generator;
+pub mod hooks;
 pub mod layout;
+pub mod metrics;
 pub mod mysql;
+pub mod notify;
+pub mod operation;
 pub mod output;
 pub mod preflight;
 pub mod process;
@@ -40,96 +45,133 @@ use anyhow::Result;
 
 use cli::{Cli, Command};
 use error::Exit;
+use operation::Operation;
 
 /// Runs one command line; the exit code follows the report.
 pub fn run(cli: Cli) -> Result<Exit> {
     let settings = || settings::Settings::load(&cli.overrides());
     match &cli.command {
+        Command::Generate(cli::GenerateCommand::Man { dir }) => {
+            for path in generate::man_pages(dir)? {
+                println!("{}", path.display());
+            }
+            Ok(Exit::Ok)
+        }
+        Command::Generate(cli::GenerateCommand::Completions { shell }) => {
+            generate::completions(*shell, &mut std::io::stdout().lock())?;
+            Ok(Exit::Ok)
+        }
         Command::Backup(args) => {
             let settings = settings()?;
-            let progress = progress::for_terminal();
-            let opts = commands::backup::BackupOptions {
-                tag: args.tag.clone(),
-                rehash: args.rehash,
-            };
-            let report = commands::backup::run(&settings, &opts, progress.as_ref())?;
-            for w in &report.warnings {
-                eprintln!("warning: {w}");
-            }
-            if args.output.json {
-                output::json(&report)?;
-            } else if std::io::stdout().is_terminal() {
-                output::backup_summary(&report);
-            }
-            Ok(match report.status {
-                repo::manifest::SetStatus::Complete => Exit::Ok,
-                repo::manifest::SetStatus::Incomplete => {
-                    output::incomplete(&report);
-                    Exit::Incomplete
+            operation::run(&settings, Operation::Backup, || {
+                let progress = progress::for_terminal();
+                let opts = commands::backup::BackupOptions {
+                    tag: args.tag.clone(),
+                    rehash: args.rehash,
+                };
+                let report = commands::backup::run(&settings, &opts, progress.as_ref())?;
+                for w in &report.warnings {
+                    eprintln!("warning: {w}");
                 }
+                if args.output.json {
+                    output::json(&report)?;
+                } else if std::io::stdout().is_terminal() {
+                    output::backup_summary(&report);
+                }
+                let exit = match report.status {
+                    repo::manifest::SetStatus::Complete => Exit::Ok,
+                    repo::manifest::SetStatus::Incomplete => {
+                        output::incomplete(&report);
+                        Exit::Incomplete
+                    }
+                };
+                Ok((exit, operation::backup_facts(&settings, &report)))
             })
         }
         Command::Verify(args) => {
             let settings = settings()?;
-            let progress = progress::for_terminal();
-            let opts = commands::verify::VerifyOptions {
-                set: args.set.clone(),
-            };
-            let report = commands::verify::run(&settings, &opts, progress.as_ref())?;
-            if args.output.json {
-                output::json(&report)?;
-            } else {
-                output::verify_summary(&report);
-            }
-            Ok(if report.ok {
-                Exit::Ok
-            } else {
-                Exit::Incomplete
+            operation::run(&settings, Operation::Verify, || {
+                let progress = progress::for_terminal();
+                let opts = commands::verify::VerifyOptions {
+                    set: args.set.clone(),
+                };
+                let report = commands::verify::run(&settings, &opts, progress.as_ref())?;
+                if args.output.json {
+                    output::json(&report)?;
+                } else {
+                    output::verify_summary(&report);
+                }
+                let exit = if report.ok {
+                    Exit::Ok
+                } else {
+                    Exit::Incomplete
+                };
+                Ok((exit, operation::verify_facts(&settings, &report)))
             })
         }
         Command::Restore(args) => {
             let settings = settings()?;
-            let opts = commands::restore::RestoreOptions {
-                set: args.set.clone(),
-                to_database: args.to_database.clone(),
-                to_attachments: args.to_attachments.clone(),
-                to_config: args.to_config.clone(),
-                mysql: restore_target(&settings, args)?,
-                force: args.force,
-            };
-            let report = commands::restore::run(&settings, &opts)?;
-            if args.output.json {
-                output::json(&report)?;
-            } else {
-                output::restore_summary(&report);
-            }
-            Ok(Exit::Ok)
+            operation::run(&settings, Operation::Restore, || {
+                let opts = commands::restore::RestoreOptions {
+                    set: args.set.clone(),
+                    to_database: args.to_database.clone(),
+                    to_attachments: args.to_attachments.clone(),
+                    to_config: args.to_config.clone(),
+                    mysql: restore_target(&settings, args)?,
+                    force: args.force,
+                };
+                let report = commands::restore::run(&settings, &opts)?;
+                if args.output.json {
+                    output::json(&report)?;
+                } else {
+                    output::restore_summary(&report);
+                }
+                Ok((Exit::Ok, operation::restore_facts(&settings, &report)))
+            })
         }
         Command::Drill(args) => {
             let settings = settings()?;
-            let opts = commands::drill::DrillOptions {
-                set: args.set.clone(),
-                keep: args.keep,
-                scratch_parent: args.scratch.clone(),
-            };
-            let report = commands::drill::run(&settings, &opts)?;
-            if args.output.json {
-                output::json(&report)?;
-            } else {
-                output::drill_summary(&report);
-            }
-            Ok(if report.ok {
-                Exit::Ok
-            } else {
-                Exit::Incomplete
+            operation::run(&settings, Operation::Drill, || {
+                let opts = commands::drill::DrillOptions {
+                    set: args.set.clone(),
+                    keep: args.keep,
+                    scratch_parent: args.scratch.clone(),
+                };
+                let report = commands::drill::run(&settings, &opts)?;
+                if args.output.json {
+                    output::json(&report)?;
+                } else {
+                    output::drill_summary(&report);
+                }
+                let exit = if report.ok {
+                    Exit::Ok
+                } else {
+                    Exit::Incomplete
+                };
+                Ok((exit, operation::drill_facts(&settings, &report)))
             })
         }
         Command::List(args) => {
-            let lines = commands::list::run(&settings()?)?;
+            let settings = settings()?;
+            if let Some(set) = &args.long {
+                let repo = repo::Repository::open(&settings.repository)?;
+                let info = repo.resolve(set)?;
+                let manifest = info
+                    .manifest
+                    .map_err(|e| anyhow::anyhow!("set {} is damaged: {e}", info.id))?;
+                let stats = output::SetStats::of(&manifest);
+                if args.json {
+                    output::json(&stats)?;
+                } else {
+                    output::set_stats(&stats);
+                }
+                return Ok(Exit::Ok);
+            }
+            let lines = commands::list::run(&settings)?;
             if args.json {
                 output::json(&lines)?;
             } else {
-                output::list(&lines);
+                output::list(&lines, metrics::tree_bytes(&settings.repository));
             }
             Ok(Exit::Ok)
         }

@@ -151,14 +151,16 @@ pub fn verify_summary(r: &VerifyReport) {
     }
 }
 
-pub fn list(lines: &[SetLine]) {
+/// The sets, then a total line: `repository_bytes` is every file of the
+/// repository (objects shared by several sets counted once).
+pub fn list(lines: &[SetLine], repository_bytes: u64) {
     if lines.is_empty() {
         println!("no sets");
         return;
     }
     println!(
-        "{:<22} {:<20} {:<11} {:>10}  {:<26} tag",
-        "set", "time", "status", "size", "last drill"
+        "{:<22} {:<20} {:<11} {:>10} {:>10}  {:<26} tag",
+        "set", "time", "status", "size", "added", "last drill"
     );
     for l in lines {
         let time = l
@@ -178,11 +180,12 @@ pub fn list(lines: &[SetLine]) {
             })
             .unwrap_or_else(|| "never".into());
         println!(
-            "{:<22} {:<20} {:<11} {:>10}  {:<26} {}",
+            "{:<22} {:<20} {:<11} {:>10} {:>10}  {:<26} {}",
             l.id,
             time,
             l.status,
-            bytes(l.bytes),
+            bytes(l.logical_bytes),
+            bytes(l.added_bytes),
             drill,
             l.tag.as_deref().unwrap_or("")
         );
@@ -190,6 +193,12 @@ pub fn list(lines: &[SetLine]) {
             println!("  {p}");
         }
     }
+    let complete = lines.iter().filter(|l| l.status == "complete").count();
+    println!(
+        "total: {} sets ({complete} complete), repository {}",
+        lines.len(),
+        bytes(repository_bytes)
+    );
 }
 
 pub fn demo_summary(r: &DemoReport) {
@@ -283,5 +292,87 @@ pub fn drill_summary(r: &DrillReport) {
     }
     if let Some(why) = &r.not_recorded {
         println!("  NOT recorded in the repository: {why}");
+    }
+}
+
+/// `list --long SET`: what one set holds and what it cost the repository.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetStats {
+    pub set: String,
+    pub status: String,
+    pub tag: Option<String>,
+    pub started: chrono::DateTime<chrono::Utc>,
+    /// SQL text plus attachments, uncompressed.
+    pub logical_bytes: u64,
+    /// The set's own files plus the attachment objects it stored first.
+    pub added_bytes: u64,
+    /// `logical_bytes / added_bytes`: how much compression and sharing
+    /// objects with earlier sets saved.
+    pub dedup_ratio: f64,
+    pub dump_bytes: u64,
+    pub dump_stored_bytes: u64,
+    /// Attachment files in the set (one object each), and the new ones.
+    pub objects: u64,
+    pub new_objects: u64,
+    pub new_object_bytes: u64,
+    pub phases: Vec<crate::repo::manifest::Phase>,
+}
+
+impl SetStats {
+    pub fn of(m: &crate::repo::manifest::Manifest) -> SetStats {
+        let c = &m.attachments.capture;
+        let logical = m.database.bytes + c.bytes;
+        let added = m.stored_bytes() + c.written_bytes;
+        SetStats {
+            set: m.set.clone(),
+            status: m.status.as_str().to_owned(),
+            tag: m.tag.clone(),
+            started: m.started,
+            logical_bytes: logical,
+            added_bytes: added,
+            dedup_ratio: if added == 0 {
+                0.0
+            } else {
+                logical as f64 / added as f64
+            },
+            dump_bytes: m.database.bytes,
+            dump_stored_bytes: m.database.stored_bytes,
+            objects: c.files,
+            new_objects: c.new_objects,
+            new_object_bytes: c.written_bytes,
+            phases: m.phases.clone(),
+        }
+    }
+}
+
+pub fn set_stats(s: &SetStats) {
+    println!("set        {}", s.set);
+    println!("status     {}", s.status);
+    println!("tag        {}", s.tag.as_deref().unwrap_or("-"));
+    println!("started    {}", s.started.format("%Y-%m-%d %H:%M:%S UTC"));
+    println!(
+        "size       {} ({} database, {} attachments)",
+        bytes(s.logical_bytes),
+        bytes(s.dump_bytes),
+        bytes(s.logical_bytes - s.dump_bytes)
+    );
+    println!(
+        "added      {} (dedup ratio {:.1}x)",
+        bytes(s.added_bytes),
+        s.dedup_ratio
+    );
+    println!(
+        "dump       {} stored as {}",
+        bytes(s.dump_bytes),
+        bytes(s.dump_stored_bytes)
+    );
+    println!(
+        "objects    {} ({} new, {})",
+        s.objects,
+        s.new_objects,
+        bytes(s.new_object_bytes)
+    );
+    for p in &s.phases {
+        println!("phase      {:<12} {:.1}s", p.name, p.seconds);
     }
 }

@@ -16,6 +16,13 @@ pub struct SetLine {
     pub status: String,
     /// Bytes of the set's own files (dump, indexes, archives).
     pub bytes: u64,
+    /// What the set holds: the SQL text plus the attachments, uncompressed.
+    #[serde(default)]
+    pub logical_bytes: u64,
+    /// What the set added to the repository: its own files plus the
+    /// attachment objects it was the first to store.
+    #[serde(default)]
+    pub added_bytes: u64,
     /// Why the set is damaged, if it is.
     pub problem: Option<String>,
     /// The newest drill of this set, if any.
@@ -57,6 +64,8 @@ pub fn run(settings: &Settings) -> Result<Vec<SetLine>> {
                     tag: m.tag.clone(),
                     status,
                     bytes: m.stored_bytes(),
+                    logical_bytes: m.database.bytes + m.attachments.capture.bytes,
+                    added_bytes: m.stored_bytes() + m.attachments.capture.written_bytes,
                     problem: None,
                     last_drill,
                 },
@@ -66,6 +75,8 @@ pub fn run(settings: &Settings) -> Result<Vec<SetLine>> {
                     tag: None,
                     status,
                     bytes: 0,
+                    logical_bytes: 0,
+                    added_bytes: 0,
                     problem: Some(e),
                     last_drill,
                 },

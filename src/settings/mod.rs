@@ -116,6 +116,10 @@ pub struct Overrides {
     pub snapshot: Option<SnapshotMethod>,
     /// `--repository DIR`
     pub repository: Option<PathBuf>,
+    /// The command works on an existing repository only (list, verify,
+    /// restore, drill): a missing or unreadable server.cfg means Kopano's
+    /// defaults instead of an error.
+    pub repository_only: bool,
 }
 
 /// The validated configuration every command works from.
@@ -135,6 +139,10 @@ pub struct Settings {
     pub attachment_path: PathBuf,
     /// `[attachments] follow_symlinks`.
     pub follow_symlinks: FollowSymlinks,
+    /// `[metrics]`, `[hooks]`, `[notify]` as written in the tool config.
+    pub metrics: tool::MetricsSection,
+    pub hooks: tool::HooksSection,
+    pub notify: tool::NotifySection,
 }
 
 /// What [`Settings::load`] takes from the process: environment variables
@@ -193,17 +201,30 @@ impl Settings {
                 ),
                 (None, None) => (env.server_cfg.to_path_buf(), "the default".to_owned()),
             };
-        if let Err(e) = std::fs::metadata(&server_cfg)
-            && e.kind() == io::ErrorKind::NotFound
-        {
-            return config_error(format!(
-                "Kopano's server.cfg not found at {} (from {origin}); \
-                 set `[kopano] server_cfg = \"/path/to/server.cfg\"` in {}",
-                server_cfg.display(),
-                hint_file.display()
-            ));
-        }
-        let cfg = KopanoCfg::read(&server_cfg)?;
+        let cfg = match std::fs::File::open(&server_cfg) {
+            Err(e)
+                if o.repository_only
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+                    ) =>
+            {
+                tracing::info!(
+                    "{} not readable ({e}): Kopano's defaults apply",
+                    server_cfg.display()
+                );
+                KopanoCfg::parse_str("", Path::new("/"))?
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return config_error(format!(
+                    "Kopano's server.cfg not found at {} (from {origin}); \
+                     set `[kopano] server_cfg = \"/path/to/server.cfg\"` in {}",
+                    server_cfg.display(),
+                    hint_file.display()
+                ));
+            }
+            _ => KopanoCfg::read(&server_cfg)?,
+        };
 
         let config_dir = match &tool.kopano.config_dir {
             Some(dir) => dir.clone(),
@@ -247,6 +268,9 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_ATTACHMENT_PATH)),
             follow_symlinks: tool.attachments.follow_symlinks.unwrap_or_default(),
             server_cfg,
+            metrics: tool.metrics.clone(),
+            hooks: tool.hooks.clone(),
+            notify: tool.notify.clone(),
         })
     }
 }

@@ -181,6 +181,7 @@ fn command_line_overrides_tool_config() {
         config: Some(toml),
         snapshot: Some(SnapshotMethod::Btrfs),
         repository: Some(PathBuf::from("/cli")),
+        repository_only: false,
     };
     let s = f.load(&o).unwrap();
     assert_eq!(

@@ -19,6 +19,9 @@ pub struct ToolConfig {
     pub snapshot: SnapshotSection,
     pub mysql: MysqlSection,
     pub attachments: AttachmentsSection,
+    pub metrics: MetricsSection,
+    pub hooks: HooksSection,
+    pub notify: NotifySection,
 }
 
 /// `[attachments]`: how the attachment store is captured.
@@ -98,6 +101,72 @@ pub struct MysqlSection {
     pub stall_timeout_s: Option<u64>,
 }
 
+/// `[metrics]`: where the node_exporter textfile collector reads
+/// `kcbackup_<operation>.prom` (unset: no metrics files).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    pub textfile_dir: Option<PathBuf>,
+}
+
+/// One hook: an argv list, or a table with its own time limit.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum HookSpec {
+    Argv(Vec<String>),
+    Table(HookTable),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookTable {
+    pub command: Vec<String>,
+    pub timeout_seconds: Option<u64>,
+}
+
+impl HookSpec {
+    pub fn argv(&self) -> &[String] {
+        match self {
+            HookSpec::Argv(argv) => argv,
+            HookSpec::Table(t) => &t.command,
+        }
+    }
+
+    pub fn timeout_seconds(&self) -> Option<u64> {
+        match self {
+            HookSpec::Argv(_) => None,
+            HookSpec::Table(t) => t.timeout_seconds,
+        }
+    }
+}
+
+/// `[hooks]`: commands run around operations (argv lists, no shell).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HooksSection {
+    /// The time limit of a hook without its own (default 300).
+    pub timeout_seconds: Option<u64>,
+    pub before_backup: Option<HookSpec>,
+    pub after_backup: Option<HookSpec>,
+    pub before_restore: Option<HookSpec>,
+    pub after_restore: Option<HookSpec>,
+    pub before_drill: Option<HookSpec>,
+    pub after_drill: Option<HookSpec>,
+    pub on_failure: Option<HookSpec>,
+}
+
+/// `[notify]`: healthchecks-style pings (`/start`, then `/<exit code>`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifySection {
+    /// Pinged by `backup`.
+    pub ping_url: Option<String>,
+    /// Pinged by `drill` (a check of its own: it runs weekly).
+    pub drill_ping_url: Option<String>,
+    /// Per request (default 10).
+    pub timeout_seconds: Option<u64>,
+}
+
 /// Reads and validates the TOML file at `path`. A missing file is an
 /// `io::Error` of kind `NotFound` in the error chain.
 pub fn load(path: &Path) -> anyhow::Result<ToolConfig> {
@@ -143,7 +212,7 @@ fn describe_toml_error(text: &str, path: &Path, e: &toml::de::Error) -> String {
 }
 
 impl ToolConfig {
-    fn paths_mut(&mut self) -> [&mut Option<PathBuf>; 6] {
+    fn paths_mut(&mut self) -> [&mut Option<PathBuf>; 7] {
         [
             &mut self.kopano.server_cfg,
             &mut self.kopano.config_dir,
@@ -151,6 +220,7 @@ impl ToolConfig {
             &mut self.repository.path,
             &mut self.mysql.password_file,
             &mut self.mysql.socket,
+            &mut self.metrics.textfile_dir,
         ]
     }
 
@@ -171,6 +241,7 @@ impl ToolConfig {
             ("[kopano] attachment_path", &self.kopano.attachment_path),
             ("[repository] path", &self.repository.path),
             ("[mysql] password_file", &self.mysql.password_file),
+            ("[metrics] textfile_dir", &self.metrics.textfile_dir),
         ];
         for (key, value) in keys {
             if value.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
