@@ -268,7 +268,7 @@ fn hooks_metrics_and_pings_follow_success_failure_and_an_incomplete_set() {
         "ping_url is the backup's"
     );
 
-    // 2. The dump fails: on_failure, a failure in the metrics, the last
+    // 2. The database is unreachable (preflight): on_failure, a failure in the metrics, the last
     //    success kept, /1 with the error.
     let bad = env.config("socket = \"/nonexistent/mysqld.sock\"", "");
     let out = env.backup(&bad);
@@ -283,7 +283,7 @@ fn hooks_metrics_and_pings_follow_success_failure_and_an_incomplete_set() {
         log[2].starts_with("on_failure op=backup set=unset status=failed exit=1 "),
         "{log:?}"
     );
-    assert!(log[2].contains("err=the database dump failed"), "{log:?}");
+    assert!(log[2].contains("nothing was dumped"), "{log:?}");
     let prom = env.prom();
     assert_eq!(
         value(&prom, "kcbackup_last_success_timestamp_seconds", ""),
@@ -294,7 +294,7 @@ fn hooks_metrics_and_pings_follow_success_failure_and_an_incomplete_set() {
     let pings = env.take_pings();
     assert_eq!(pings.len(), 2, "{pings:?}");
     assert!(
-        pings[1].starts_with("POST /check/1 the database dump failed"),
+        pings[1].starts_with("POST /check/1 the database server at /nonexistent"),
         "{pings:?}"
     );
 
@@ -581,7 +581,7 @@ fn sigterm_during_the_dump_runs_on_failure_with_exit_143() {
         log[2].starts_with("on_failure op=backup set=unset status=failed exit=143 "),
         "{log:?}"
     );
-    assert!(log[2].contains("interrupted by signal"), "{log:?}");
+    assert!(log[2].contains("interrupted by SIGTERM"), "{log:?}");
     let prom = env.prom();
     assert_eq!(value(&prom, "kcbackup_last_exit_code", ""), Some(143.0));
     assert_eq!(
