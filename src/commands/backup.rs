@@ -228,6 +228,7 @@ pub fn run(
             version: findings.kopano_version.map(|v| v.to_string()),
             storage_backend: findings.attachment_storage.clone(),
             configured_storage: settings.attachment_storage.clone(),
+            layout: Some(layout),
             attachment_path: settings.attachment_path.clone(),
             config_dir: settings.config_dir.clone(),
             server_cfg: settings.server_cfg.clone(),

@@ -14,6 +14,7 @@ use crate::attachments::CaptureStats;
 use crate::config_archive::ConfigInfo;
 use crate::crossref::CrossRef;
 use crate::dump::scanner::DumpFindings;
+use crate::layout::Layout;
 use crate::snapshot::SnapshotInfo;
 
 pub const MANIFEST: &str = "manifest.json";
@@ -94,9 +95,26 @@ pub struct KopanoInfo {
     pub storage_backend: Option<String>,
     /// `attachment_storage` as server.cfg says (may be `auto`).
     pub configured_storage: String,
+    /// The layout the backup resolved once from the two above and proved
+    /// the set against; verify, restore and drill read this, never the
+    /// names. Sets written before it existed get it derived at load.
+    #[serde(default)]
+    pub layout: Option<Layout>,
     pub attachment_path: PathBuf,
     pub config_dir: PathBuf,
     pub server_cfg: PathBuf,
+}
+
+impl KopanoInfo {
+    /// For a set written before the manifest carried the typed layout: the
+    /// one its backup resolved, by the same rule, from the names it kept.
+    /// `None` stays when they name no layout backup could have used.
+    fn derive_layout(&mut self) {
+        if self.layout.is_none() {
+            self.layout =
+                Layout::resolve(self.storage_backend.as_deref(), &self.configured_storage).ok();
+        }
+    }
 }
 
 /// The attachment store in the set: where it came from, its index, the
@@ -182,8 +200,10 @@ impl Manifest {
     }
 
     fn parse(dir: &Path, json: &[u8]) -> Result<Manifest> {
-        serde_json::from_slice(json)
-            .with_context(|| format!("while parsing {}", dir.join(MANIFEST).display()))
+        let mut manifest: Manifest = serde_json::from_slice(json)
+            .with_context(|| format!("while parsing {}", dir.join(MANIFEST).display()))?;
+        manifest.kopano.derive_layout();
+        Ok(manifest)
     }
 
     /// Total bytes of the set's own files (not shared objects).

@@ -18,6 +18,15 @@ pub struct ToolConfig {
     pub repository: RepositorySection,
     pub snapshot: SnapshotSection,
     pub mysql: MysqlSection,
+    pub verify: VerifySection,
+}
+
+/// `[verify]`: how backups re-check objects they reuse without reading.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerifySection {
+    /// Every stored object is re-read at least once per this many backups.
+    pub rolling_days: Option<u32>,
 }
 
 /// `[kopano]`: where Kopano's configuration and attachments are.
