@@ -23,6 +23,7 @@ pub mod mysql;
 pub mod output;
 pub mod progress;
 pub mod repo;
+pub mod restorable;
 pub mod restore;
 pub mod sandbox;
 pub mod settings;

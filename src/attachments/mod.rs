@@ -5,6 +5,7 @@
 
 pub mod capture;
 pub mod index;
+pub mod rolling;
 
 use serde::{Deserialize, Serialize};
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::digest::sha256_hex;
 use crate::attachments::CaptureStats;
+use crate::attachments::rolling::RollingStats;
 use crate::config_archive::ConfigInfo;
 use crate::crossref::CrossRef;
 use crate::dump::scanner::DumpFindings;
@@ -130,6 +131,9 @@ pub struct AttachmentsInfo {
     #[serde(flatten)]
     pub proof: CrossRef,
     pub capture: CaptureStats,
+    /// What this backup's rolling verification re-read and found.
+    #[serde(default)]
+    pub rolling: Option<RollingStats>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
