@@ -74,10 +74,16 @@ impl Findings {
 /// files by `stat`, every path and link of its index, and every object the
 /// index names present at its recorded stored size.
 pub fn check(dir: &Path, manifest: &Manifest, store: &ObjectStore) -> Findings {
+    check_parts(dir, manifest, store, true)
+}
+
+/// [`check`], with the attachment tree (index and objects) only when
+/// `tree`: a restore of the database or the config alone needs no object.
+pub fn check_parts(dir: &Path, manifest: &Manifest, store: &ObjectStore, tree: bool) -> Findings {
     let mut found = Findings::default();
     check_manifest(dir, manifest, &mut found);
     let name = &manifest.attachments.index_file;
-    if !name.is_empty() && manifest.files.iter().any(|f| &f.name == name) {
+    if tree && !name.is_empty() && manifest.files.iter().any(|f| &f.name == name) {
         match read_index(&dir.join(name)) {
             Ok(index) => {
                 for entry in index {
@@ -113,6 +119,33 @@ pub fn missing_objects(dir: &Path, manifest: &Manifest, store: &ObjectStore) -> 
         Err(e) => found.add("index", name, format!("{e:#}")),
     }
     found
+}
+
+/// Hashes every object the set's index names and moves those whose content
+/// no longer hashes to their name into `objects/.corrupt/` (one rename each:
+/// safe beside other readers, whose open files keep the old data). For
+/// drill, after a restore failed on bad data. Returns what was moved.
+pub fn move_aside_corrupt(dir: &Path, manifest: &Manifest, store: &ObjectStore) -> Vec<String> {
+    let mut moved = Vec::new();
+    let name = &manifest.attachments.index_file;
+    let Ok(index) = read_index(&dir.join(name)) else {
+        return moved;
+    };
+    for entry in index.flatten() {
+        let Some(sha) = entry.sha256.as_deref() else {
+            continue;
+        };
+        let Some((encoding, _)) = store.stat(sha, entry.stored.unwrap_or(Encoding::Raw)) else {
+            continue;
+        };
+        if let Ok(None) = store.check(sha, encoding) {
+            match store.quarantine(sha, encoding) {
+                Ok(to) => moved.push(format!("object {sha} of {} to {}", entry.path, to.display())),
+                Err(e) => moved.push(format!("object {sha} of {} (not moved: {e:#})", entry.path)),
+            }
+        }
+    }
+    moved
 }
 
 /// The manifest's own fields: a format this program reads, the layout,

@@ -59,6 +59,9 @@ pub struct BackupReport {
     pub duration_s: f64,
     pub phases: Vec<Phase>,
     pub warnings: Vec<String>,
+    /// Why restore would refuse the set (then it is incomplete), capped.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_restorable: Vec<String>,
     /// Hidden work directories of crashed earlier runs that were removed.
     pub removed_leftovers: Vec<String>,
     /// Snapshots and mounts of crashed earlier runs that were removed.
@@ -314,6 +317,12 @@ pub fn run(
         duration_s: clock.elapsed().as_secs_f64(),
         phases,
         warnings,
+        not_restorable: restorable
+            .list
+            .iter()
+            .take(LISTED_FINDINGS)
+            .map(|f| f.to_string())
+            .collect(),
         removed_leftovers,
         removed_snapshots,
     })
