@@ -221,6 +221,7 @@ mod tests {
             mtime_nsec: 5,
             sha256: Some(sha.into()),
             stored: Some(Encoding::Raw),
+            stored_bytes: Some(3),
             target: None,
         }
     }

@@ -414,6 +414,17 @@ impl ObjectStore {
         // stored copy of the same name (same content, or a damaged one that
         // capture decided to replace), so nothing this run read is trusted
         // from an earlier write. We hold the only writer's lock.
+        // The same content stored in the other encoding counts as stored.
+        let other = match info.encoding {
+            Encoding::Raw => Encoding::Zst,
+            Encoding::Zst => Encoding::Raw,
+        };
+        if !target.exists() && self.path(&info.sha256, other).is_file() {
+            return Ok(Committed {
+                new: false,
+                written_bytes: 0,
+            });
+        }
         let new = !target.exists();
         fs::rename(&staged.temp, &target)
             .with_context(|| format!("while storing object {}", target.display()))?;
