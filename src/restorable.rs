@@ -140,7 +140,11 @@ pub fn move_aside_corrupt(dir: &Path, manifest: &Manifest, store: &ObjectStore) 
         };
         if let Ok(None) = store.check(sha, encoding) {
             match store.quarantine(sha, encoding) {
-                Ok(to) => moved.push(format!("object {sha} of {} to {}", entry.path, to.display())),
+                Ok(to) => moved.push(format!(
+                    "object {sha} of {} to {}",
+                    entry.path,
+                    to.display()
+                )),
                 Err(e) => moved.push(format!("object {sha} of {} (not moved: {e:#})", entry.path)),
             }
         }
@@ -171,16 +175,16 @@ fn check_manifest(dir: &Path, m: &Manifest, found: &mut Findings) {
                 m.kopano.storage_backend, m.kopano.configured_storage
             ),
         ),
-        Some(Layout::S3) => found.add(
-            "manifest",
-            "kopano.layout",
-            crate::layout::S3_UNSUPPORTED,
-        ),
+        Some(Layout::S3) => found.add("manifest", "kopano.layout", crate::layout::S3_UNSUPPORTED),
         Some(_) => {}
     }
     for f in &m.files {
         if f.name.is_empty() || f.name.contains('/') || f.name.starts_with('.') {
-            found.add("manifest", "files", format!("{:?} is not a set file name", f.name));
+            found.add(
+                "manifest",
+                "files",
+                format!("{:?} is not a set file name", f.name),
+            );
             continue;
         }
         match fs::metadata(dir.join(&f.name)) {

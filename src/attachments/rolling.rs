@@ -59,7 +59,9 @@ pub struct RollingStats {
 
 /// The slice an object belongs to: its hash's first 64 bits modulo `days`.
 pub fn slice_of(sha256: &str, days: u32) -> u32 {
-    let head = sha256.get(..16).and_then(|h| u64::from_str_radix(h, 16).ok());
+    let head = sha256
+        .get(..16)
+        .and_then(|h| u64::from_str_radix(h, 16).ok());
     (head.unwrap_or(0) % u64::from(days.max(1))) as u32
 }
 
@@ -224,9 +226,7 @@ fn rewrite(
         ));
     }
     let bytes = staged.info.stored_bytes;
-    store
-        .commit(vec![staged])
-        .map_err(|e| format!("{e:#}"))?;
+    store.commit(vec![staged]).map_err(|e| format!("{e:#}"))?;
     Ok(bytes)
 }
 

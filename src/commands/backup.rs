@@ -17,11 +17,11 @@ use crate::crossref;
 use crate::dump::{self, DumpFiles, DumpReport};
 use crate::layout::Layout;
 use crate::progress::Progress;
-use crate::repo::{Repository, objects};
-use crate::restorable;
 use crate::repo::manifest::{
     AttachmentsInfo, DatabaseInfo, FORMAT, KopanoInfo, Manifest, Phase, SetStatus,
 };
+use crate::repo::{Repository, objects};
+use crate::restorable;
 use crate::settings::Settings;
 use crate::signals;
 use crate::snapshot::{self, Request, SnapshotInfo};

@@ -25,9 +25,9 @@ use crate::layout::Layout;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::digest::{HashReader, file_digest};
-use crate::restorable;
 use crate::repo::manifest::{MANIFEST, MANIFEST_SUM, Manifest};
 use crate::repo::objects::{Encoding, ObjectStore};
+use crate::restorable;
 use crate::settings::Settings;
 
 /// How many problems the report lists (the count is exact).

@@ -65,7 +65,10 @@ fn stat_check_and_quarantine_tell_a_corrupt_object_and_move_it_aside() {
         store.stat(sha, Encoding::Raw),
         Some((Encoding::Zst, info.stored_bytes))
     );
-    assert_eq!(store.check(sha, Encoding::Zst).unwrap(), Some(text.len() as u64));
+    assert_eq!(
+        store.check(sha, Encoding::Zst).unwrap(),
+        Some(text.len() as u64)
+    );
     // Same size, one byte flipped: only reading tells.
     let path = store.path(sha, Encoding::Zst);
     let mut bytes = fs::read(&path).unwrap();
@@ -75,7 +78,10 @@ fn stat_check_and_quarantine_tell_a_corrupt_object_and_move_it_aside() {
     assert_eq!(store.stat(sha, Encoding::Zst).unwrap().1, info.stored_bytes);
     assert_eq!(store.check(sha, Encoding::Zst).unwrap(), None);
     let moved = store.quarantine(sha, Encoding::Zst).unwrap();
-    assert_eq!(moved, dir.path().join(CORRUPT_DIR).join(format!("{sha}.zst")));
+    assert_eq!(
+        moved,
+        dir.path().join(CORRUPT_DIR).join(format!("{sha}.zst"))
+    );
     assert!(store.stat(sha, Encoding::Zst).is_none());
     // Found corrupt again later: a second name, nothing overwritten.
     store.put(&mut &text[..], Encoding::Zst).unwrap();

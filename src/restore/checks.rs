@@ -120,7 +120,10 @@ pub fn check_references(
     // The layout the backup resolved and proved the set against (a store
     // without an `attachment_storage` row has one too).
     let Some(layout) = manifest.kopano.layout else {
-        return Ok(failed(name, "the manifest names no attachment layout".into()));
+        return Ok(failed(
+            name,
+            "the manifest names no attachment layout".into(),
+        ));
     };
     let guid = manifest
         .database
