@@ -112,15 +112,15 @@ fn a_truncated_object_is_written_again_by_the_next_backup() {
     // The stat of a reused object catches it: the file is read again.
     let second = env.backup(&[]);
     assert_eq!(second.code, 0, "{:#}\n{}", second.json, second.stderr);
-    assert_eq!(num(&second.json, "attachments.capture.reuse_refused"), 1);
+    let set = text(&second.json, "set").to_string();
+    restorable(&env, &set);
     assert_eq!(
         fs::read(&object).unwrap(),
         good,
         "the object was not rewritten"
     );
+    assert_eq!(num(&second.json, "attachments.capture.reuse_refused"), 1);
     assert_eq!(corrupt_dir(&env).len(), 1, "the damaged copy is kept aside");
-    let set = text(&second.json, "set").to_string();
-    restorable(&env, &set);
     // The earlier set needed the same object: whole again too.
     assert_eq!(env.verify(&first).code, 0);
 }
@@ -248,16 +248,16 @@ fn a_store_without_an_attachment_storage_row_backs_up_verifies_and_drills() {
     let env = env(FILES);
     drop_storage_row(&env);
     let set = backup_ok(&env);
-    let manifest: Value =
-        serde_json::from_slice(&fs::read(env.set_dir(&set).join("manifest.json")).unwrap())
-            .unwrap();
-    assert_eq!(manifest["kopano"]["storage_backend"], Value::Null);
-    assert_eq!(manifest["kopano"]["layout"], "files");
     let verify = env.verify(&set);
     assert_eq!(verify.code, 0, "{:#?}", support::problems(&verify.json));
     let drill = drill(&env, &set);
     assert_eq!(drill.code, 0, "{:#}", drill.json);
     assert_eq!(drill_check(&drill.json, "attachments present")["ok"], true);
+    let manifest: Value =
+        serde_json::from_slice(&fs::read(env.set_dir(&set).join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["kopano"]["storage_backend"], Value::Null);
+    assert_eq!(manifest["kopano"]["layout"], "files");
 }
 
 #[test]
