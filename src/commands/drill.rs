@@ -133,6 +133,10 @@ fn drill(settings: &Settings, opts: &DrillOptions) -> Result<DrillReport> {
         report.durations.total = clock.elapsed().as_secs_f64();
         return finish(&repo, report);
     }
+    report.checks.push(passed(
+        "restorable",
+        "manifest fields, layout, paths and links, every object at its recorded size".into(),
+    ));
 
     // 1. A scratch directory and, inside it, a throwaway server: their
     // guards remove both on every way out (the server first, being younger).

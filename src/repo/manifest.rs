@@ -215,3 +215,52 @@ impl Manifest {
         self.files.iter().map(|f| f.bytes).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `kopano` section as the release before the typed layout wrote it.
+    fn old_section(backend: Option<&str>, configured: &str) -> KopanoInfo {
+        let json = serde_json::json!({
+            "version": "8.7.0.0-0",
+            "storage_backend": backend,
+            "configured_storage": configured,
+            "attachment_path": "/var/lib/kopano/attachments",
+            "config_dir": "/etc/kopano",
+            "server_cfg": "/etc/kopano/server.cfg",
+        });
+        let mut info: KopanoInfo = serde_json::from_value(json).unwrap();
+        info.derive_layout();
+        info
+    }
+
+    #[test]
+    fn an_old_manifest_gets_the_layout_its_backup_resolved() {
+        let layout = |b, c| old_section(b, c).layout;
+        assert_eq!(
+            layout(Some("files_v1-16-32"), "auto"),
+            Some(Layout::FilesV1 { l1: 16, l2: 32 })
+        );
+        // No `attachment_storage` row (older Kopano): server.cfg decides.
+        assert_eq!(
+            layout(None, "files"),
+            Some(Layout::FilesV1 { l1: 10, l2: 20 })
+        );
+        assert_eq!(layout(None, "auto"), Some(Layout::FilesV2));
+        // Nothing a backup could have used: none, and restorable says so.
+        assert_eq!(layout(None, "s3"), None);
+        assert_eq!(layout(None, "nonsense"), None);
+    }
+
+    #[test]
+    fn a_typed_layout_is_read_as_written_not_derived() {
+        let mut info = old_section(Some("files"), "files");
+        info.layout = Some(Layout::Database);
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(json["layout"], "database");
+        let mut back: KopanoInfo = serde_json::from_value(json).unwrap();
+        back.derive_layout();
+        assert_eq!(back.layout, Some(Layout::Database));
+    }
+}

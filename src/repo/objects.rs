@@ -321,9 +321,18 @@ impl ObjectStore {
             if to.exists() {
                 continue;
             }
-            fs::rename(&from, &to).with_context(|| {
-                format!("while moving the corrupt object {} aside", from.display())
-            })?;
+            match fs::rename(&from, &to) {
+                Ok(()) => {}
+                // Another reader that found it corrupt too was first.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    bail!("already moved to {} by another run", dir.display())
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("while moving the corrupt object {} aside", from.display())
+                    });
+                }
+            }
             return Ok(to);
         }
         bail!("too many copies of object {name} in {}", dir.display())
