@@ -78,11 +78,7 @@ pub fn backup_summary(r: &BackupReport) {
             v.objects,
             bytes(v.bytes),
             v.seconds,
-            if v.all {
-                "all, --rehash".to_string()
-            } else {
-                format!("slice {} of {}", v.slice, v.rolling_days)
-            },
+            format!("slice {} of {}", v.slice, v.rolling_days),
             v.rolling_days,
             if v.corrupt.is_empty() {
                 String::new()

@@ -29,8 +29,6 @@ pub struct RollingOptions {
     pub days: u32,
     /// This backup's number; it picks slice `counter % days`.
     pub counter: u64,
-    /// Every object, whatever its slice (`backup --rehash`).
-    pub all: bool,
 }
 
 /// What rolling verification re-read and found (manifest and `--json`).
@@ -38,10 +36,8 @@ pub struct RollingOptions {
 pub struct RollingStats {
     pub counter: u64,
     pub rolling_days: u32,
-    /// The slice re-read, `counter % rolling_days`; every one with `all`.
+    /// The slice re-read, `counter % rolling_days`.
     pub slice: u32,
-    #[serde(default)]
-    pub all: bool,
     /// Objects re-read and hashed, and their stored bytes.
     pub objects: u64,
     pub bytes: u64,
@@ -94,7 +90,6 @@ pub fn run(
         counter: opts.counter,
         rolling_days: days,
         slice,
-        all: opts.all,
         ..RollingStats::default()
     };
     let stats_lock = Mutex::new(&mut stats);
@@ -145,7 +140,7 @@ pub fn run(
                 continue;
             }
             let Some(sha) = entry.sha256 else { continue };
-            if !(opts.all || slice_of(&sha, days) == slice) || !seen.insert(sha.clone()) {
+            if slice_of(&sha, days) != slice || !seen.insert(sha.clone()) {
                 continue;
             }
             let job = Job {

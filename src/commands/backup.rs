@@ -184,7 +184,9 @@ pub fn run(
 
     // Rolling verification, while the tree it was captured from is still
     // there to write a corrupt object again: this backup's share of the
-    // objects it reused without reading, re-read.
+    // objects it reused without reading, re-read. (With --rehash every
+    // object of the set was hashed by this run already; the slice still
+    // turns, so the rounds stay regular.)
     let rolling = rolling::run(
         &store,
         &set.path(ATTACHMENTS_FILE),
@@ -192,7 +194,6 @@ pub fn run(
         &RollingOptions {
             days: settings.rolling_days,
             counter: next_rolling_counter(&repo)?,
-            all: opts.rehash,
         },
         progress,
     )
