@@ -74,11 +74,12 @@ pub fn backup_summary(r: &BackupReport) {
     );
     if let Some(v) = &a.rolling {
         println!(
-            "  rolling    {} objects, {} re-read in {:.1}s ({}; every object once per {} backups){}",
+            "  rolling    {} objects, {} re-read in {:.1}s (slice {} of {}: every object once per {} backups){}",
             v.objects,
             bytes(v.bytes),
             v.seconds,
-            format!("slice {} of {}", v.slice, v.rolling_days),
+            v.slice,
+            v.rolling_days,
             v.rolling_days,
             if v.corrupt.is_empty() {
                 String::new()
