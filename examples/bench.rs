@@ -3,7 +3,8 @@
 //!
 //! Prints, in one run: (a) full backup vs `mysqldump | gzip; cp -r; cp -r`,
 //! (b) the attachment phase after 1% new attachments vs the full one,
-//! (c) `kcbackup verify` vs `sha256sum -c` over the same files, (d) peak RSS.
+//! (c) `kcbackup verify` vs `sha256sum -c` over the same files, (d) peak RSS,
+//! (e) the cost of rolling verification in a nightly backup.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -215,6 +216,16 @@ fn main() -> Result<()> {
         bail!("verify found problems: {}", verify.stdout);
     }
 
+    // (e) Rolling verification: the nightly backup above re-read its slice
+    // (rolling_days 30); one more backup with practically no slice
+    // (rolling_days 10^9) shows the same backup without it.
+    let mut toml = fs::read_to_string(&config)?;
+    toml.push_str("\n[verify]\nrolling_days = 1000000000\n");
+    fs::write(&config, toml)?;
+    let third = timed(&[kc, "--config", cfg, "backup", "--json"])?;
+    let third_json: Value = serde_json::from_str(&third.stdout)?;
+    let rolling = &second_json["attachments"]["rolling"];
+
     let full_att = phase(&full_json, "attachments");
     let second_att = phase(&second_json, "attachments");
     let full_written = full_json["attachments"]["capture"]["written_bytes"]
@@ -295,6 +306,30 @@ fn main() -> Result<()> {
         gib(verify_json["checked_bytes"].as_u64().unwrap_or(0))
     );
     println!("(d) peak memory is the max RSS column (largest process of each run)");
+    row(
+        "(e) nightly backup, rolling_days 30",
+        second.seconds,
+        0,
+        Some(second.max_rss_kb),
+    );
+    println!(
+        "    rolling verification re-read {} objects, {} in {:.2}s ({:.0}% of that backup)",
+        rolling["objects"],
+        gib(rolling["bytes"].as_u64().unwrap_or(0)),
+        phase(&second_json, "rolling verification"),
+        100.0 * phase(&second_json, "rolling verification") / second.seconds
+    );
+    row(
+        "    nightly backup, rolling_days 10^9",
+        third.seconds,
+        0,
+        Some(third.max_rss_kb),
+    );
+    println!(
+        "    (re-read {} objects in {:.2}s)",
+        third_json["attachments"]["rolling"]["objects"],
+        phase(&third_json, "rolling verification")
+    );
 
     if a.keep {
         let kept = work.keep();

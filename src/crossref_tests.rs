@@ -24,6 +24,7 @@ fn file(path: &str, sha: Option<&str>) -> IndexEntry {
         mtime_nsec: 0,
         sha256: sha.map(str::to_string),
         stored: None,
+        stored_bytes: None,
         target: None,
     }
 }

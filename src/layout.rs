@@ -93,6 +93,21 @@ impl fmt::Display for Layout {
     }
 }
 
+/// In a manifest a layout is its backend name (`files_v1-16-32`), so the
+/// field reads as Kopano's own setting does.
+impl serde::Serialize for Layout {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Layout {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Layout, D::Error> {
+        let name = String::deserialize(d)?;
+        Layout::parse(&name).map_err(|e| serde::de::Error::custom(format!("{e:#}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +141,21 @@ mod tests {
             assert!(err.to_string().contains("not supported yet"), "{err}");
             assert_eq!(crate::error::exit_for(&err), crate::error::Exit::Usage);
         }
+    }
+
+    #[test]
+    fn a_layout_round_trips_through_its_manifest_name() {
+        for layout in [
+            Layout::FilesV1 { l1: 10, l2: 20 },
+            Layout::FilesV1 { l1: 16, l2: 32 },
+            Layout::FilesV2,
+            Layout::Database,
+        ] {
+            let json = serde_json::to_string(&layout).unwrap();
+            assert_eq!(json, format!("\"{layout}\""));
+            assert_eq!(serde_json::from_str::<Layout>(&json).unwrap(), layout);
+        }
+        assert!(serde_json::from_str::<Layout>("\"files_v9\"").is_err());
     }
 
     #[test]

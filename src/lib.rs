@@ -30,6 +30,7 @@ pub mod preflight;
 pub mod process;
 pub mod progress;
 pub mod repo;
+pub mod restorable;
 pub mod restore;
 pub mod sandbox;
 pub mod scratch;

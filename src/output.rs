@@ -81,6 +81,26 @@ pub fn backup_summary(r: &BackupReport) {
             c.followed_dirs as usize - c.followed.len()
         );
     }
+    if let Some(v) = &a.rolling {
+        println!(
+            "  rolling    {} objects, {} re-read in {:.1}s (slice {} of {}: every object once per {} backups){}",
+            v.objects,
+            bytes(v.bytes),
+            v.seconds,
+            v.slice,
+            v.rolling_days,
+            v.rolling_days,
+            if v.corrupt.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} CORRUPT, {} written again",
+                    v.corrupt.len(),
+                    v.rewritten
+                )
+            }
+        );
+    }
     println!(
         "  config     {} entries, {} from {}",
         r.config.entries,
@@ -107,6 +127,19 @@ pub fn backup_summary(r: &BackupReport) {
 pub fn incomplete(r: &BackupReport) {
     let p = &r.attachments.proof;
     let ids: Vec<String> = p.missing_ids.iter().map(u32::to_string).collect();
+    if let Some(first) = r.not_restorable.first() {
+        eprintln!(
+            "kcbackup: set {} is INCOMPLETE: restore would refuse it: {first}{}",
+            r.set,
+            match r.not_restorable.len() {
+                1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            }
+        );
+    }
+    if p.is_complete() {
+        return;
+    }
     eprintln!(
         "kcbackup: set {} is INCOMPLETE: {} of {} referenced attachment instances missing, {} corrupt",
         r.set, p.missing, p.referenced, p.corrupt

@@ -229,17 +229,21 @@ impl Run<'_> {
             EntryKind::File => {
                 if let Some(before) = previous.find(&entry.path)
                     && entry.unchanged_since(&before)
-                    && let Some(sha) = before.sha256
-                    // Reuse only what the store still holds.
-                    && let Some(found) = self
-                        .store
-                        .find(&sha, before.stored.unwrap_or(Encoding::Raw))
+                    && let Some(sha) = before.sha256.clone()
                 {
-                    entry.sha256 = Some(sha);
-                    entry.stored = Some(found);
-                    self.stats.reused += 1;
-                    self.stats.reused_bytes += entry.size;
-                    return Ok(Slot::Ready(entry));
+                    // Reuse only what the store still holds at its recorded
+                    // size (a `stat`); anything else is read again.
+                    match reusable(self.store, &sha, &before) {
+                        Some((encoding, stored_bytes)) => {
+                            entry.sha256 = Some(sha);
+                            entry.stored = Some(encoding);
+                            entry.stored_bytes = Some(stored_bytes);
+                            self.stats.reused += 1;
+                            self.stats.reused_bytes += entry.size;
+                            return Ok(Slot::Ready(entry));
+                        }
+                        None => self.stats.reuse_refused += 1,
+                    }
                 }
                 let (reply, rx) = sync_channel(1);
                 jobs.send(Job {
@@ -306,11 +310,17 @@ impl Run<'_> {
                     .recv()
                     .map_err(|_| anyhow!("an attachment reader stopped while reading {rel}"))??;
                 match outcome {
-                    Outcome::Stored(entry, staged) => {
+                    Outcome::Stored(mut entry, staged) => {
                         self.stats.read_files += 1;
                         self.stats.read_bytes += entry.size;
-                        self.batch_bytes += staged.info.stored_bytes;
-                        self.batch.push(staged);
+                        if let Some(kept) = self.keep_stored_copy(&staged)? {
+                            // A good copy stored differently: this set names it.
+                            entry.stored = Some(kept.0);
+                            entry.stored_bytes = Some(kept.1);
+                        } else {
+                            self.batch_bytes += staged.info.stored_bytes;
+                            self.batch.push(staged);
+                        }
                         if self.batch.len() >= BATCH_OBJECTS || self.batch_bytes >= BATCH_BYTES {
                             self.commit_batch()?;
                         }
@@ -344,6 +354,36 @@ impl Run<'_> {
             EntryKind::Other => self.stats.other += 1,
         }
         self.index.write(&entry)
+    }
+
+    /// A freshly read file whose object is already stored: a copy of the
+    /// same encoding and size is simply replaced by the fresh (hashed) one
+    /// at commit. A copy that differs (other encoding or size: another zstd
+    /// version, or damage) is hashed: a good one is kept and returned, a
+    /// corrupt one is moved to `objects/.corrupt/` and the fresh one
+    /// takes its place.
+    fn keep_stored_copy(&mut self, staged: &Staged) -> Result<Option<(Encoding, u64)>> {
+        let info = &staged.info;
+        let Some((encoding, bytes)) = self.store.stat(&info.sha256, info.encoding) else {
+            return Ok(None);
+        };
+        if encoding == info.encoding && bytes == info.stored_bytes {
+            return Ok(None);
+        }
+        // A raw object's size is its content's: a different one is damage.
+        let good = encoding != Encoding::Raw
+            && matches!(self.store.check(&info.sha256, encoding), Ok(Some(_)));
+        if good {
+            return Ok(Some((encoding, bytes)));
+        }
+        let moved = self.store.quarantine(&info.sha256, encoding)?;
+        tracing::warn!(
+            "object {} was corrupt; moved to {} and written again from the live store",
+            info.sha256,
+            moved.display()
+        );
+        note(&mut self.stats.corrupt_objects, info.sha256.clone());
+        Ok(None)
     }
 
     fn vanished(&mut self, rel: String) {
@@ -448,6 +488,7 @@ fn read_file(
             let mut entry = IndexEntry::from_meta(rel.to_string(), &after);
             entry.sha256 = Some(staged.info.sha256.clone());
             entry.stored = Some(staged.info.encoding);
+            entry.stored_bytes = Some(staged.info.stored_bytes);
             return Ok(Outcome::Stored(entry, staged));
         }
         // Dropping `staged` removes its temporary file.
@@ -469,6 +510,18 @@ fn special_kind(meta: &Metadata) -> &'static str {
         "a character device"
     } else {
         "a special file"
+    }
+}
+
+/// The stored copy of an unchanged file's object, when it exists with the
+/// stored size the previous set records (older sets record none for
+/// zstd objects: then existence is all a `stat` can tell).
+fn reusable(store: &ObjectStore, sha: &str, before: &IndexEntry) -> Option<(Encoding, u64)> {
+    let recorded = before.stored.unwrap_or(Encoding::Raw);
+    let (encoding, bytes) = store.stat(sha, recorded)?;
+    match before.expected_stored_bytes() {
+        Some(want) if encoding != recorded || bytes != want => None,
+        _ => Some((encoding, bytes)),
     }
 }
 

@@ -45,6 +45,10 @@ pub struct IndexEntry {
     /// Files: how the object is stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored: Option<Encoding>,
+    /// Files: the size of the object's file as stored, which `list`,
+    /// backup and restore check by `stat` (absent in older sets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
     /// Symlinks: where they point (not followed). Directories: the target
     /// of the symlink that was followed to reach them, captured as if in
     /// place (README: "Symlinks in the attachment store").
@@ -80,7 +84,18 @@ impl IndexEntry {
             mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
             sha256: None,
             stored: None,
+            stored_bytes: None,
             target: None,
+        }
+    }
+
+    /// The stored size of this file's object as the set records it: the
+    /// recorded one, else (older sets) the original size for a raw object.
+    pub fn expected_stored_bytes(&self) -> Option<u64> {
+        match (self.stored_bytes, self.stored.unwrap_or(Encoding::Raw)) {
+            (Some(bytes), _) => Some(bytes),
+            (None, Encoding::Raw) => Some(self.size),
+            (None, Encoding::Zst) => None,
         }
     }
 
@@ -208,6 +223,7 @@ mod tests {
             mtime_nsec: 5,
             sha256: Some(sha.into()),
             stored: Some(Encoding::Raw),
+            stored_bytes: Some(3),
             target: None,
         }
     }

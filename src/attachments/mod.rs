@@ -5,6 +5,7 @@
 
 pub mod capture;
 pub mod index;
+pub mod rolling;
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +37,14 @@ pub struct CaptureStats {
     /// Objects added to the repository, and their stored size.
     pub new_objects: u64,
     pub written_bytes: u64,
+    /// Unchanged files whose earlier object was missing or not of its
+    /// recorded stored size: read again instead of reused.
+    #[serde(default)]
+    pub reuse_refused: u64,
+    /// Stored objects found corrupt during capture (their content no longer
+    /// hashes to their name), moved to `objects/.corrupt/` and replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub corrupt_objects: Vec<String>,
     /// Listed by their directory, gone when opened (not an error by itself).
     pub vanished: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

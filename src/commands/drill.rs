@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Interrupted;
 use crate::mysql::Client;
 use crate::repo::Repository;
+use crate::restorable;
 use crate::restore::checks;
 use crate::restore::config::restore_config;
 use crate::restore::database;
@@ -197,6 +198,23 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
         }
     };
 
+    // 0. Restore's own checks, by `stat` alone: a set restore would refuse
+    // is refused here with the same words, before any server is started.
+    let store = repo.objects()?;
+    let findings = restorable::check(&set.dir, &manifest, &store);
+    if !findings.is_empty() {
+        report.checks.push(failed(
+            "restorable",
+            format!("set {} cannot be restored: {}", set.id, findings.summary()),
+        ));
+        report.durations.total = clock.elapsed().as_secs_f64();
+        return finish(&repo, report);
+    }
+    report.checks.push(passed(
+        "restorable",
+        "manifest fields, layout, paths and links, every object at its recorded size".into(),
+    ));
+
     // 1. A scratch directory and, inside it, a throwaway server: their
     // guards remove both on every way out (the server first, being younger).
     // Named after this run, so that the next one can remove it if this one
@@ -262,7 +280,16 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
                     ),
                 )
             }
-            Err(e) => failed("attachment restore", format!("{e:#}")),
+            Err(e) => {
+                // Bad data in an object: find every such object and move it
+                // aside, so the next backup writes it again.
+                let moved = restorable::move_aside_corrupt(&set.dir, &manifest, &store);
+                let moved = match moved.is_empty() {
+                    true => String::new(),
+                    false => format!("; corrupt, moved aside: {}", moved.join(", ")),
+                };
+                failed("attachment restore", format!("{e:#}{moved}"))
+            }
         });
         restored.is_ok()
     };

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::repo::Repository;
+use crate::restorable;
 use crate::settings::Settings;
 
 #[derive(Debug, Clone, Serialize)]
@@ -44,6 +45,7 @@ pub fn run(settings: &Settings) -> Result<Vec<SetLine>> {
     }
     let repo = Repository::open(root)?;
     let drills = super::drill::last_drills(root);
+    let store = repo.objects()?;
     let last_drill = |id: &str| {
         drills.get(id).map(|d| LastDrill {
             time: d.started,
@@ -58,17 +60,27 @@ pub fn run(settings: &Settings) -> Result<Vec<SetLine>> {
             let status = s.status().to_string();
             let last_drill = last_drill(&s.id);
             match s.manifest {
-                Ok(m) => SetLine {
-                    id: s.id,
-                    time: Some(m.started),
-                    tag: m.tag.clone(),
-                    status,
-                    bytes: m.stored_bytes(),
-                    logical_bytes: m.database.bytes + m.attachments.capture.bytes,
-                    added_bytes: m.stored_bytes() + m.attachments.capture.written_bytes,
-                    problem: None,
-                    last_drill,
-                },
+                Ok(m) => {
+                    // A set that needs an object gone or damaged since
+                    // (moved to objects/.corrupt/) is damaged until the next
+                    // backup writes it again: a `stat` per object tells.
+                    let missing = restorable::missing_objects(&s.dir, &m, &store);
+                    let (status, problem) = match missing.is_empty() {
+                        true => (status, None),
+                        false => ("damaged".to_string(), Some(missing.summary())),
+                    };
+                    SetLine {
+                        id: s.id,
+                        time: Some(m.started),
+                        tag: m.tag.clone(),
+                        status,
+                        bytes: m.stored_bytes(),
+                        logical_bytes: m.database.bytes + m.attachments.capture.bytes,
+                        added_bytes: m.stored_bytes() + m.attachments.capture.written_bytes,
+                        problem,
+                        last_drill,
+                    }
+                }
                 Err(e) => SetLine {
                     id: s.id,
                     time: None,

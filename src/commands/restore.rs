@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 
 use crate::attachments::read_index;
@@ -12,6 +12,7 @@ use crate::error::config_error;
 use crate::repo::Repository;
 use crate::repo::manifest::Manifest;
 use crate::repo::objects::ObjectStore;
+use crate::restorable;
 use crate::restore::config::restore_config;
 use crate::restore::database::{self, DatabaseRestore};
 use crate::restore::files::{TreeRestore, check_index, is_non_empty, prepare_target, restore_tree};
@@ -71,7 +72,18 @@ fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
     };
 
     // Every target and every path of the set is checked before anything
-    // is written: a refusal leaves all targets as they were.
+    // is written: a refusal leaves all targets as they were. What makes a
+    // set restorable is `restorable`'s one definition, shared with backup,
+    // verify and drill.
+    let findings = restorable::check_parts(
+        &set.dir,
+        &manifest,
+        &repo.objects()?,
+        opts.to_attachments.is_some(),
+    );
+    if !findings.is_empty() {
+        bail!("set {} cannot be restored: {}", set.id, findings.summary());
+    }
     let db_target = opts.to_database.as_ref().map(|name| {
         let mut target = opts.mysql.clone().unwrap_or_else(|| settings.mysql.clone());
         target.database = name.clone();

@@ -27,6 +27,7 @@ use crate::repo::Repository;
 use crate::repo::digest::{HashReader, file_digest};
 use crate::repo::manifest::{MANIFEST, MANIFEST_SUM, Manifest};
 use crate::repo::objects::{Encoding, ObjectStore};
+use crate::restorable;
 use crate::settings::Settings;
 
 /// How many problems the report lists (the count is exact).
@@ -151,12 +152,17 @@ fn check_set(
     found: &Findings,
     progress: &dyn Progress,
 ) -> Result<Option<CrossRef>> {
+    // Restore's own checks first, so verify refuses what restore refuses,
+    // with the same words.
+    let store = repo.objects()?;
+    for f in restorable::check(dir, manifest, &store).list {
+        found.add("restorable", f.path, f.detail);
+    }
     check_set_files(dir, manifest, found);
     // Named after this run: if it is killed, the next run removes it.
     let scratch = crate::scratch::create(crate::scratch::VERIFY_PREFIX, None, false)?;
     let refs = scratch.path().join("singleinstances.jsonl.zst");
     let lob = scratch.path().join("lob.jsonl.zst");
-    let store = repo.objects()?;
     progress.start("verify", None);
     let rescanned = thread::scope(|scope| {
         let dump = scope.spawn(|| rescan_dump(dir, manifest, &refs, &lob, found));
@@ -375,6 +381,11 @@ fn check_objects(
     });
 }
 
+/// One object: decoded to the end and hashed. One whose content no longer
+/// hashes to its name is corrupt whatever any index says, and is moved to
+/// `objects/.corrupt/` with one rename (under the shared lock: other
+/// readers keep reading the file they opened; restore would refuse it
+/// anyway), so the next backup writes it again from the live store.
 fn check_object(
     store: &ObjectStore,
     entry: &IndexEntry,
@@ -384,28 +395,32 @@ fn check_object(
     let Some(sha) = entry.sha256.as_deref() else {
         return found.add("index", &entry.path, "a file without a checksum");
     };
-    let stored = entry.stored.unwrap_or(Encoding::Raw);
     let what = format!("{} (object {sha})", entry.path);
-    let result = store.reader(sha, stored).and_then(|reader| {
-        let mut reader = HashReader::new(reader);
-        std::io::copy(&mut reader, &mut std::io::sink())
-            .with_context(|| format!("while reading object {sha}"))?;
-        Ok(reader.finish())
-    });
-    match result {
-        Ok((size, actual)) => {
+    let Some((encoding, _)) = store.stat(sha, entry.stored.unwrap_or(Encoding::Raw)) else {
+        return found.add("object", what, "not in the repository");
+    };
+    match store.check(sha, encoding) {
+        Ok(Some(size)) => {
             found.checked(size);
             progress.inc(size);
-            if actual != sha || size != entry.size {
+            if size != entry.size {
                 found.add(
                     "object",
                     what,
-                    format!(
-                        "holds {size} bytes with SHA-256 {actual}; the index says {} bytes",
-                        entry.size
-                    ),
+                    format!("holds {size} bytes; the index says {} bytes", entry.size),
                 );
             }
+        }
+        Ok(None) => {
+            let moved = match store.quarantine(sha, encoding) {
+                Ok(to) => format!("moved to {}", to.display()),
+                Err(e) => format!("not moved aside: {e:#}"),
+            };
+            found.add(
+                "object",
+                what,
+                format!("corrupt: its content no longer hashes to its name; {moved}"),
+            );
         }
         Err(e) => found.add("object", what, format!("{e:#}")),
     }
@@ -420,16 +435,20 @@ fn reprove(
     lob: &Path,
     found: &Findings,
 ) -> Option<CrossRef> {
-    let layout = match Layout::resolve(
+    // The layout the backup resolved; the stored dump must still say the same.
+    let layout = manifest.kopano.layout?;
+    match Layout::resolve(
         findings.attachment_storage.as_deref(),
         &manifest.kopano.configured_storage,
     ) {
-        Ok(layout) => layout,
-        Err(e) => {
-            found.add("proof", &manifest.database.file, format!("{e:#}"));
-            return None;
-        }
-    };
+        Ok(again) if again == layout => {}
+        Ok(again) => found.add(
+            "proof",
+            &manifest.database.file,
+            format!("the stored dump gives layout {again}; the manifest records {layout}"),
+        ),
+        Err(e) => found.add("proof", &manifest.database.file, format!("{e:#}")),
+    }
     let index = dir.join(&manifest.attachments.index_file);
     let proof =
         match crossref::from_files(layout, findings.server_guid.as_deref(), refs, &index, lob) {

@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use super::digest::sha256_hex;
 use crate::attachments::CaptureStats;
+use crate::attachments::rolling::RollingStats;
 use crate::config_archive::ConfigInfo;
 use crate::crossref::CrossRef;
 use crate::dump::scanner::DumpFindings;
+use crate::layout::Layout;
 use crate::snapshot::SnapshotInfo;
 
 pub const MANIFEST: &str = "manifest.json";
@@ -94,9 +96,26 @@ pub struct KopanoInfo {
     pub storage_backend: Option<String>,
     /// `attachment_storage` as server.cfg says (may be `auto`).
     pub configured_storage: String,
+    /// The layout the backup resolved once from the two above and proved
+    /// the set against; verify, restore and drill read this, never the
+    /// names. Sets written before it existed get it derived at load.
+    #[serde(default)]
+    pub layout: Option<Layout>,
     pub attachment_path: PathBuf,
     pub config_dir: PathBuf,
     pub server_cfg: PathBuf,
+}
+
+impl KopanoInfo {
+    /// For a set written before the manifest carried the typed layout: the
+    /// one its backup resolved, by the same rule, from the names it kept.
+    /// `None` stays when they name no layout backup could have used.
+    fn derive_layout(&mut self) {
+        if self.layout.is_none() {
+            self.layout =
+                Layout::resolve(self.storage_backend.as_deref(), &self.configured_storage).ok();
+        }
+    }
 }
 
 /// The attachment store in the set: where it came from, its index, the
@@ -112,6 +131,9 @@ pub struct AttachmentsInfo {
     #[serde(flatten)]
     pub proof: CrossRef,
     pub capture: CaptureStats,
+    /// What this backup's rolling verification re-read and found.
+    #[serde(default)]
+    pub rolling: Option<RollingStats>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -182,12 +204,63 @@ impl Manifest {
     }
 
     fn parse(dir: &Path, json: &[u8]) -> Result<Manifest> {
-        serde_json::from_slice(json)
-            .with_context(|| format!("while parsing {}", dir.join(MANIFEST).display()))
+        let mut manifest: Manifest = serde_json::from_slice(json)
+            .with_context(|| format!("while parsing {}", dir.join(MANIFEST).display()))?;
+        manifest.kopano.derive_layout();
+        Ok(manifest)
     }
 
     /// Total bytes of the set's own files (not shared objects).
     pub fn stored_bytes(&self) -> u64 {
         self.files.iter().map(|f| f.bytes).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `kopano` section as the release before the typed layout wrote it.
+    fn old_section(backend: Option<&str>, configured: &str) -> KopanoInfo {
+        let json = serde_json::json!({
+            "version": "8.7.0.0-0",
+            "storage_backend": backend,
+            "configured_storage": configured,
+            "attachment_path": "/var/lib/kopano/attachments",
+            "config_dir": "/etc/kopano",
+            "server_cfg": "/etc/kopano/server.cfg",
+        });
+        let mut info: KopanoInfo = serde_json::from_value(json).unwrap();
+        info.derive_layout();
+        info
+    }
+
+    #[test]
+    fn an_old_manifest_gets_the_layout_its_backup_resolved() {
+        let layout = |b, c| old_section(b, c).layout;
+        assert_eq!(
+            layout(Some("files_v1-16-32"), "auto"),
+            Some(Layout::FilesV1 { l1: 16, l2: 32 })
+        );
+        // No `attachment_storage` row (older Kopano): server.cfg decides.
+        assert_eq!(
+            layout(None, "files"),
+            Some(Layout::FilesV1 { l1: 10, l2: 20 })
+        );
+        assert_eq!(layout(None, "auto"), Some(Layout::FilesV2));
+        // Nothing a backup could have used: none, and restorable says so.
+        assert_eq!(layout(None, "s3"), None);
+        assert_eq!(layout(None, "nonsense"), None);
+    }
+
+    #[test]
+    fn a_typed_layout_is_read_as_written_not_derived() {
+        let mut info = old_section(Some("files"), "files");
+        info.layout = Some(Layout::Database);
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(json["layout"], "database");
+        let mut back: KopanoInfo = serde_json::from_value(json).unwrap();
+        back.derive_layout();
+        assert_eq!(back.layout, Some(Layout::Database));
     }
 }

@@ -1,13 +1,15 @@
 //! The content-addressed object store shared by all sets: file data named by
-//! the SHA-256 of its original bytes, each object written once (temporary
-//! name, synced, renamed without replacing) and never modified afterwards.
+//! the SHA-256 of its original bytes, each object written (temporary name,
+//! synced, renamed into place) and never modified in place afterwards.
 //!
 //! Layout: `objects/<h0h1>/<sha256>` (stored as is) or `<sha256>.zst` (zstd);
 //! `objects/.tmp/` holds objects being written and is emptied by the next
-//! writer (`Repository::remove_leftovers`).
+//! writer (`Repository::remove_leftovers`); `objects/.corrupt/` holds
+//! objects moved aside because their content no longer hashes to their name.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +21,10 @@ use super::digest::HashWriter;
 
 /// The directory of objects being written, inside `objects/`.
 pub const TMP_DIR: &str = ".tmp";
+/// Where objects found corrupt are moved aside, inside `objects/`: kept
+/// for inspection, never read by restore; the next backup writes the
+/// object again from the live store when the data is still there.
+pub const CORRUPT_DIR: &str = ".corrupt";
 /// zstd level for compressible data: fast, and most of the gain.
 const ZSTD_LEVEL: i32 = 3;
 /// Compressing must save at least this share of the sample to be worth it.
@@ -257,6 +263,81 @@ impl ObjectStore {
         self.find(sha256, Encoding::Zst).is_some()
     }
 
+    /// How the object is stored and the size of its file, by `stat` alone
+    /// (`preferred` is looked up first).
+    pub fn stat(&self, sha256: &str, preferred: Encoding) -> Option<(Encoding, u64)> {
+        let other = match preferred {
+            Encoding::Raw => Encoding::Zst,
+            Encoding::Zst => Encoding::Raw,
+        };
+        [preferred, other].into_iter().find_map(|e| {
+            fs::metadata(self.path(sha256, e))
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| (e, m.len()))
+        })
+    }
+
+    /// Reads the object in `encoding` to the end and tells whether its
+    /// content still hashes to its name: `Ok(Some(size))` when it does,
+    /// `Ok(None)` when it is corrupt (wrong content, undecodable, unreadable
+    /// data). `Err` only when it cannot be opened at all.
+    pub fn check(&self, sha256: &str, encoding: Encoding) -> Result<Option<u64>> {
+        let path = self.path(sha256, encoding);
+        let file =
+            File::open(&path).with_context(|| format!("while opening {}", path.display()))?;
+        let reader: Box<dyn Read> = match encoding {
+            Encoding::Raw => Box::new(io::BufReader::with_capacity(256 * 1024, file)),
+            Encoding::Zst => match zstd::Decoder::new(file) {
+                Ok(d) => Box::new(d),
+                Err(_) => return Ok(None),
+            },
+        };
+        let mut reader = super::digest::HashReader::new(reader);
+        if io::copy(&mut reader, &mut io::sink()).is_err() {
+            return Ok(None);
+        }
+        let (size, actual) = reader.finish();
+        Ok((actual == sha256).then_some(size))
+    }
+
+    /// Moves a corrupt object aside into `objects/.corrupt/` with one
+    /// rename, so no set reads it again; the name stays unique when the
+    /// same object is found corrupt twice. Returns where it went.
+    pub fn quarantine(&self, sha256: &str, encoding: Encoding) -> Result<PathBuf> {
+        let from = self.path(sha256, encoding);
+        let dir = self.dir.join(CORRUPT_DIR);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("while creating {}", dir.display()))?;
+        let name = format!("{sha256}{}", encoding.suffix());
+        for n in 0..1000 {
+            let to = match n {
+                0 => dir.join(&name),
+                n => dir.join(format!("{name}.{n}")),
+            };
+            if to.exists() {
+                continue;
+            }
+            match fs::rename(&from, &to) {
+                Ok(()) => {}
+                // Another reader that found it corrupt too was first.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    bail!("already moved to {} by another run", dir.display())
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("while moving the corrupt object {} aside", from.display())
+                    });
+                }
+            }
+            return Ok(to);
+        }
+        bail!("too many copies of object {name} in {}", dir.display())
+    }
+
     /// Starts a new object under a temporary name.
     pub fn writer<'a>(
         &self,
@@ -338,24 +419,28 @@ impl ObjectStore {
                 touched[shard_no as usize] = true;
             }
         }
-        // An object of the same content in the other encoding counts as stored.
-        if self.find(&info.sha256, info.encoding).is_some() {
+        // The staged copy was hashed by this run: it takes the place of any
+        // stored copy of the same name (same content, or a damaged one that
+        // capture decided to replace), so nothing this run read is trusted
+        // from an earlier write. We hold the only writer's lock.
+        // The same content stored in the other encoding counts as stored.
+        let other = match info.encoding {
+            Encoding::Raw => Encoding::Zst,
+            Encoding::Zst => Encoding::Raw,
+        };
+        if !target.exists() && self.path(&info.sha256, other).is_file() {
             return Ok(Committed {
                 new: false,
                 written_bytes: 0,
             });
         }
-        if rename_no_replace(&staged.temp, &target)? {
-            Ok(Committed {
-                new: true,
-                written_bytes: info.stored_bytes,
-            })
-        } else {
-            Ok(Committed {
-                new: false,
-                written_bytes: 0,
-            })
-        }
+        let new = !target.exists();
+        fs::rename(&staged.temp, &target)
+            .with_context(|| format!("while storing object {}", target.display()))?;
+        Ok(Committed {
+            new,
+            written_bytes: if new { info.stored_bytes } else { 0 },
+        })
     }
 
     /// The barrier before a manifest may name these objects: every shard
@@ -388,28 +473,6 @@ impl ObjectStore {
             Encoding::Raw => Box::new(io::BufReader::with_capacity(256 * 1024, file)),
             Encoding::Zst => Box::new(zstd::Decoder::new(file)?),
         })
-    }
-}
-
-/// Renames without ever replacing: false when `to` already exists (then
-/// `from` is left for its owner to drop).
-fn rename_no_replace(from: &Path, to: &Path) -> Result<bool> {
-    use nix::errno::Errno;
-    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
-        Ok(()) => Ok(true),
-        Err(Errno::EEXIST) => Ok(false),
-        // Filesystems without RENAME_NOREPLACE: we hold the only writer's
-        // lock, so check-then-rename cannot race another writer.
-        Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
-            if to.exists() {
-                return Ok(false);
-            }
-            fs::rename(from, to)
-                .with_context(|| format!("while storing object {}", to.display()))?;
-            Ok(true)
-        }
-        Err(e) => Err(e).with_context(|| format!("while storing object {}", to.display())),
     }
 }
 

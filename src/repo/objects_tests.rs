@@ -1,4 +1,5 @@
-//! Unit tests of the object store: naming, write-once, staging, encodings.
+//! Unit tests of the object store: naming, replacing, staging, encodings,
+//! corrupt objects moved aside.
 
 use super::*;
 use crate::repo::digest::sha256_hex;
@@ -32,22 +33,63 @@ fn put_names_the_object_by_the_hash_of_its_original_bytes() {
 }
 
 #[test]
-fn an_object_is_written_once_and_never_replaced() {
+fn an_object_is_stored_once_and_a_fresh_copy_takes_its_place() {
     let dir = tempfile::tempdir().unwrap();
     let store = ObjectStore::open(dir.path()).unwrap();
     let data = b"same content in two files".repeat(10);
     let (first, c1) = store.put(&mut &data[..], Encoding::Raw).unwrap();
     let path = store.path(&first.sha256, Encoding::Raw);
-    let inode = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&path).unwrap());
+    // A damaged copy (same size, one byte flipped) is replaced by the
+    // freshly hashed one: nothing this run read is trusted from disk.
+    let mut damaged = fs::read(&path).unwrap();
+    damaged[3] ^= 1;
+    fs::write(&path, &damaged).unwrap();
     let (_, c2) = store.put(&mut &data[..], Encoding::Raw).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), data);
     // Same content in the other encoding is recognised as stored, too.
     let (_, c3) = store.put(&mut &data[..], Encoding::Zst).unwrap();
     assert!(c1.new && !c2.new && !c3.new);
     assert_eq!(c2.written_bytes, 0);
     assert!(!store.path(&first.sha256, Encoding::Zst).exists());
-    let again = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&path).unwrap());
-    assert_eq!(inode, again, "the stored object was replaced");
     assert_eq!(fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count(), 0);
+}
+
+#[test]
+fn stat_check_and_quarantine_tell_a_corrupt_object_and_move_it_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ObjectStore::open(dir.path()).unwrap();
+    let text = "a compressible attachment\n".repeat(500).into_bytes();
+    let (info, _) = store.put(&mut &text[..], Encoding::Zst).unwrap();
+    let sha = &info.sha256;
+    assert_eq!(
+        store.stat(sha, Encoding::Raw),
+        Some((Encoding::Zst, info.stored_bytes))
+    );
+    assert_eq!(
+        store.check(sha, Encoding::Zst).unwrap(),
+        Some(text.len() as u64)
+    );
+    // Same size, one byte flipped: only reading tells.
+    let path = store.path(sha, Encoding::Zst);
+    let mut bytes = fs::read(&path).unwrap();
+    let last = bytes.len() - 5;
+    bytes[last] ^= 0x40;
+    fs::write(&path, &bytes).unwrap();
+    assert_eq!(store.stat(sha, Encoding::Zst).unwrap().1, info.stored_bytes);
+    assert_eq!(store.check(sha, Encoding::Zst).unwrap(), None);
+    let moved = store.quarantine(sha, Encoding::Zst).unwrap();
+    assert_eq!(
+        moved,
+        dir.path().join(CORRUPT_DIR).join(format!("{sha}.zst"))
+    );
+    assert!(store.stat(sha, Encoding::Zst).is_none());
+    // Found corrupt again later: a second name, nothing overwritten.
+    store.put(&mut &text[..], Encoding::Zst).unwrap();
+    fs::write(&path, b"truncated").unwrap();
+    assert_eq!(store.check(sha, Encoding::Zst).unwrap(), None);
+    let again = store.quarantine(sha, Encoding::Zst).unwrap();
+    assert_ne!(again, moved);
+    assert!(moved.exists() && again.exists());
 }
 
 #[test]

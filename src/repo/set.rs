@@ -49,15 +49,20 @@ impl WorkSet {
         &self.id
     }
 
+    /// The hidden directory the set is written in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Where a file of the set is written while the set is in progress.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 
-    /// Writes the manifest (listing and checksumming every other file),
-    /// fsyncs everything, and renames the directory into place.
-    pub fn publish(mut self, manifest: &mut Manifest) -> Result<PathBuf> {
-        manifest.files = self.list_files()?;
+    /// Writes the manifest (whose `files` the caller filled with
+    /// [`Self::list_files`], so it could check the set first), fsyncs
+    /// everything, and renames the directory into place.
+    pub fn publish(mut self, manifest: &Manifest) -> Result<PathBuf> {
         let json = serde_json::to_vec_pretty(manifest)?;
         fs::write(self.path(MANIFEST), &json).context("while writing the manifest")?;
         fs::write(
@@ -78,7 +83,8 @@ impl WorkSet {
         Ok(self.final_dir.clone())
     }
 
-    fn list_files(&self) -> Result<Vec<FileEntry>> {
+    /// Every file of the set so far but the manifest, with size and SHA-256.
+    pub fn list_files(&self) -> Result<Vec<FileEntry>> {
         let mut files = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;

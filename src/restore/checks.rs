@@ -117,12 +117,13 @@ pub fn check_references(
     referenced: &mut u64,
 ) -> Result<Check> {
     let name = "attachments present";
-    let Some(backend) = &manifest.kopano.storage_backend else {
-        return Ok(failed(name, "the manifest names no storage backend".into()));
-    };
-    let layout = match Layout::parse(backend) {
-        Ok(l) => l,
-        Err(e) => return Ok(failed(name, format!("{e:#}"))),
+    // The layout the backup resolved and proved the set against (a store
+    // without an `attachment_storage` row has one too).
+    let Some(layout) = manifest.kopano.layout else {
+        return Ok(failed(
+            name,
+            "the manifest names no attachment layout".into(),
+        ));
     };
     let guid = manifest
         .database

@@ -337,6 +337,7 @@ mod tests {
             mtime_nsec: 0,
             sha256: (kind == EntryKind::File).then(|| "e3b0".into()),
             stored: None,
+            stored_bytes: None,
             target: target.map(str::to_string),
         })
     }

@@ -24,6 +24,8 @@ pub const DEFAULT_ATTACHMENT_PATH: &str = "/var/lib/kopano/attachments";
 /// Kopano 9+'s default; 8.7 defaulted to `files`, but the database's
 /// `settings` table is authoritative either way (facts, section 3).
 pub const DEFAULT_ATTACHMENT_STORAGE: &str = "auto";
+/// `[verify] rolling_days` when not set.
+pub const DEFAULT_ROLLING_DAYS: u32 = 30;
 
 /// A secret string (the database password): never printed by `Debug`/`Display`.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -143,6 +145,9 @@ pub struct Settings {
     pub metrics: tool::MetricsSection,
     pub hooks: tool::HooksSection,
     pub notify: tool::NotifySection,
+    /// `[verify] rolling_days`: each backup re-reads the share of stored
+    /// objects that makes every object re-read once per this many backups.
+    pub rolling_days: u32,
 }
 
 /// What [`Settings::load`] takes from the process: environment variables
@@ -243,7 +248,18 @@ impl Settings {
             })?),
             None => None,
         };
+        let rolling_days = match tool.verify.rolling_days {
+            Some(0) => {
+                return config_error(format!(
+                    "{}: [verify] rolling_days must be at least 1",
+                    hint_file.display()
+                ));
+            }
+            Some(days) => days,
+            None => DEFAULT_ROLLING_DAYS,
+        };
         Ok(Settings {
+            rolling_days,
             snapshot_lvm_size,
             config_file,
             config_dir,

@@ -22,6 +22,7 @@ pub struct ToolConfig {
     pub metrics: MetricsSection,
     pub hooks: HooksSection,
     pub notify: NotifySection,
+    pub verify: VerifySection,
 }
 
 /// `[attachments]`: how the attachment store is captured.
@@ -31,6 +32,14 @@ pub struct AttachmentsSection {
     /// Which symlinks inside `attachment_path` are followed (default
     /// `directories`: links to directories outside the tree).
     pub follow_symlinks: Option<FollowSymlinks>,
+}
+
+/// `[verify]`: how backups re-check objects they reuse without reading.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerifySection {
+    /// Every stored object is re-read at least once per this many backups.
+    pub rolling_days: Option<u32>,
 }
 
 /// `[kopano]`: where Kopano's configuration and attachments are.

@@ -101,12 +101,12 @@ impl Env {
         tree_bytes(&self.repo.join("objects"))
     }
 
-    /// Every stored object file (not temporaries), sorted.
+    /// Every stored object file (not temporaries, not those moved aside), sorted.
     pub fn object_files(&self) -> Vec<PathBuf> {
         let objects = self.repo.join("objects");
         common::verify::list_files(&objects)
             .into_iter()
-            .filter(|rel| !rel.starts_with(".tmp"))
+            .filter(|rel| !rel.starts_with(".tmp") && !rel.starts_with(".corrupt"))
             .map(|rel| objects.join(rel))
             .collect()
     }

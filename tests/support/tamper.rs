@@ -117,12 +117,12 @@ pub fn drop_first_row(sql: String, table: &str) -> String {
     }
 }
 
-/// The stored object files of a repository (not temporaries).
+/// The stored object files of a repository (not temporaries, not those moved aside).
 pub fn object_files(repo: &Path) -> Vec<PathBuf> {
     let objects = repo.join("objects");
     crate::common::verify::list_files(&objects)
         .into_iter()
-        .filter(|rel| !rel.starts_with(".tmp"))
+        .filter(|rel| !rel.starts_with(".tmp") && !rel.starts_with(".corrupt"))
         .map(|rel| objects.join(rel))
         .collect()
 }
