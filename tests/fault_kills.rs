@@ -141,6 +141,7 @@ fn sigkill_of_backup_at_events_and_times_then_the_next_backup_cleans_up() {
             Some(c) => panic!("{what}: exit {c}: {}", out.stderr),
         }
         caught.push(format!("{point:?}: {at}"));
+        fx.assert_nothing_false_published(&sets, &what);
         let known: Vec<String> = sets.clone();
         let now = fx.assert_recovers(&[known[0].clone(), known[known.len() - 1].clone()], &what);
         sets = now;
