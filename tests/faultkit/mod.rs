@@ -21,6 +21,8 @@ use serde_json::Value;
 
 use crate::common;
 
+pub mod writer;
+
 /// How long a test waits for a run to reach a point or to end; a run still
 /// going after that is a hang, and the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(120);
@@ -86,6 +88,21 @@ impl Fx {
     /// A small store (`StoreSpec::small`, `tweak`ed) with an empty repository.
     pub fn new(layout: Layout, tweak: impl FnOnce(&mut StoreSpec)) -> Fx {
         let (store_dir, store) = common::new_store(layout, tweak);
+        Fx::with_store(store_dir, store)
+    }
+
+    /// Like [`Fx::new`], with the store generated under `root` (a
+    /// filesystem of the test's choice, e.g. a btrfs subvolume).
+    pub fn new_at(root: &Path, layout: Layout, tweak: impl FnOnce(&mut StoreSpec)) -> Fx {
+        let mut spec = StoreSpec::small(layout, common::unique_db("kc"));
+        tweak(&mut spec);
+        let store = kcbackup::generator::generate(common::server(), root, &spec)
+            .expect("generating a store");
+        let unused = tempfile::tempdir().expect("temp dir");
+        Fx::with_store(unused, store)
+    }
+
+    fn with_store(store_dir: tempfile::TempDir, store: GeneratedStore) -> Fx {
         let dir = tempfile::Builder::new()
             .prefix("kcfault-")
             .tempdir()
@@ -106,7 +123,12 @@ impl Fx {
 
     /// Writes `<name>.toml` like the main config plus `extra` TOML text.
     pub fn config_with(&self, name: &str, repo: &Path, extra: &str) -> PathBuf {
-        let mut text = self.store.tool_config(repo, "none");
+        self.config_snapshot(name, repo, "none", extra)
+    }
+
+    /// Writes `<name>.toml` with `[snapshot] method` and `extra` TOML text.
+    pub fn config_snapshot(&self, name: &str, repo: &Path, method: &str, extra: &str) -> PathBuf {
+        let mut text = self.store.tool_config(repo, method);
         text.push_str(extra);
         let path = self.dir.path().join(format!("{name}.toml"));
         fs::write(&path, text).expect("writing config");
