@@ -68,14 +68,20 @@ fn a_backup_in_progress_refuses_a_second_backup_and_the_readers() {
     let held = HeldDump::new(fx.dir.path());
     let config = fx.config_with("held", &fx.repo, &held.toml());
     let mut bg = fx.spawn_with(&config, &["backup", "--json"]);
-    assert!(bg.wait_for(|| held.pausing.exists()), "the dump never paused");
+    assert!(
+        bg.wait_for(|| held.pausing.exists()),
+        "the dump never paused"
+    );
 
     assert_lock_refusal(&fx.run(&["backup", "--json"]), "backup against backup");
     assert_lock_refusal(&fx.verify(&first), "verify against backup");
     let r: Vec<String> = restore_args(&fx, &first, 0);
     let r: Vec<&str> = r.iter().map(String::as_str).collect();
     assert_lock_refusal(&fx.run(&r), "restore against backup");
-    assert_lock_refusal(&fx.run(&["drill", &first, "--json"]), "drill against backup");
+    assert_lock_refusal(
+        &fx.run(&["drill", &first, "--json"]),
+        "drill against backup",
+    );
 
     fs::write(&held.release, "").unwrap();
     let out = bg.finish();
@@ -91,9 +97,15 @@ fn verify_restore_and_drill_in_progress_refuse_a_backup() {
     let first = fx.backup_ok();
     let restore = restore_args(&fx, &first, 1);
     let readers: Vec<(&str, Vec<String>)> = vec![
-        ("verify", vec!["verify".into(), first.clone(), "--json".into()]),
+        (
+            "verify",
+            vec!["verify".into(), first.clone(), "--json".into()],
+        ),
         ("restore", restore),
-        ("drill", vec!["drill".into(), first.clone(), "--json".into()]),
+        (
+            "drill",
+            vec!["drill".into(), first.clone(), "--json".into()],
+        ),
     ];
     for (name, args) in readers {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -131,7 +131,12 @@ fn a_full_repository_disk_fails_cleanly_in_dump_capture_and_manifest() {
         fs::remove_file(&filler).unwrap();
         faultkit::wait_gone(&fx.tmp);
         let next = fx.run_with(&plain, &["backup", "--json"]);
-        assert_eq!(next.code, Some(0), "{what}: the next backup: {}", next.stderr);
+        assert_eq!(
+            next.code,
+            Some(0),
+            "{what}: the next backup: {}",
+            next.stderr
+        );
         let left = faultkit::leftovers_of(&repo, &fx.tmp);
         assert!(left.is_empty(), "{what}: left behind: {left:?}");
         // Keep the repository as it was: only the first set.

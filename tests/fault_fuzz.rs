@@ -35,7 +35,10 @@ fn scan(dump: &[u8], chunks: &[usize]) -> io::Result<Vec<SingleInstanceRow>> {
     let mut rest = dump;
     let mut i = 0;
     while !rest.is_empty() {
-        let n = chunks.get(i % chunks.len().max(1)).copied().unwrap_or(usize::MAX);
+        let n = chunks
+            .get(i % chunks.len().max(1))
+            .copied()
+            .unwrap_or(usize::MAX);
         let (chunk, tail) = rest.split_at(n.clamp(1, rest.len()));
         sc.feed(chunk)?;
         rest = tail;
@@ -115,13 +118,15 @@ fn si_row() -> impl Strategy<Value = SingleInstanceRow> {
         any::<u16>(),
         prop::option::of(nasty_string()),
     )
-        .prop_map(|(instanceid, hierarchyid, tag, filename)| SingleInstanceRow {
-            instanceid,
-            hierarchyid,
-            tag,
-            // '' reads as no filename (see the scanner's docs).
-            filename: filename.filter(|f| !f.is_empty()),
-        })
+        .prop_map(
+            |(instanceid, hierarchyid, tag, filename)| SingleInstanceRow {
+                instanceid,
+                hierarchyid,
+                tag,
+                // '' reads as no filename (see the scanner's docs).
+                filename: filename.filter(|f| !f.is_empty()),
+            },
+        )
 }
 
 const SI_TABLE: &str = "CREATE TABLE `singleinstances` (\n  `instanceid` int(11) unsigned NOT NULL AUTO_INCREMENT,\n  `hierarchyid` int(11) unsigned NOT NULL DEFAULT '0',\n  `tag` smallint(6) unsigned NOT NULL DEFAULT '0',\n  `filename` varchar(255) DEFAULT NULL,\n  PRIMARY KEY (`instanceid`,`hierarchyid`,`tag`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;\n";

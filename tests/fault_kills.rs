@@ -114,8 +114,13 @@ fn sigkill_of_backup_at_events_and_times_then_the_next_backup_cleans_up() {
     ];
     let mut caught = Vec::new();
     for (i, point) in points.iter().enumerate() {
-        add_attachments(common::server(), &mut fx.store, NEW_PER_CASE, 1000 + i as u64)
-            .expect("adding messages");
+        add_attachments(
+            common::server(),
+            &mut fx.store,
+            NEW_PER_CASE,
+            1000 + i as u64,
+        )
+        .expect("adding messages");
         let objects_before = object_count(&fx.repo);
         let sets_before = fx.sets().len();
         let mut bg = fx.spawn(&["backup", "--json"], false);
@@ -159,7 +164,10 @@ fn sigkill_of_the_dump_child_alone_fails_the_backup_cleanly() {
     let first = fx.backup_ok();
     held.reset();
     let mut bg = fx.spawn_with(&config, &["backup", "--json"]);
-    assert!(bg.wait_for(|| held.pausing.exists()), "the dump never paused");
+    assert!(
+        bg.wait_for(|| held.pausing.exists()),
+        "the dump never paused"
+    );
     let pids = dump_pids(&fx.tmp);
     assert_eq!(pids.len(), 1, "one mariadb-dump: {pids:?}");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pids[0]), Signal::SIGKILL).unwrap();
@@ -183,7 +191,10 @@ fn sigkill_of_the_process_group_during_the_dump() {
     let first = fx.backup_ok();
     held.reset();
     let mut bg = faultkit::Bg::spawn(fx.command(&config, &["backup", "--json"]), true);
-    assert!(bg.wait_for(|| held.pausing.exists()), "the dump never paused");
+    assert!(
+        bg.wait_for(|| held.pausing.exists()),
+        "the dump never paused"
+    );
     bg.signal_group(Signal::SIGKILL);
     let out = bg.finish();
     assert_eq!(out.signal, Some(9));
@@ -209,7 +220,10 @@ fn sigterm_sigint_sighup_during_the_dump() {
     ] {
         held.reset();
         let mut bg = fx.spawn_with(&config, &["backup", "--json"]);
-        assert!(bg.wait_for(|| held.pausing.exists()), "the dump never paused");
+        assert!(
+            bg.wait_for(|| held.pausing.exists()),
+            "the dump never paused"
+        );
         bg.signal(sig);
         let out = bg.finish();
         fs::write(&held.release, "").unwrap();

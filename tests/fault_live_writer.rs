@@ -114,7 +114,12 @@ fn one_run(bed: &Bed, snapshot: bool, seed: u64, tally: &mut Tally) {
     let set = out.set().expect("a set");
     let missing: Vec<u32> = j["attachments"]["missing_ids"]
         .as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_u64())
+                .map(|x| x as u32)
+                .collect()
+        })
         .unwrap_or_default();
     let purged = log.unlinked_between(from, to);
     let tx = time(&j, "snapshot.transaction_started");
@@ -125,7 +130,10 @@ fn one_run(bed: &Bed, snapshot: bool, seed: u64, tally: &mut Tally) {
             assert!(
                 log.straddles(*id, t),
                 "{what}: instance {id} missing with a snapshot (transaction {t}); purges {:?}",
-                log.purges.iter().filter(|p| p.instance == *id).collect::<Vec<_>>()
+                log.purges
+                    .iter()
+                    .filter(|p| p.instance == *id)
+                    .collect::<Vec<_>>()
             );
             straddling += 1;
         } else {

@@ -85,7 +85,12 @@ struct Sql {
 impl Sql {
     fn open(socket: &Path, db: &str) -> Sql {
         let mut child = Command::new("mariadb")
-            .args(["--no-defaults", "--user=root", "--batch", "--skip-column-names"])
+            .args([
+                "--no-defaults",
+                "--user=root",
+                "--batch",
+                "--skip-column-names",
+            ])
             .arg("--unbuffered")
             .arg(format!("--socket={}", socket.display()))
             .arg(format!("--database={db}"))
@@ -111,7 +116,10 @@ impl Sql {
         let mut line = String::new();
         loop {
             line.clear();
-            let n = self.stdout.read_line(&mut line).expect("reading the client");
+            let n = self
+                .stdout
+                .read_line(&mut line)
+                .expect("reading the client");
             assert!(n > 0, "the writer's client ended (SQL error?) after: {sql}");
             if line.trim() == ack {
                 return;
@@ -127,7 +135,10 @@ impl Sql {
         let mut line = String::new();
         loop {
             line.clear();
-            let n = self.stdout.read_line(&mut line).expect("reading the client");
+            let n = self
+                .stdout
+                .read_line(&mut line)
+                .expect("reading the client");
             assert!(n > 0, "the writer's client ended after: {sql}");
             if line.trim() == ack {
                 return out;
