@@ -21,7 +21,10 @@ fn a_database_killed_mid_dump_fails_the_backup_cleanly() {
     let held = HeldDump::new(fx.dir.path());
     let config = fx.config_with("held", &fx.repo, &held.toml());
     let mut bg = fx.spawn_with(&config, &["backup", "--json"]);
-    assert!(bg.wait_for(|| held.pausing.exists()), "the dump never paused");
+    assert!(
+        bg.wait_for(|| held.pausing.exists()),
+        "the dump never paused"
+    );
     let server = common::server().mariadbd_pid();
     kill(Pid::from_raw(server as i32), Signal::SIGKILL).unwrap();
     fs::write(&held.release, "").unwrap();

@@ -53,12 +53,19 @@ impl Log {
             .collect()
     }
 
-    /// The purge of `instance` whose unlink came before `t` and whose
-    /// commit after it (Kopano's own window: no snapshot closes it).
-    pub fn straddles(&self, instance: u32, t: DateTime<Utc>) -> bool {
+    /// A purge of `instance` unlinked before `snapshot` and committed after
+    /// `started` (the backup's start, before the dump's transaction): the
+    /// file went between the transaction and the snapshot, the window
+    /// Kopano's unlink-before-commit order leaves to any snapshot.
+    pub fn in_window(
+        &self,
+        instance: u32,
+        started: DateTime<Utc>,
+        snapshot: DateTime<Utc>,
+    ) -> bool {
         self.purges
             .iter()
-            .any(|p| p.instance == instance && p.unlinked <= t && p.committed >= t)
+            .any(|p| p.instance == instance && p.unlinked <= snapshot && p.committed >= started)
     }
 }
 
