@@ -228,7 +228,7 @@ fn run(att: &Path, socket: &Path, db: &str, seed: u64, stop: &AtomicBool, log: &
         let op = rng.random_range(0..100);
         let live: Vec<usize> = (0..msgs.len()).filter(|i| !msgs[*i].deleted).collect();
         let deleted: Vec<usize> = (0..msgs.len()).filter(|i| msgs[*i].deleted).collect();
-        if op < 45 || msgs.is_empty() {
+        if op < 55 || msgs.is_empty() {
             // Deliver: the file first, then the commit that references it.
             let id = next_inst;
             next_inst += 1;
@@ -249,7 +249,7 @@ fn run(att: &Path, socket: &Path, db: &str, seed: u64, stop: &AtomicBool, log: &
             });
             *refs.entry(id).or_default() += 1;
             log.lock().unwrap().delivered += 1;
-        } else if op < 60 && !live.is_empty() {
+        } else if op < 75 && !live.is_empty() {
             // Share: another message referencing live data.
             let src = &msgs[live[rng.random_range(0..live.len())]];
             let id = src.instance;
@@ -264,7 +264,7 @@ fn run(att: &Path, socket: &Path, db: &str, seed: u64, stop: &AtomicBool, log: &
             });
             *refs.entry(id).or_default() += 1;
             log.lock().unwrap().shared += 1;
-        } else if op < 78 && !live.is_empty() {
+        } else if op < 94 && !live.is_empty() {
             // Soft delete: flagged, data stays until the purge.
             let i = live[rng.random_range(0..live.len())];
             msgs[i].deleted = true;
@@ -306,7 +306,7 @@ fn run(att: &Path, socket: &Path, db: &str, seed: u64, stop: &AtomicBool, log: &
                 });
             }
         }
-        std::thread::sleep(Duration::from_millis(rng.random_range(0..6)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..20)));
     }
 }
 
