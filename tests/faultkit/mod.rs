@@ -38,7 +38,16 @@ pub struct Fx {
     pub config: PathBuf,
     pub tmp: PathBuf,
     pub dir: tempfile::TempDir,
+    /// kcbackup runs by command, printed when the fixture is dropped.
+    counts: std::sync::Mutex<std::collections::BTreeMap<String, u32>>,
     _store_dir: tempfile::TempDir,
+}
+
+impl Drop for Fx {
+    fn drop(&mut self) {
+        let c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        eprintln!("faultkit: kcbackup runs by command: {c:?}");
+    }
 }
 
 /// What a finished run returned.
@@ -117,6 +126,7 @@ impl Fx {
             config,
             tmp,
             dir,
+            counts: Default::default(),
             _store_dir: store_dir,
         }
     }
@@ -137,6 +147,7 @@ impl Fx {
 
     /// kcbackup with the fixture's config and TMPDIR.
     pub fn command(&self, config: &Path, args: &[&str]) -> Command {
+        self.count(args);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kcbackup"));
         cmd.arg("--config")
             .arg(config)
@@ -144,6 +155,12 @@ impl Fx {
             .env("TMPDIR", &self.tmp)
             .stdin(Stdio::null());
         cmd
+    }
+
+    fn count(&self, args: &[&str]) {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        *c.entry(args.first().copied().unwrap_or("").to_string())
+            .or_default() += 1;
     }
 
     pub fn run(&self, args: &[&str]) -> Out {
