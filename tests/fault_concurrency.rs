@@ -109,10 +109,19 @@ fn verify_restore_and_drill_in_progress_refuse_a_backup() {
     ];
     for (name, args) in readers {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut reader = fx.spawn(&args, false);
-        let pid = reader.child.id();
-        let locked = reader.stop_when(|| holds_lock(&fx.repo, pid));
-        assert!(locked, "{name} ended before it was seen holding the lock");
+        // A quick reader may end between two looks at /proc/locks: again.
+        let mut reader = None;
+        for _ in 0..5 {
+            let mut bg = fx.spawn(&args, false);
+            let pid = bg.child.id();
+            if bg.stop_when(|| holds_lock(&fx.repo, pid)) {
+                reader = Some(bg);
+                break;
+            }
+            let done = bg.finish();
+            assert_eq!(done.code, Some(0), "{name} itself: {}", done.stderr);
+        }
+        let reader = reader.unwrap_or_else(|| panic!("{name} was never seen holding the lock"));
         let out = fx.run(&["backup", "--json"]);
         assert_lock_refusal(&out, &format!("backup against {name}"));
         reader.signal(Signal::SIGCONT);
