@@ -3,7 +3,7 @@
 #   make test   runs the whole test suite
 # Both install what they need on a fresh Debian machine (as root), then build and run.
 
-.PHONY: demo test deps lint test-lvm deb
+.PHONY: demo test deps lint test-lvm test-soak deb
 
 deps:
 	@scripts/install-deps
@@ -21,6 +21,12 @@ test: deps
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	scripts/run-tests
+
+# The live-writer soak (tests/fault_live_writer.rs): 20 backups on btrfs
+# and 20 without a snapshot while a writer changes the store, each set
+# verified and drilled. Root for btrfs; about 5 to 10 minutes.
+test-soak: deps
+	cargo test --test fault_live_writer -- --ignored live_writer_soak --nocapture
 
 lint:
 	cargo fmt --check
