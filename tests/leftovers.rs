@@ -160,7 +160,10 @@ fn sigterm_and_sigint_stop_a_verify_with_a_message_cleanup_and_130_or_143() {
             stderr.contains(&format!("{name} received: stopping and cleaning up")),
             "{stderr}"
         );
-        assert!(stderr.contains("interrupted by signal"), "{stderr}");
+        assert!(
+            stderr.contains(&format!("interrupted by {name}")),
+            "{stderr}"
+        );
         assert!(
             out.stdout.is_empty(),
             "an interrupted verify gives no verdict"

@@ -307,8 +307,18 @@ pub fn run(
     manifest.status = status;
     manifest.warnings = warnings.clone();
     let set_id = set.id().to_string();
+    // The rename is the point of no return: a signal before it publishes
+    // nothing; one that lands while the set is being published leaves a
+    // finished set, which is kept and said so rather than called interrupted.
+    signals::check()?;
     set.publish(&manifest)?;
     drop(lock);
+    if let Some(sig) = signals::received() {
+        let name = nix::sys::signal::Signal::try_from(sig).map_or("a signal", |s| s.as_str());
+        warnings.push(format!(
+            "{name} arrived while set {set_id} was being published; the set was finished and is kept"
+        ));
+    }
 
     Ok(BackupReport {
         set: set_id,
