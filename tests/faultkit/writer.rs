@@ -4,7 +4,7 @@
 //! instances (a second reference to live data), soft-deletes messages and
 //! purges soft-deleted ones (the reference deleted in a transaction, the
 //! file unlinked when it was the last one, then the commit), as
-//! /work/shared/kopano-facts.md sections 3-4 describe. Every purge is logged
+//! ../shared/kopano-facts.md sections 3-4 describe. Every purge is logged
 //! with the time of its unlink and of its commit, so a test can tell a
 //! missing instance the writer purged from one that was lost.
 
