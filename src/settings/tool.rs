@@ -312,13 +312,32 @@ mod tests {
         assert_eq!(c.repository.path, Some(PathBuf::from("/repo")));
     }
 
+    /// The shipped conffile keeps every key commented with its default:
+    /// uncommented, the documented defaults must parse and mean the same.
     #[test]
-    fn the_packaged_example_parses() {
-        let c = parse(include_str!("../../packaging/kcbackup.toml.example")).unwrap();
+    fn the_shipped_config_uncommented_parses_with_its_documented_defaults() {
+        let text: String = include_str!("../../packaging/kcbackup.toml")
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if is_key_line(rest) => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = parse(&text).unwrap_or_else(|e| panic!("{e:#}"));
         assert_eq!(
             c.attachments.follow_symlinks,
             Some(FollowSymlinks::Directories)
         );
+        assert_eq!(c.verify.rolling_days, Some(30));
+        assert_eq!(c.mysql.connect_timeout_s, Some(30));
+        assert_eq!(c.mysql.stall_timeout_s, Some(600));
+    }
+
+    fn is_key_line(text: &str) -> bool {
+        text.split_once(" = ").is_some_and(|(key, _)| {
+            !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        })
     }
 
     #[test]
