@@ -36,31 +36,6 @@ fn assert_lock_refusal(out: &Out, what: &str) {
     assert!(msg.contains("lock"), "{what}: {msg}");
 }
 
-fn restore_args(fx: &Fx, set: &str, i: usize) -> Vec<String> {
-    let pw = fx.dir.path().join("root.pw");
-    fs::write(&pw, "\n").unwrap();
-    let db = common::unique_db(&format!("conc{i}"));
-    let att = fx.dir.path().join(format!("restored-{db}"));
-    [
-        "restore",
-        set,
-        "--json",
-        "--mysql-user",
-        "root",
-        "--mysql-socket",
-        &common::server().socket().display().to_string(),
-        "--mysql-password-file",
-        pw.to_str().unwrap(),
-        "--to-database",
-        &db,
-        "--to-attachments",
-        att.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
 #[test]
 fn a_backup_in_progress_refuses_a_second_backup_and_the_readers() {
     let fx = Fx::new(V1, |_| {});
@@ -75,7 +50,7 @@ fn a_backup_in_progress_refuses_a_second_backup_and_the_readers() {
 
     assert_lock_refusal(&fx.run(&["backup", "--json"]), "backup against backup");
     assert_lock_refusal(&fx.verify(&first), "verify against backup");
-    let r: Vec<String> = restore_args(&fx, &first, 0);
+    let r: Vec<String> = fx.restore_args(&first, "conc0");
     let r: Vec<&str> = r.iter().map(String::as_str).collect();
     assert_lock_refusal(&fx.run(&r), "restore against backup");
     assert_lock_refusal(
@@ -112,7 +87,7 @@ fn verify_restore_and_drill_in_progress_refuse_a_backup() {
         let mut reader = None;
         for attempt in 0..5 {
             let args = if name == "restore" {
-                restore_args(&fx, &first, 10 * i + attempt)
+                fx.restore_args(&first, &format!("conc{}", 10 * i + attempt))
             } else {
                 args.clone()
             };

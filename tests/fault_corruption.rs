@@ -43,26 +43,8 @@ fn objects(fx: &Fx) -> BTreeMap<String, PathBuf> {
 }
 
 fn restore(fx: &Fx, set: &str, tag: &str) -> Out {
-    let pw = fx.dir.path().join("root.pw");
-    fs::write(&pw, "\n").unwrap();
-    let socket = common::server().socket().display().to_string();
-    let db = common::unique_db(tag);
-    let att = fx.dir.path().join(format!("restored-{db}"));
-    fx.run(&[
-        "restore",
-        set,
-        "--json",
-        "--mysql-user",
-        "root",
-        "--mysql-socket",
-        &socket,
-        "--mysql-password-file",
-        pw.to_str().unwrap(),
-        "--to-database",
-        &db,
-        "--to-attachments",
-        att.to_str().unwrap(),
-    ])
+    let args = fx.restore_args(set, tag);
+    fx.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn drill(fx: &Fx, set: &str) -> Out {

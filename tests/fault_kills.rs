@@ -317,31 +317,11 @@ fn sigkill_of_verify_and_restore() {
     for entry in names(&fx.tmp) {
         let _ = fs::remove_dir_all(fx.tmp.join(entry));
     }
-    let pw = fx.dir.path().join("root.pw");
-    fs::write(&pw, "\n").unwrap();
-    let socket = common::server().socket().display().to_string();
-    for (i, delay) in [50u64, 300, 800].iter().enumerate() {
-        let db = common::unique_db("restored");
-        let att = fx.dir.path().join(format!("restored-att-{i}"));
-        let mut bg = fx.spawn(
-            &[
-                "restore",
-                &first,
-                "--json",
-                "--mysql-user",
-                "root",
-                "--mysql-socket",
-                &socket,
-                "--mysql-password-file",
-                pw.to_str().unwrap(),
-                "--to-database",
-                &db,
-                "--to-attachments",
-                att.to_str().unwrap(),
-            ],
-            false,
-        );
-        std::thread::sleep(Duration::from_millis(*delay));
+    for delay in [50u64, 300, 800] {
+        let args = fx.restore_args(&first, "restored");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut bg = fx.spawn(&args, false);
+        std::thread::sleep(Duration::from_millis(delay));
         let running = bg.is_running();
         bg.signal(Signal::SIGKILL);
         let out = bg.finish();

@@ -181,6 +181,33 @@ impl Fx {
         Bg::spawn(self.command(config, args), false)
     }
 
+    /// The arguments of a restore of `set` into the shared server, as root
+    /// (empty password), into a database and a directory of their own
+    /// (named after `tag`).
+    pub fn restore_args(&self, set: &str, tag: &str) -> Vec<String> {
+        let pw = self.dir.path().join("root.pw");
+        fs::write(&pw, "\n").expect("writing the root password file");
+        let db = common::unique_db(tag);
+        let att = self.dir.path().join(format!("restored-{db}"));
+        let socket = common::server().socket().display().to_string();
+        let args = [
+            "restore",
+            set,
+            "--json",
+            "--mysql-user",
+            "root",
+            "--mysql-socket",
+            &socket,
+            "--mysql-password-file",
+            &pw.display().to_string(),
+            "--to-database",
+            &db,
+            "--to-attachments",
+            &att.display().to_string(),
+        ];
+        args.iter().map(|a| a.to_string()).collect()
+    }
+
     /// A backup that must succeed; returns the set.
     pub fn backup_ok(&self) -> String {
         let out = self.run(&["backup", "--json"]);
