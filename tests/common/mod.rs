@@ -18,6 +18,25 @@ use kcbackup::layout::Layout;
 use kcbackup::sandbox::{Sandbox, SandboxOptions};
 use kcbackup::settings::MysqlTarget;
 
+/// The child's stdout and stderr, read to the end on threads of their own,
+/// so a test never blocks on a full pipe.
+pub type Drained = Option<std::thread::JoinHandle<String>>;
+
+pub fn drain_output(child: &mut std::process::Child) -> (Drained, Drained) {
+    use std::io::Read;
+    fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = r.read_to_string(&mut text);
+            text
+        })
+    }
+    (
+        child.stdout.take().map(drain),
+        child.stderr.take().map(drain),
+    )
+}
+
 /// The server shared by all tests of this binary. It is never dropped; the
 /// sandbox's supervisor removes it when the test binary exits.
 pub fn server() -> &'static Sandbox {

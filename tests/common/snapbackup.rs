@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -111,15 +110,7 @@ pub fn spawn_backup(config: &Path) -> Running {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting kcbackup");
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = r.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = child.stdout.take().map(|o| drain(Box::new(o)));
-    let stderr = child.stderr.take().map(|e| drain(Box::new(e)));
+    let (stdout, stderr) = super::drain_output(&mut child);
     Running {
         child,
         started: Instant::now(),

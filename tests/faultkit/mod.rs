@@ -6,7 +6,6 @@
 #![allow(dead_code)] // each fault test binary uses a different part
 
 use std::fs;
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -364,15 +363,7 @@ impl Bg {
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting kcbackup");
-        let drain = |mut r: Box<dyn Read + Send>| {
-            std::thread::spawn(move || {
-                let mut text = String::new();
-                let _ = r.read_to_string(&mut text);
-                text
-            })
-        };
-        let stdout = child.stdout.take().map(|o| drain(Box::new(o)));
-        let stderr = child.stderr.take().map(|e| drain(Box::new(e)));
+        let (stdout, stderr) = common::drain_output(&mut child);
         Bg {
             child,
             started: Instant::now(),
