@@ -19,6 +19,7 @@ use crate::dump::{self, DumpFiles, DumpReport};
 use crate::layout::Layout;
 use crate::preflight;
 use crate::progress::Progress;
+use crate::repo::contents::{ATTACHMENTS_FILE, CONFIG_FILE, DUMP_FILE, LOB_FILE, REFERENCES_FILE};
 use crate::repo::manifest::{
     AttachmentsInfo, DatabaseInfo, FORMAT, KopanoInfo, Manifest, Phase, SetStatus,
 };
@@ -28,12 +29,6 @@ use crate::settings::{FollowSymlinks, Settings};
 use crate::signals;
 use crate::snapshot::{self, SnapshotInfo};
 
-/// File names inside a set.
-pub const DUMP_FILE: &str = "db.sql.zst";
-pub const REFERENCES_FILE: &str = "singleinstances.jsonl.zst";
-pub const LOB_FILE: &str = "lob.jsonl.zst";
-pub const ATTACHMENTS_FILE: &str = "attachments.jsonl.zst";
-pub const CONFIG_FILE: &str = "config.tar.zst";
 /// How many restorability findings the warnings list (the count is exact).
 const LISTED_FINDINGS: usize = 20;
 
@@ -383,6 +378,7 @@ fn database_info(settings: &Settings, db: &DumpReport) -> DatabaseInfo {
         stored_bytes: db.stored_bytes,
         stored_sha256: db.stored_sha256.clone(),
         references_file: REFERENCES_FILE.into(),
+        chunks: Vec::new(),
         lob_file: LOB_FILE.into(),
         findings: db.findings.clone(),
     }

@@ -82,9 +82,22 @@ pub struct DatabaseInfo {
     pub stored_sha256: String,
     /// Name of the file holding every `singleinstances` row (JSON lines, zstd).
     pub references_file: String,
+    /// The dump as content-defined chunks in the shared object store, in
+    /// order (sets written before chunking have none and keep `file`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<DumpChunk>,
     /// Name of the file holding every `lob` instance summary (JSON lines, zstd).
     pub lob_file: String,
     pub findings: DumpFindings,
+}
+
+/// One chunk of the dump: the object named by the SHA-256 of its
+/// uncompressed bytes, and the byte range of the dump it covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpChunk {
+    pub sha256: String,
+    pub offset: u64,
+    pub size: u64,
 }
 
 /// What the set says about the Kopano server.

@@ -1,0 +1,41 @@
+//! What a set contains: the names of its files, and every object of the
+//! shared store it references (attachment objects and dump chunks). Garbage
+//! collection, verify and copying between repositories all ask here.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::manifest::Manifest;
+use super::objects::Encoding;
+use crate::attachments::read_index;
+
+/// File names inside a set written by this release.
+pub const DUMP_FILE: &str = "db.sql.zst";
+pub const REFERENCES_FILE: &str = "singleinstances.jsonl.zst";
+pub const LOB_FILE: &str = "lob.jsonl.zst";
+pub const ATTACHMENTS_FILE: &str = "attachments.jsonl.zst";
+pub const CONFIG_FILE: &str = "config.tar.zst";
+
+/// Every object the set in `dir` references, by SHA-256, with the encoding
+/// it was stored in when the set recorded one. An index that cannot be read
+/// is an error: a caller deleting objects must not guess what a set needs.
+pub fn referenced_objects(dir: &Path, manifest: &Manifest) -> Result<BTreeMap<String, Encoding>> {
+    let mut objects = BTreeMap::new();
+    for chunk in &manifest.database.chunks {
+        objects.insert(chunk.sha256.clone(), Encoding::Zst);
+    }
+    let name = &manifest.attachments.index_file;
+    if !name.is_empty() && manifest.files.iter().any(|f| &f.name == name) {
+        let path = dir.join(name);
+        let index = read_index(&path)?;
+        for entry in index {
+            let entry = entry.with_context(|| format!("while reading {}", path.display()))?;
+            if let Some(sha) = entry.sha256 {
+                objects.insert(sha, entry.stored.unwrap_or(Encoding::Raw));
+            }
+        }
+    }
+    Ok(objects)
+}
