@@ -5,6 +5,7 @@
 //! Layout: `<root>/lock`, `<root>/holders/`, `<root>/sets/<id>/`, `<root>/sets/.work-<id>/`,
 //! `<root>/objects/`.
 
+pub mod config;
 pub mod contents;
 pub mod digest;
 pub mod lock;
