@@ -31,6 +31,7 @@ pub mod process;
 pub mod progress;
 pub mod repo;
 pub mod restorable;
+pub mod retention;
 pub mod restore;
 pub mod sandbox;
 pub mod scratch;
