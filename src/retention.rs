@@ -126,7 +126,10 @@ impl Within {
                 'y' => &mut w.years,
                 'm' => &mut w.months,
                 'w' => {
-                    w.days = w.days.checked_add(n.checked_mul(7).ok_or_else(bad)?).ok_or_else(bad)?;
+                    w.days = w
+                        .days
+                        .checked_add(n.checked_mul(7).ok_or_else(bad)?)
+                        .ok_or_else(bad)?;
                     any = true;
                     continue;
                 }
@@ -241,7 +244,10 @@ pub enum Reason {
     /// Kept by no rule, but the newest complete set is never removed.
     NewestComplete,
     /// Fewer than `keep_incomplete` newer complete sets exist.
-    Incomplete { newer_complete: u32, keep: u32 },
+    Incomplete {
+        newer_complete: u32,
+        keep: u32,
+    },
     Damaged,
 }
 

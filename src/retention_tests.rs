@@ -178,7 +178,13 @@ fn iso_week_53_of_2026_spans_new_year_while_years_split() {
         set("2027-01-01T02:30:00Z"), // week 53, year 2027
         set("2027-01-04T02:30:00Z"), // week 1 of 2027
     ];
-    assert_eq!(NaiveDate::from_ymd_opt(2027, 1, 1).unwrap().iso_week().week(), 53);
+    assert_eq!(
+        NaiveDate::from_ymd_opt(2027, 1, 1)
+            .unwrap()
+            .iso_week()
+            .week(),
+        53
+    );
     let weekly = policy(|p| p.keep_weekly = 3);
     assert_eq!(
         kept(&sets, &weekly, &berlin),
@@ -258,8 +264,15 @@ fn the_recommended_policy_over_four_months_of_nightly_sets() {
         day = day.succ_opt().unwrap();
     }
     // A pre-upgrade set in October, an incomplete night in between.
-    sets.push(with(set("2026-10-10T09:00:00Z"), Kind::Complete, Some("pre-upgrade")));
-    let i = sets.iter().position(|s| s.id == "20261229T013000Z").unwrap();
+    sets.push(with(
+        set("2026-10-10T09:00:00Z"),
+        Kind::Complete,
+        Some("pre-upgrade"),
+    ));
+    let i = sets
+        .iter()
+        .position(|s| s.id == "20261229T013000Z")
+        .unwrap();
     sets[i].kind = Kind::Incomplete;
     sets.sort_by(|a, b| a.id.cmp(&b.id));
 
@@ -283,7 +296,10 @@ fn the_recommended_policy_over_four_months_of_nightly_sets() {
             ("20261226T013000Z", &["daily"]),
             ("20261227T013000Z", &["daily", "weekly"]),
             ("20261228T013000Z", &["daily"]),
-            ("20261229T013000Z", &["incomplete: 2 of 3 newer complete sets"]),
+            (
+                "20261229T013000Z",
+                &["incomplete: 2 of 3 newer complete sets"]
+            ),
             ("20261230T013000Z", &["daily"]),
             ("20261231T013000Z", &["daily", "weekly", "monthly"]),
         ])
@@ -294,7 +310,11 @@ fn the_recommended_policy_over_four_months_of_nightly_sets() {
 #[test]
 fn keep_last_within_and_tags_make_a_union() {
     let sets = [
-        with(set("2026-11-01T02:00:00Z"), Kind::Complete, Some("pre-upgrade")),
+        with(
+            set("2026-11-01T02:00:00Z"),
+            Kind::Complete,
+            Some("pre-upgrade"),
+        ),
         set("2026-11-10T02:00:00Z"),
         set("2026-11-20T02:00:00Z"),
         set("2026-11-27T01:59:59Z"),
@@ -326,7 +346,11 @@ fn incomplete_sets_never_fill_buckets_and_go_after_enough_complete_ones() {
         set("2026-11-01T02:00:00Z"),
         with(set("2026-11-02T02:00:00Z"), Kind::Incomplete, None),
         set("2026-11-02T03:00:00Z"),
-        with(set("2026-11-03T02:00:00Z"), Kind::Incomplete, Some("pre-upgrade")),
+        with(
+            set("2026-11-03T02:00:00Z"),
+            Kind::Incomplete,
+            Some("pre-upgrade"),
+        ),
         set("2026-11-04T02:00:00Z"),
         with(set("2026-11-05T02:00:00Z"), Kind::Incomplete, None),
     ];
@@ -342,9 +366,15 @@ fn incomplete_sets_never_fill_buckets_and_go_after_enough_complete_ones() {
             ("20261101T020000Z", &["last", "daily"]),
             ("20261102T030000Z", &["last", "daily"]),
             // One newer complete set (4 Nov) of the two needed.
-            ("20261103T020000Z", &["incomplete: 1 of 2 newer complete sets"]),
+            (
+                "20261103T020000Z",
+                &["incomplete: 1 of 2 newer complete sets"]
+            ),
             ("20261104T020000Z", &["last", "daily"]),
-            ("20261105T020000Z", &["incomplete: 0 of 2 newer complete sets"]),
+            (
+                "20261105T020000Z",
+                &["incomplete: 0 of 2 newer complete sets"]
+            ),
         ])
     );
     // Three sets for ten days asked: "oldest daily" is not added to a set
@@ -368,7 +398,10 @@ fn the_newest_complete_set_is_never_removed_and_damaged_sets_stay() {
         expect(&[
             ("20261102T020000Z", &["newest complete"]),
             ("20261103T020000Z", &["damaged: only forget removes it"]),
-            ("20261104T020000Z", &["incomplete: 0 of 3 newer complete sets"]),
+            (
+                "20261104T020000Z",
+                &["incomplete: 0 of 3 newer complete sets"]
+            ),
         ])
     );
 }
@@ -404,6 +437,8 @@ fn durations_parse_like_restic() {
         assert!(err.contains("is not a duration"), "{bad}: {err}");
     }
     // Months are calendar months: 1m before 31 March is 28 February.
-    let cutoff = Within::parse("1m").unwrap().cutoff(at("2026-03-31T02:00:00Z"));
+    let cutoff = Within::parse("1m")
+        .unwrap()
+        .cutoff(at("2026-03-31T02:00:00Z"));
     assert_eq!(cutoff, Some(at("2026-02-28T02:00:00Z")));
 }

@@ -3,7 +3,7 @@
 //! sets, and one lock that serialises writers.
 //!
 //! Layout: `<root>/lock`, `<root>/holders/`, `<root>/sets/<id>/`, `<root>/sets/.work-<id>/`,
-//! `<root>/objects/`.
+//! `<root>/objects/`; `<root>/sets/.trash-<id>/` are sets prune is deleting.
 
 pub mod config;
 pub mod contents;
@@ -12,6 +12,7 @@ pub mod lock;
 pub mod manifest;
 pub mod objects;
 pub mod set;
+pub mod sweep;
 
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
@@ -76,6 +77,16 @@ impl Repository {
     /// it. `operation` is what others are told this run is doing.
     pub fn lock_exclusive(&self, operation: &str) -> Result<ExclusiveLock> {
         ExclusiveLock::acquire(&self.root.join("lock"), operation)
+    }
+
+    /// [`Self::lock_exclusive`], waiting up to `wait` for the other run
+    /// (`--lock-wait`); zero fails at once.
+    pub fn lock_exclusive_waiting(
+        &self,
+        operation: &str,
+        wait: std::time::Duration,
+    ) -> Result<ExclusiveLock> {
+        ExclusiveLock::acquire_waiting(&self.root.join("lock"), operation, wait)
     }
 
     /// The readers' lock (verify, restore, drill); fails at once while a

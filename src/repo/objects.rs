@@ -240,6 +240,11 @@ impl ObjectStore {
         })
     }
 
+    /// The store's directory (`<repo>/objects`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The final path of an object.
     pub fn path(&self, sha256: &str, encoding: Encoding) -> PathBuf {
         let shard = sha256.get(..2).unwrap_or("xx");
