@@ -37,6 +37,8 @@ pub struct BackupOptions {
     pub tag: Option<String>,
     /// Read every attachment, trusting no checksum of an earlier set.
     pub rehash: bool,
+    /// How long to wait for another run's lock (`--lock-wait`); zero fails at once.
+    pub lock_wait: std::time::Duration,
 }
 
 /// What `backup` reports (also its `--json` output).
@@ -99,7 +101,7 @@ pub fn run(
 
     // 1. One writer at a time; clear what a crashed run left behind.
     let repo = Repository::open_or_create(&settings.repository)?;
-    let lock = repo.lock_exclusive("backup")?;
+    let lock = repo.lock_exclusive_waiting("backup", opts.lock_wait)?;
     let mut removed_leftovers = repo.remove_leftovers(&lock)?;
     removed_leftovers.extend(crate::scratch::remove_dead_runs(&[]));
     let removed_snapshots = snapshot::remove_stale(&plan)?;
