@@ -311,7 +311,7 @@ fn prune_with_lock_wait_waits_for_a_backup_and_backup_for_a_prune() {
     // A prune stopped while it holds the lock: backup fails at once naming
     // it, or with --lock-wait waits for it.
     let mut paused = Logged::spawn(&fx, &["prune", "--keep-last", "1"], Some("locked"));
-    paused.wait_until(|pid| is_stopped(pid), "prune never paused");
+    paused.wait_until(is_stopped, "prune never paused");
     let refused = fx.run(&["backup"]);
     assert_eq!(refused.code, Some(1), "{}", refused.stderr);
     let msg = refused.assert_one_message("backup while a prune runs");
