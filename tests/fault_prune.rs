@@ -162,3 +162,45 @@ fn sigkill_of_prune_at_every_step_then_the_next_prune_finishes_the_job() {
     fx.assert_verifies(&fx.sets(), "after all kills");
     eprintln!("kill points:\n  {}", log.join("\n  "));
 }
+
+/// SIGTERM while prune is stopped at a point, then SIGCONT: it stops at its
+/// next check with exit 143 and one message; the next prune finishes.
+#[test]
+fn sigterm_during_prune_stops_it_cleanly_and_the_next_prune_finishes() {
+    let mut fx = Fx::new(V1, |_| {});
+    fx.backup_ok();
+    for (i, point) in ["retired-first", "planned", "deleted-first-object"]
+        .into_iter()
+        .enumerate()
+    {
+        two_nights(&mut fx, 500 + i as u64);
+        let sets_before = fx.sets();
+        let args = ["prune", "--keep-last", "2", "--json"];
+        let mut cmd = fx.command(&fx.config, &args);
+        cmd.env(PAUSE_ENV, point);
+        let mut bg = Bg::spawn(cmd, false);
+        let pid = bg.child.id();
+        assert!(
+            bg.wait_for(|| is_stopped(pid)),
+            "prune never reached {point}"
+        );
+        bg.signal(Signal::SIGTERM);
+        bg.signal(Signal::SIGCONT);
+        let out = bg.finish();
+        let what = format!("SIGTERM at {point}");
+        assert_eq!(out.code, Some(143), "{what}: {}", out.stderr);
+        let msg = out.assert_one_message(&what);
+        assert!(msg.contains("SIGTERM"), "{what}: {msg}");
+        assert_remaining_intact(&fx, &what);
+        let next = fx.run(&args);
+        assert_eq!(
+            next.code,
+            Some(0),
+            "{what}: the next prune: {}",
+            next.stderr
+        );
+        assert_eq!(fx.sets(), sets_before[sets_before.len() - 2..], "{what}");
+        assert!(trash(&fx.repo).is_empty(), "{what}");
+        assert_store_is_exactly_live(&fx.repo, &what);
+    }
+}

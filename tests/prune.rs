@@ -173,10 +173,19 @@ fn forget_removes_named_sets_and_the_newest_complete_needs_force() {
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert_eq!(fx.sets(), vec![first.clone(), second.clone()]);
 
+    let only_first = refs[&first].difference(&refs[&second]).count() as u64;
+    let dry = fx.run(&["forget", &first, "--dry-run", "--json"]);
+    assert_eq!(dry.code, Some(0), "{}", dry.stderr);
+    assert_eq!(dry.json()["objects_deleted"], only_first);
+    assert_eq!(
+        fx.sets(),
+        vec![first.clone(), second.clone()],
+        "a dry run removes nothing"
+    );
+
     let out = fx.run(&["forget", &first, "--json"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(strings(&out.json()["sets_removed"]), vec![first.clone()]);
-    let only_first = refs[&first].difference(&refs[&second]).count() as u64;
     assert!(only_first > 0);
     assert_eq!(out.json()["objects_deleted"], only_first);
     assert_eq!(fx.sets(), vec![second.clone()]);

@@ -73,7 +73,8 @@ impl Repository {
     }
 
     /// Deletes drill reports (`drills/<set>--<time>.json`) of sets not in
-    /// `sets`; returns how many. Reports of remaining sets stay.
+    /// `sets`, and half-written ones of killed drills; returns how many.
+    /// Reports of remaining sets stay.
     pub fn delete_orphan_drill_reports(
         &self,
         _lock: &ExclusiveLock,
@@ -89,13 +90,13 @@ impl Repository {
         for entry in entries {
             let entry = entry.with_context(|| format!("while listing {}", dir.display()))?;
             let name = entry.file_name().to_string_lossy().into_owned();
+            // A `.tmp` report is a killed drill's: no drill runs while the
+            // exclusive lock is held.
+            let leftover = name.starts_with('.') && name.ends_with(".tmp");
             let Some((set, _)) = name.split_once("--") else {
                 continue;
             };
-            // `.tmp` files of a drill being written belong to a live run;
-            // only a drill holds them, never while prune has the lock.
-            let set = set.trim_start_matches('.');
-            if !sets.contains(set) {
+            if leftover || !sets.contains(set) {
                 fs::remove_file(entry.path())
                     .with_context(|| format!("while deleting {}", entry.path().display()))?;
                 removed += 1;
@@ -209,6 +210,36 @@ mod tests {
         assert_eq!(repo.delete_retired(&lock, "20261201T000000Z").unwrap(), 5);
         assert_eq!(repo.delete_retired(&lock, "20261201T000000Z").unwrap(), 0);
         assert!(repo.retired_sets().unwrap().is_empty());
+    }
+
+    #[test]
+    fn drill_reports_go_with_their_set_and_half_written_ones_always() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::open_or_create(dir.path()).unwrap();
+        let lock = repo.lock_exclusive("prune").unwrap();
+        let drills = dir.path().join(DRILLS_DIR);
+        assert_eq!(
+            repo.delete_orphan_drill_reports(&lock, &BTreeSet::new())
+                .unwrap(),
+            0
+        );
+        fs::create_dir(&drills).unwrap();
+        for name in [
+            "A--20261201T000000.000Z.json",
+            "B--20261201T000000.000Z.json",
+            ".A--20261202T000000.000Z.json.tmp",
+            "notes.txt",
+        ] {
+            fs::write(drills.join(name), b"{}").unwrap();
+        }
+        let keep = BTreeSet::from(["A".to_owned()]);
+        assert_eq!(repo.delete_orphan_drill_reports(&lock, &keep).unwrap(), 2);
+        let mut left: Vec<_> = fs::read_dir(&drills)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["A--20261201T000000.000Z.json", "notes.txt"]);
     }
 
     #[test]
