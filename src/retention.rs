@@ -1,27 +1,11 @@
 //! The retention policy as a pure function: which sets `prune` keeps, and
-//! every rule that keeps each one. Semantics follow restic's `forget`; the
-//! caller supplies the sets and the wall clock they are bucketed in.
-//!
-//! - A set kept by any rule is kept (union of rules).
-//! - `keep_last N`: the N newest complete sets.
-//! - `keep_hourly/daily/weekly/monthly/yearly N`: walking from the newest
-//!   complete set back, the newest set of each of the N most recent calendar
-//!   buckets (hour, day, ISO week, month, year) that hold a complete set.
-//!   When fewer than N buckets exist, the oldest complete set is kept too
-//!   (`oldest daily`, ...), as restic does, so history keeps its start.
-//! - `keep_within D`: complete sets at most D older than the newest
-//!   complete set (not than now: a paused timer does not empty the repository).
-//! - `keep_tags`: complete sets carrying one of the tags.
-//! - Incomplete sets never count for or fill any rule; one is kept until
-//!   `keep_incomplete` newer complete sets exist.
-//! - Damaged sets (unreadable manifest) are always kept: only `forget`
-//!   removes them. The newest complete set is never removed.
+//! every rule that keeps each one (restic's `forget` semantics; see
+//! [`decide`]). The caller supplies the sets and the wall clock of the buckets.
 
 use std::collections::BTreeSet;
 use std::fmt;
 
 use chrono::{DateTime, Datelike, Months, NaiveDateTime, Timelike, Utc};
-use serde::{Serialize, Serializer};
 
 /// `[retention] keep_incomplete` when not set.
 pub const DEFAULT_KEEP_INCOMPLETE: u32 = 3;
@@ -96,7 +80,7 @@ impl Policy {
 }
 
 /// A calendar duration as restic writes it: `1y6m`, `14d`, `2w`, `36h`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Within {
     pub years: u32,
     pub months: u32,
@@ -251,23 +235,6 @@ pub enum Reason {
     Damaged,
 }
 
-impl PartialOrd for Within {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Within {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.years, self.months, self.days, self.hours).cmp(&(
-            other.years,
-            other.months,
-            other.days,
-            other.hours,
-        ))
-    }
-}
-
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -286,12 +253,6 @@ impl fmt::Display for Reason {
             ),
             Reason::Damaged => f.write_str("damaged: only forget removes it"),
         }
-    }
-}
-
-impl Serialize for Reason {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
     }
 }
 
@@ -322,6 +283,21 @@ pub fn utc(t: DateTime<Utc>) -> NaiveDateTime {
 }
 
 /// Applies `policy` to `sets`; one decision per set, in the order given.
+///
+/// - A set kept by any rule is kept (union of rules).
+/// - `keep_last N`: the N newest complete sets.
+/// - `keep_hourly/daily/weekly/monthly/yearly N`: walking from the newest
+///   complete set back, the newest set of each of the N most recent calendar
+///   buckets (hour, day, ISO week, month, year of `clock`) that hold a
+///   complete set. When fewer than N buckets exist, the oldest complete set
+///   is kept too (`oldest daily`, ...), as restic does, so history keeps its start.
+/// - `keep_within D`: complete sets at most D older than the newest complete
+///   set (not than now: a paused timer does not empty the repository).
+/// - `keep_tags`: complete sets carrying one of the tags.
+/// - Incomplete sets never count for or fill any rule; one is kept until
+///   `keep_incomplete` newer complete sets exist.
+/// - Damaged sets (unreadable manifest) are always kept: only `forget`
+///   removes them. The newest complete set is never removed.
 pub fn decide(sets: &[Candidate], policy: &Policy, clock: WallClock<'_>) -> Vec<Decision> {
     let mut reasons: Vec<BTreeSet<Reason>> = vec![BTreeSet::new(); sets.len()];
     // Newest first; ids break ties (same second: `-2` is the later one).

@@ -1,9 +1,6 @@
 //! `kcbackup prune` and `kcbackup forget`: choose the sets that go (the
-//! retention policy, or the sets named), then collect garbage as a plan
-//! carried out in crash-safe steps: retire each set (one rename to a hidden
-//! trash name), compute the live objects from EVERY set that remains, delete
-//! only objects none of them references, then the trash. A run killed at any
-//! point leaves every remaining set verifiable; the next prune finishes.
+//! retention policy, or the sets named), then collect garbage in steps that
+//! are each safe to be killed after (see `sweep` below and the README).
 //!
 //! For tests only: `KCBACKUP_TEST_PAUSE_AT=<point>` makes the run stop
 //! itself with SIGSTOP at that point (see [`PAUSE_POINTS`]), so a test can
@@ -348,8 +345,11 @@ fn plan(repo: &Repository, remaining: &[&SetInfo]) -> Result<Plan> {
     })
 }
 
-/// Deletes what no remaining set references, then every retired set, then
-/// drill reports of sets that are gone. Safe to repeat after a kill.
+/// The garbage collection after the sets to go were retired (renamed to
+/// trash, synced): the live objects are computed from EVERY set that
+/// remains, only objects none of them references are deleted, then every
+/// retired set, then drill reports of sets that are gone. Each step is safe
+/// to be killed after and to repeat: the next prune finishes the job.
 fn sweep(repo: &Repository, lock: &ExclusiveLock, report: &mut PruneReport) -> Result<()> {
     let remaining = repo.sets()?;
     let refs: Vec<&SetInfo> = remaining.iter().collect();
