@@ -410,3 +410,58 @@ fn is_stopped(pid: u32) -> bool {
         })
         .unwrap_or(false)
 }
+
+#[test]
+fn an_incomplete_set_keeps_its_objects_until_three_newer_complete_sets_exist() {
+    let mut fx = Fx::new(V1, |_| {});
+    let first = fx.backup_ok();
+    // One referenced file missing: the next set is published incomplete.
+    let (_, info) = fx.store.expected.instances.iter().next_back().unwrap();
+    let file = fx.store.attachment_path.join(info.path.clone().unwrap());
+    let aside = file.with_extension("aside");
+    fs::rename(&file, &aside).unwrap();
+    let out = fx.run(&["backup", "--json"]);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    let incomplete = out.set().expect("an incomplete set");
+    fs::rename(&aside, &file).unwrap();
+    purge(&mut fx, 3);
+    let complete = fx.backup_ok();
+    let refs = references(&fx.repo);
+    let purged: Vec<&String> = refs[&first].difference(&refs[&complete]).collect();
+    assert!(!purged.is_empty());
+    assert!(
+        purged.iter().all(|sha| refs[&incomplete].contains(*sha)),
+        "the incomplete set holds the purged attachments too"
+    );
+
+    let out = fx.run(&["prune", "--keep-last", "1", "--json"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        verdicts(&out.json()),
+        vec![
+            (first.clone(), "remove".into(), vec![]),
+            (
+                incomplete.clone(),
+                "keep".into(),
+                vec!["incomplete: 1 of 3 newer complete sets".into()]
+            ),
+            (complete.clone(), "keep".into(), vec!["last".into()]),
+        ]
+    );
+    // The purged attachments stay: the incomplete set references them.
+    assert_eq!(out.json()["objects_deleted"], 0);
+    assert_store_is_exactly_live(&fx.repo, "incomplete set kept");
+    fx.assert_verifies(std::slice::from_ref(&complete), "incomplete set kept");
+
+    let newer = [fx.backup_ok(), fx.backup_ok()];
+    let out = fx.run(&["prune", "--keep-last", "1", "--json"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        strings(&out.json()["sets_removed"]),
+        vec![incomplete, complete, newer[0].clone()]
+    );
+    assert_eq!(fx.sets(), vec![newer[1].clone()]);
+    assert_eq!(out.json()["objects_deleted"], purged.len() as u64);
+    assert_store_is_exactly_live(&fx.repo, "incomplete set removed");
+    fx.assert_verifies(&newer[1..], "incomplete set removed");
+}
