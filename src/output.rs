@@ -423,7 +423,7 @@ pub fn prune_summary(r: &PruneReport) {
         format!(
             "rules: {} (buckets in {} time)",
             r.rules.join(", "),
-            r.time_zone
+            r.time_zone.unwrap_or("local")
         )
     } else {
         format!("forget: {}", r.rules.join(", "))

@@ -70,6 +70,11 @@ fn prune_removes_old_sets_and_exactly_the_objects_only_they_referenced() {
     fs::create_dir_all(&drills).unwrap();
     let report = drills.join(format!("{}--20261201T000000.000Z.json", sets[0]));
     fs::write(&report, "{}").unwrap();
+    // A quarantined object (moved aside by verify): prune keeps it.
+    let corrupt = fx.repo.join("objects/.corrupt");
+    fs::create_dir_all(&corrupt).unwrap();
+    let quarantined = corrupt.join(format!("{}.zst", "ab".repeat(32)));
+    fs::write(&quarantined, "x").unwrap();
     let before = tree_bytes(&fx.repo);
 
     // --dry-run: the verdicts with reasons, and nothing changes.
@@ -108,6 +113,8 @@ fn prune_removes_old_sets_and_exactly_the_objects_only_they_referenced() {
     assert_eq!(strings(&r["sets_removed"]), gone);
     assert_eq!(r["objects_deleted"], dead.len() as u64, "{r:#}");
     assert_eq!(r["drill_reports_removed"], 1);
+    assert_eq!(r["quarantined_objects"], 1);
+    assert!(quarantined.exists(), "prune deleted a quarantined object");
     assert!(r["seconds"].as_f64().is_some());
     assert_eq!(fx.sets(), kept);
     let after = tree_bytes(&fx.repo);

@@ -67,8 +67,9 @@ pub struct PruneReport {
     pub dry_run: bool,
     /// The rules applied (`daily 7`, ...); for forget, the sets named.
     pub rules: Vec<String>,
-    /// `local` or `utc`: the clock of the calendar buckets.
-    pub time_zone: &'static str,
+    /// `local` or `utc`: the clock of the calendar buckets (prune only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<&'static str>,
     /// Every set, oldest first, with the verdict and what keeps it.
     pub sets: Vec<SetVerdict>,
     pub sets_removed: Vec<String>,
@@ -147,7 +148,7 @@ pub fn prune(settings: &Settings, opts: &PruneOptions) -> Result<PruneReport> {
         command: "prune",
         dry_run: opts.dry_run,
         rules: policy.describe(),
-        time_zone: if opts.utc { "utc" } else { "local" },
+        time_zone: Some(if opts.utc { "utc" } else { "local" }),
         sets: verdicts,
         sets_removed: Vec::new(),
         finished_earlier: Vec::new(),
@@ -200,7 +201,7 @@ pub fn forget(settings: &Settings, opts: &ForgetOptions) -> Result<PruneReport> 
         command: "forget",
         dry_run: opts.dry_run,
         rules: named.iter().cloned().collect(),
-        time_zone: "utc",
+        time_zone: None,
         sets: verdicts,
         sets_removed: Vec::new(),
         finished_earlier: Vec::new(),
@@ -266,10 +267,10 @@ fn execute(
                 Ok(dead) => {
                     report.objects_deleted = dead.len() as u64;
                     report.bytes_reclaimed = dead.iter().map(|o| o.bytes).sum::<u64>()
-                        + sets
+                        + report
+                            .sets_removed
                             .iter()
-                            .filter(|s| report.sets_removed.contains(&s.id))
-                            .map(|s| crate::metrics::tree_bytes(&s.dir))
+                            .map(|id| repo.set_bytes(id))
                             .sum::<u64>();
                 }
                 Err(why) => report.sweep_skipped = Some(why),

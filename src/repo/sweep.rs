@@ -44,6 +44,11 @@ impl Repository {
         sync_dir(&self.sets_dir())
     }
 
+    /// Bytes of the files of the published set `id` (what removing it frees).
+    pub fn set_bytes(&self, id: &str) -> u64 {
+        crate::metrics::tree_bytes(&self.sets_dir().join(id))
+    }
+
     /// Ids of retired sets not yet deleted (a prune was killed), sorted.
     pub fn retired_sets(&self) -> Result<Vec<String>> {
         let mut ids = Vec::new();
