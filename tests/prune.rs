@@ -280,9 +280,25 @@ fn a_prune_without_any_rule_is_refused_and_retention_defaults_apply() {
         strings(&out.json()["rules"]),
         ["daily 7", "weekly 4", "monthly 6", "tag pre-upgrade"]
     );
+    assert_eq!(out.json()["time_zone"], "local");
     let (_, action, reasons) = verdicts(&out.json()).remove(0);
     assert_eq!(action, "keep");
     assert_eq!(reasons, ["daily", "weekly", "monthly"]);
+    let out = fx.run(&[
+        "prune",
+        "--utc",
+        "--keep-hourly",
+        "1",
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.json()["time_zone"], "utc");
+    assert_eq!(
+        strings(&out.json()["rules"]),
+        ["hourly 1"],
+        "the command line replaces [retention]"
+    );
     assert_eq!(fx.sets(), vec![set]);
 }
 
