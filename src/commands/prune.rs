@@ -227,7 +227,7 @@ fn lock(
 ) -> Result<(Held, Vec<String>)> {
     if dry_run {
         return Ok((
-            Held::Read(repo.lock_shared(&format!("{operation} --dry-run"))?),
+            Held::Read(repo.lock_shared_waiting(&format!("{operation} --dry-run"), wait)?),
             Vec::new(),
         ));
     }

@@ -272,6 +272,12 @@ impl ExclusiveLock {
 impl SharedLock {
     /// `operation` names the run for others' refusals (`verify`).
     pub fn acquire(path: &Path, operation: &str) -> Result<SharedLock> {
+        Self::acquire_waiting(path, operation, Duration::ZERO)
+    }
+
+    /// [`Self::acquire`], waiting up to `wait` for a writer to finish
+    /// (`prune --dry-run --lock-wait`).
+    pub fn acquire_waiting(path: &Path, operation: &str, wait: Duration) -> Result<SharedLock> {
         let file = match open_rw(path) {
             Ok(file) => file,
             Err(e) if is_read_only(&e) || e.kind() == io::ErrorKind::PermissionDenied => {
@@ -302,7 +308,7 @@ impl SharedLock {
                 ));
             }
         };
-        let lock = lock_or_name(path, file, FlockArg::LockSharedNonblock, Duration::ZERO)?;
+        let lock = lock_or_name(path, file, FlockArg::LockSharedNonblock, wait)?;
         Ok(SharedLock {
             record: Record::write(path, operation),
             _lock: Some(lock),

@@ -95,6 +95,15 @@ impl Repository {
         SharedLock::acquire(&self.root.join("lock"), operation)
     }
 
+    /// [`Self::lock_shared`], waiting up to `wait` for a writer to finish.
+    pub fn lock_shared_waiting(
+        &self,
+        operation: &str,
+        wait: std::time::Duration,
+    ) -> Result<SharedLock> {
+        SharedLock::acquire_waiting(&self.root.join("lock"), operation, wait)
+    }
+
     /// The content-addressed store of file data shared by all sets.
     pub fn objects(&self) -> Result<ObjectStore> {
         ObjectStore::open(&self.objects_dir())
