@@ -53,7 +53,12 @@ fn make_fixture() {
     let config = common::write_tool_config(dir.path(), &store, &repo);
     let backup = || {
         let run = common::kcbackup(&["--config", config.to_str().unwrap(), "backup", "--json"]);
-        assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+        assert_eq!(
+            run.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
         // Set ids are seconds: the second backup gets its own.
         std::thread::sleep(std::time::Duration::from_millis(1100));
     };

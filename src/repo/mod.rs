@@ -1,9 +1,9 @@
-//! The backup repository: published sets under `sets/`, hidden work
-//! directories for sets being written, content-addressed objects shared by
-//! sets, and one lock that serialises writers.
+//! The backup repository: published sets, content-addressed objects shared
+//! by sets, drill reports, its versioned `config`, and one lock that
+//! serialises writers; every byte goes through the [`Storage`] interface.
 //!
-//! Layout: `<root>/lock`, `<root>/holders/`, `<root>/sets/<id>/`, `<root>/sets/.work-<id>/`,
-//! `<root>/objects/`.
+//! Keys: `config`, `lock`, `holders/`, `sets/<id>/`, `objects/<h0h1>/...`,
+//! `drills/<set>--<time>.json` (README "Repository layout").
 
 pub mod config;
 pub mod contents;
@@ -12,29 +12,53 @@ pub mod lock;
 pub mod manifest;
 pub mod objects;
 pub mod set;
+pub mod storage;
 
 use std::fs;
+use std::io::Read;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 
 use crate::error::config_error;
+use config::{ChunkerParams, REPO_FORMAT, RepoConfig};
 
 pub use lock::{ExclusiveLock, SharedLock};
 pub use objects::ObjectStore;
 pub use set::{SetInfo, WorkSet};
+pub use storage::{LocalStorage, Storage};
 
 /// Prefix of sets still being written; never listed as sets.
-pub const WORK_PREFIX: &str = ".work-";
+pub const WORK_PREFIX: &str = storage::local::WORK_PREFIX;
+
+/// The format of a repository without a `config` file (written before it existed).
+pub const FORMAT_WITHOUT_CONFIG: u32 = 1;
+
+/// Either lock: what a command holds to write a small record (a drill
+/// report), which only needs writers of sets kept out, not other readers.
+pub trait Held: sealed::Sealed {}
+impl Held for ExclusiveLock {}
+impl Held for SharedLock {}
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::ExclusiveLock {}
+    impl Sealed for super::SharedLock {}
+}
 
 pub struct Repository {
     root: PathBuf,
+    storage: Arc<dyn Storage>,
+    /// `None` for a repository written before `config` existed (format 1).
+    config: Option<RepoConfig>,
 }
 
 impl Repository {
-    /// Opens the repository at `root`, creating it (owner-only) if needed.
+    /// Opens the repository at `root`, creating it (owner-only) if needed,
+    /// with a `config` file: a new repository gets one, and so does one
+    /// written before `config` existed, by the first backup into it.
     pub fn open_or_create(root: &Path) -> Result<Repository> {
         for dir in [root.to_path_buf(), root.join("sets"), root.join("objects")] {
             fs::DirBuilder::new()
@@ -45,27 +69,72 @@ impl Repository {
                     format!("while creating repository directory {}", dir.display())
                 })?;
         }
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(root));
+        let config = match read_config(storage.as_ref())? {
+            Some(config) => config,
+            None => create_config(storage.as_ref())?,
+        };
         Ok(Repository {
             root: root.to_path_buf(),
+            storage,
+            config: Some(config),
         })
     }
 
-    /// Opens an existing repository.
+    /// Opens an existing repository; refuses one of a newer format than
+    /// this release knows (exit 2).
     pub fn open(root: &Path) -> Result<Repository> {
         if !root.join("sets").is_dir() {
             bail!("no kcbackup repository at {}", root.display());
         }
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(root));
+        let config = read_config(storage.as_ref())?;
         Ok(Repository {
             root: root.to_path_buf(),
+            storage,
+            config,
         })
+    }
+
+    /// Like [`Self::open`], `None` when there is no repository at `root` yet.
+    pub fn open_if_exists(root: &Path) -> Result<Option<Repository>> {
+        if !root.join("sets").is_dir() {
+            return Ok(None);
+        }
+        Repository::open(root).map(Some)
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// All I/O of the repository.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The repository's config; `None` when it was written before `config`
+    /// existed and no backup has run into it since.
+    pub fn config(&self) -> Option<&RepoConfig> {
+        self.config.as_ref()
+    }
+
+    /// The repository format: the config's, or 1 without one.
+    pub fn format(&self) -> u32 {
+        self.config
+            .as_ref()
+            .map_or(FORMAT_WITHOUT_CONFIG, |c| c.format)
+    }
+
+    /// The chunker parameters new dumps are cut with.
+    pub fn chunker(&self) -> ChunkerParams {
+        self.config
+            .as_ref()
+            .map_or_else(ChunkerParams::default, |c| c.chunker)
+    }
+
     pub fn sets_dir(&self) -> PathBuf {
-        self.root.join("sets")
+        self.root.join(storage::SETS)
     }
 
     pub fn objects_dir(&self) -> PathBuf {
@@ -75,71 +144,89 @@ impl Repository {
     /// The writer's lock; fails at once if another run holds it, naming
     /// it. `operation` is what others are told this run is doing.
     pub fn lock_exclusive(&self, operation: &str) -> Result<ExclusiveLock> {
-        ExclusiveLock::acquire(&self.root.join("lock"), operation)
+        self.storage.lock_exclusive(operation)
     }
 
     /// The readers' lock (verify, restore, drill); fails at once while a
     /// writer runs. Works on a read-only repository.
     pub fn lock_shared(&self, operation: &str) -> Result<SharedLock> {
-        SharedLock::acquire(&self.root.join("lock"), operation)
+        self.storage.lock_shared(operation)
     }
 
     /// The content-addressed store of file data shared by all sets.
     pub fn objects(&self) -> Result<ObjectStore> {
-        ObjectStore::open(&self.objects_dir())
+        Ok(ObjectStore::on(self.storage.clone(), "objects"))
     }
 
     /// Removes work directories and half-written objects left by a crashed
     /// or killed run. Needs the exclusive lock, so no live run's files are touched.
-    pub fn remove_leftovers(&self, _lock: &ExclusiveLock) -> Result<Vec<String>> {
-        let mut removed = Vec::new();
-        let tmp = self.objects_dir().join(objects::TMP_DIR);
-        if tmp.is_dir() {
-            let mut temps = 0;
-            for entry in fs::read_dir(&tmp).context("while listing unfinished objects")? {
-                let path = entry?.path();
-                fs::remove_file(&path)
-                    .with_context(|| format!("while removing leftover {}", path.display()))?;
-                temps += 1;
-            }
-            if temps > 0 {
-                removed.push(format!(
-                    "objects/{}/ ({temps} unfinished objects)",
-                    objects::TMP_DIR
-                ));
-            }
-        }
-        for entry in fs::read_dir(self.sets_dir()).context("while listing the repository's sets")? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(WORK_PREFIX) {
-                fs::remove_dir_all(entry.path()).with_context(|| {
-                    format!("while removing leftover {}", entry.path().display())
-                })?;
-                removed.push(name);
-            }
-        }
-        Ok(removed)
+    pub fn remove_leftovers(&self, lock: &ExclusiveLock) -> Result<Vec<String>> {
+        self.storage.remove_leftovers(lock)
     }
 
     /// Starts a new set in a hidden work directory.
     pub fn begin_set(&self, _lock: &ExclusiveLock, started: DateTime<Utc>) -> Result<WorkSet> {
-        WorkSet::create(&self.sets_dir(), started)
+        WorkSet::create(self.storage.clone(), started)
     }
 
     /// Every published set, oldest first.
     pub fn sets(&self) -> Result<Vec<SetInfo>> {
         let mut sets = Vec::new();
-        for entry in fs::read_dir(self.sets_dir()).context("while listing the repository's sets")? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || !entry.file_type()?.is_dir() {
-                continue;
-            }
-            sets.push(SetInfo::load(&entry.path(), &name));
+        for id in self.storage.set_ids()? {
+            sets.push(SetInfo::load(self.storage.clone(), &id)?);
         }
         sets.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(sets)
+    }
+
+    /// Writes a small record (a drill report) once, under `<prefix>/<stem>.json`
+    /// or, when that name is taken, `<stem>-2.json` ...: never replacing
+    /// one. Needs a lock, so no prune removes records while one is written.
+    /// Returns the key it went to.
+    pub fn write_record(
+        &self,
+        _lock: &impl Held,
+        prefix: &str,
+        stem: &str,
+        data: &[u8],
+    ) -> Result<String> {
+        for n in 1..1000 {
+            let key = match n {
+                1 => format!("{prefix}/{stem}.json"),
+                n => format!("{prefix}/{stem}-{n}.json"),
+            };
+            if self.storage.put_if_absent(&key, data)? {
+                return Ok(key);
+            }
+        }
+        bail!("too many records named {prefix}/{stem}*.json")
+    }
+
+    /// Every record under `prefix` with its bytes, by key, in key order.
+    /// Records that cannot be read are skipped (and logged): a reader of
+    /// records (list's "last drill") must not fail on one bad file.
+    pub fn records(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut keys = Vec::new();
+        self.storage.list(prefix, &mut |key, _| {
+            if key.ends_with(".json") {
+                keys.push(key.to_string());
+            }
+            Ok(())
+        })?;
+        keys.sort();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let mut bytes = Vec::new();
+            match self
+                .storage
+                .get(&key)
+                .and_then(|mut r| Ok(r.read_to_end(&mut bytes)?))
+            {
+                Ok(_) => out.push((key, bytes)),
+                Err(e) => tracing::debug!("skipping record {key}: {e:#}"),
+            }
+        }
+        Ok(out)
     }
 
     /// Resolves `latest` (the newest COMPLETE, intact set) or an exact set id.
@@ -164,6 +251,59 @@ impl Repository {
             None => config_error(unknown),
         }
     }
+}
+
+/// The `config` of the repository, `None` when it has none (format 1).
+/// A format newer than this release knows is refused with one line (exit 2),
+/// before the rest of the file is parsed: a newer format may change it.
+fn read_config(storage: &dyn Storage) -> Result<Option<RepoConfig>> {
+    let mut bytes = Vec::new();
+    match storage.get(storage::CONFIG) {
+        Ok(mut r) => r.read_to_end(&mut bytes).map(drop),
+        Err(e) if storage::is_not_found(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    .with_context(|| format!("while reading {}", storage.locate(storage::CONFIG)))?;
+    let what = || format!("the repository config {}", storage.locate(storage::CONFIG));
+    let head: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", what()))?;
+    let format = head.get("format").and_then(serde_json::Value::as_u64);
+    match format {
+        Some(f) if f > u64::from(REPO_FORMAT) => {
+            return config_error(format!(
+                "the repository {} is in format {f}, newer than this kcbackup knows                  (up to {REPO_FORMAT}): use kcbackup {} or later",
+                storage.location(),
+                "a release that writes it"
+            ));
+        }
+        Some(_) => {}
+        None => bail!("{} names no format", what()),
+    }
+    let config =
+        serde_json::from_value(head).with_context(|| format!("while reading {}", what()))?;
+    Ok(Some(config))
+}
+
+/// Writes a new `config` (write-once: if another run was first, its config
+/// is the repository's).
+fn create_config(storage: &dyn Storage) -> Result<RepoConfig> {
+    let mut id = [0u8; 16];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut id))
+        .context("while drawing a repository id from /dev/urandom")?;
+    let config = RepoConfig {
+        format: REPO_FORMAT,
+        id: hex::encode(id),
+        created_by: format!("kcbackup {}", env!("CARGO_PKG_VERSION")),
+        created: Utc::now(),
+        chunker: ChunkerParams::default(),
+    };
+    let mut json = serde_json::to_vec_pretty(&config)?;
+    json.push(b'\n');
+    if storage.put_if_absent(storage::CONFIG, &json)? {
+        return Ok(config);
+    }
+    read_config(storage)?.context("the repository config vanished while it was written")
 }
 
 /// Why `spec` names no set, with the sets nearest to it (ids are UTC times,
