@@ -271,9 +271,10 @@ fn read_config(storage: &dyn Storage) -> Result<Option<RepoConfig>> {
     match format {
         Some(f) if f > u64::from(REPO_FORMAT) => {
             return config_error(format!(
-                "the repository {} is in format {f}, newer than this kcbackup knows                  (up to {REPO_FORMAT}): use kcbackup {} or later",
+                "the repository {} is in format {f}, newer than kcbackup {} knows \
+                 (formats 1 to {REPO_FORMAT}): use a newer kcbackup",
                 storage.location(),
-                "a release that writes it"
+                env!("CARGO_PKG_VERSION")
             ));
         }
         Some(_) => {}
