@@ -7,7 +7,7 @@
 //!
 //! Main types: [`settings::Settings`] (validated configuration),
 //! [`dump::DumpReport`] (what the dump produced), [`repo::Repository`]
-//! (sets, objects, lock), [`repo::manifest::Manifest`], the attachment
+//! (sets, objects, lock, config; all I/O through [`repo::Storage`]), [`repo::manifest::Manifest`], the attachment
 //! index ([`attachments::IndexEntry`]) and the proof ([`crossref::CrossRef`]).
 
 pub mod attachments;

@@ -388,3 +388,42 @@ mod resolve_tests {
         assert!(msg.contains("holds no set yet"), "{msg}");
     }
 }
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    #[test]
+    fn a_new_repository_gets_a_config_once_and_an_old_one_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let first = Repository::open_or_create(&root).unwrap();
+        let config = first.config().unwrap().clone();
+        assert_eq!(config.format, REPO_FORMAT);
+        assert_eq!(first.format(), REPO_FORMAT);
+        // Opening again reads the same config; creating again keeps it.
+        assert_eq!(Repository::open(&root).unwrap().config(), Some(&config));
+        let again = Repository::open_or_create(&root).unwrap();
+        assert_eq!(again.config(), Some(&config));
+        // Without the file: format 1, and readers still open it.
+        fs::remove_file(root.join("config")).unwrap();
+        let old = Repository::open(&root).unwrap();
+        assert_eq!((old.config(), old.format()), (None, FORMAT_WITHOUT_CONFIG));
+        assert_eq!(old.chunker(), ChunkerParams::default());
+    }
+
+    #[test]
+    fn a_newer_format_is_a_config_error_and_a_garbled_config_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir(root.join("sets")).unwrap();
+        fs::write(root.join("config"), r#"{"format": 99, "whatever": 1}"#).unwrap();
+        let err = Repository::open(root).err().unwrap();
+        assert_eq!(crate::error::exit_for(&err), crate::error::Exit::Usage);
+        assert!(format!("{err:#}").contains("format 99"), "{err:#}");
+        fs::write(root.join("config"), "not json").unwrap();
+        let err = Repository::open(root).err().unwrap();
+        assert_eq!(crate::error::exit_for(&err), crate::error::Exit::Failure);
+        assert!(format!("{err:#}").contains("is not JSON"), "{err:#}");
+    }
+}

@@ -391,16 +391,16 @@ impl Storage for LocalStorage {
                 removed.push(name);
             }
         }
-        // Small records a killed run had not yet moved into place.
-        for dir in [self.root.clone(), self.root.join(DRILLS)] {
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
+        // Drill reports a killed drill had not yet moved into place (drills
+        // hold the shared lock, so none is being written now). The root's
+        // `config` is written before any lock is taken: its rare leftover
+        // is left alone rather than race a starting run.
+        if let Ok(entries) = fs::read_dir(self.root.join(DRILLS)) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if name.starts_with('.') && name.ends_with(".tmp") {
                     let _ = fs::remove_file(entry.path());
-                    removed.push(name);
+                    removed.push(format!("{DRILLS}/{name}"));
                 }
             }
         }
