@@ -206,11 +206,10 @@ fn check_set_files(set: &SetInfo, manifest: &Manifest, found: &Findings) {
             Err(e) => found.add("set-file", &f.name, format!("{e:#}")),
         }
     }
-    let Ok(entries) = std::fs::read_dir(set.local_dir()) else {
+    let Ok(names) = set.file_names() else {
         return;
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for name in names {
         let known = name == MANIFEST || name == MANIFEST_SUM;
         if !known && !manifest.files.iter().any(|f| f.name == name) {
             found.add("set-file", name, "in the set but not in the manifest");

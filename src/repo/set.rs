@@ -152,6 +152,20 @@ impl SetInfo {
         self.storage.stat(&format!("{SETS}/{}/{name}", self.id))
     }
 
+    /// The names of every file stored in the set, the manifest's included.
+    pub fn file_names(&self) -> Result<Vec<String>> {
+        let prefix = format!("{SETS}/{}", self.id);
+        let mut names = Vec::new();
+        self.storage.list(&prefix, &mut |key, _| {
+            if let Some(name) = key.strip_prefix(&prefix).and_then(|k| k.strip_prefix('/')) {
+                names.push(name.to_string());
+            }
+            Ok(())
+        })?;
+        names.sort();
+        Ok(names)
+    }
+
     /// A local directory holding the set's files, for consumers that need
     /// a path (the dump loader, index readers). On local storage the set
     /// itself; for a remote store a local cached copy.
