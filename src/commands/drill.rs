@@ -441,9 +441,14 @@ pub fn last_drills(repo: &Repository) -> std::collections::BTreeMap<String, Dril
             return last;
         }
     };
-    // In name order, so the newest report of a set comes last.
     for (_, bytes) in records {
-        if let Ok(report) = serde_json::from_slice::<DrillReport>(&bytes) {
+        let Ok(report) = serde_json::from_slice::<DrillReport>(&bytes) else {
+            continue;
+        };
+        let newer = last
+            .get(&report.set)
+            .is_none_or(|seen: &DrillReport| report.started >= seen.started);
+        if newer {
             last.insert(report.set.clone(), report);
         }
     }

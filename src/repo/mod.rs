@@ -427,3 +427,29 @@ mod config_tests {
         assert!(format!("{err:#}").contains("is not JSON"), "{err:#}");
     }
 }
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn records_get_names_of_their_own_and_are_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::open_or_create(dir.path()).unwrap();
+        let lock = repo.lock_shared("drill").unwrap();
+        let a = repo
+            .write_record(&lock, "drills", "S--T", b"{\"n\":1}")
+            .unwrap();
+        let b = repo
+            .write_record(&lock, "drills", "S--T", b"{\"n\":2}")
+            .unwrap();
+        assert_eq!(
+            (a.as_str(), b.as_str()),
+            ("drills/S--T.json", "drills/S--T-2.json")
+        );
+        let records = repo.records("drills").unwrap();
+        let keys: Vec<&str> = records.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, vec!["drills/S--T-2.json", "drills/S--T.json"]);
+        assert_eq!(records[1].1, b"{\"n\":1}");
+    }
+}

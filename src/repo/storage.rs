@@ -23,6 +23,8 @@
 //!   seen complete before every file it names is stored.
 //! - Only a holder of the exclusive lock deletes or sets aside.
 
+#[cfg(test)]
+pub(crate) mod contract;
 pub mod local;
 
 use std::fs::File;
