@@ -21,7 +21,9 @@
 //! - A set is published at once (local: one rename of a hidden directory)
 //!   or, where that cannot be, with its manifest last, so a set is never
 //!   seen complete before every file it names is stored.
-//! - Only a holder of the exclusive lock deletes or sets aside.
+//! - Only a holder of the exclusive lock deletes (`delete` takes it); any
+//!   run may set a corrupt object aside (`move_aside`), which never
+//!   replaces what is there.
 
 #[cfg(test)]
 pub(crate) mod contract;
