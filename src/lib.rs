@@ -7,8 +7,9 @@
 //!
 //! Main types: [`settings::Settings`] (validated configuration),
 //! [`dump::DumpReport`] (what the dump produced), [`repo::Repository`]
-//! (sets, objects, lock), [`repo::manifest::Manifest`], the attachment
-//! index ([`attachments::IndexEntry`]) and the proof ([`crossref::CrossRef`]).
+//! (sets, objects, lock, config; all its I/O through [`repo::Storage`]),
+//! [`repo::manifest::Manifest`], the attachment index
+//! ([`attachments::IndexEntry`]) and the proof ([`crossref::CrossRef`]).
 
 pub mod attachments;
 pub mod cli;

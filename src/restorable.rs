@@ -72,7 +72,8 @@ impl Findings {
 
 /// The set in `dir` as restore would take it: its manifest's fields, its
 /// files by `stat`, every path and link of its index, and every object the
-/// index names present at its recorded stored size.
+/// index names present at its recorded stored size. `dir` is the set's
+/// local directory (`SetInfo::local_dir`, or a set being written).
 pub fn check(dir: &Path, manifest: &Manifest, store: &ObjectStore) -> Findings {
     check_parts(dir, manifest, store, true)
 }

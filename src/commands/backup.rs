@@ -392,10 +392,10 @@ fn database_info(settings: &Settings, db: &DumpReport) -> DatabaseInfo {
 /// each reused object, so one missing file does not cost a full re-read.
 fn previous_set(repo: &Repository) -> Result<Option<(String, PathBuf)>> {
     let newest = repo.sets()?.into_iter().rev().find_map(|set| {
-        let manifest = set.manifest.ok()?;
+        let manifest = set.manifest.as_ref().ok()?;
         let name = &manifest.attachments.index_file;
         let listed = !name.is_empty() && manifest.files.iter().any(|f| &f.name == name);
-        listed.then(|| (set.id, set.dir.join(name)))
+        listed.then(|| (set.id.clone(), set.local_path(name)))
     });
     Ok(newest)
 }

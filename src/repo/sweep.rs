@@ -1,204 +1,135 @@
-//! The filesystem steps of garbage collection, each small and named so it
-//! can move behind a storage interface: retire a set (one rename to a hidden
-//! trash name), list and delete retired sets, list and delete objects, and
-//! drop drill reports of sets that are gone. Deciding WHAT to delete is the
-//! caller's (`commands::prune`); every step here is safe to repeat.
+//! The steps of garbage collection, each small and safe to repeat, on the
+//! storage interface: retire a set, list and delete retired sets, list and
+//! delete objects, and drop drill reports of sets that are gone. Deciding
+//! WHAT to delete is the caller's (`commands::prune`).
 
 use std::collections::BTreeSet;
-use std::fs::{self, File};
-use std::io;
-use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
 use super::objects::{CORRUPT_DIR, Encoding, ObjectStore};
+use super::storage::{DRILLS, SETS};
 use super::{ExclusiveLock, Repository};
 
-/// Prefix of sets being removed by prune: hidden from `sets()`, finished
-/// by the next prune when one was killed.
-pub const TRASH_PREFIX: &str = ".trash-";
-/// Drill reports, under the repository root (`commands::drill::DRILLS_DIR`).
-const DRILLS_DIR: &str = "drills";
-
-/// One file of the object store.
+/// One object of the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredObject {
     pub sha256: String,
     pub encoding: Encoding,
-    /// Size of the file as stored.
+    /// Size of the object as stored.
     pub bytes: u64,
 }
 
 impl Repository {
-    /// Takes `id` out of the repository's sets with one rename to
-    /// `sets/.trash-<id>`, made durable before returning: objects must not
-    /// be deleted while a crash could bring the set back.
-    pub fn retire_set(&self, _lock: &ExclusiveLock, id: &str) -> Result<()> {
+    /// Takes `id` out of the repository's sets, durably before returning:
+    /// objects must not be deleted while a crash could bring the set back.
+    pub fn retire_set(&self, lock: &ExclusiveLock, id: &str) -> Result<()> {
         if id.is_empty() || id.starts_with('.') || id.contains('/') {
-            bail!("{id:?} is not a set id");
+            anyhow::bail!("{id:?} is not a set id");
         }
-        let from = self.sets_dir().join(id);
-        let to = self.sets_dir().join(format!("{TRASH_PREFIX}{id}"));
-        fs::rename(&from, &to)
-            .with_context(|| format!("while retiring set {id} (to {})", to.display()))?;
-        sync_dir(&self.sets_dir())
+        self.storage().retire_set(lock, id)
     }
 
     /// Bytes of the files of the published set `id` (what removing it frees).
     pub fn set_bytes(&self, id: &str) -> u64 {
-        crate::metrics::tree_bytes(&self.sets_dir().join(id))
+        let mut total = 0;
+        let _ = self.storage().list(&format!("{SETS}/{id}"), &mut |_, bytes| {
+            total += bytes;
+            Ok(())
+        });
+        total
     }
 
     /// Ids of retired sets not yet deleted (a prune was killed), sorted.
     pub fn retired_sets(&self) -> Result<Vec<String>> {
-        let mut ids = Vec::new();
-        for entry in fs::read_dir(self.sets_dir()).context("while listing the repository's sets")? {
-            let name = entry?.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name.strip_prefix(TRASH_PREFIX) {
-                ids.push(id.to_owned());
-            }
-        }
+        let mut ids = self.storage().retired_sets()?;
         ids.sort();
         Ok(ids)
     }
 
     /// Deletes the retired set `id` (all of what is left of it); returns
-    /// the bytes freed. Nothing there is an error: it is already gone.
-    pub fn delete_retired(&self, _lock: &ExclusiveLock, id: &str) -> Result<u64> {
-        let dir = self.sets_dir().join(format!("{TRASH_PREFIX}{id}"));
-        let bytes = crate::metrics::tree_bytes(&dir);
-        match fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => {
-                return Err(e).with_context(|| format!("while deleting {}", dir.display()));
-            }
-        }
-        Ok(bytes)
+    /// the bytes freed. Nothing there is not an error: it is already gone.
+    pub fn delete_retired(&self, lock: &ExclusiveLock, id: &str) -> Result<u64> {
+        self.storage().delete_retired(lock, id)
     }
 
     /// Deletes drill reports (`drills/<set>--<time>.json`) of sets not in
-    /// `sets`, and half-written ones of killed drills; returns how many.
-    /// Reports of remaining sets stay.
+    /// `sets`; returns how many. Reports of remaining sets stay; half-written
+    /// ones are the storage's leftovers, gone with `remove_leftovers`.
     pub fn delete_orphan_drill_reports(
         &self,
-        _lock: &ExclusiveLock,
+        lock: &ExclusiveLock,
         sets: &BTreeSet<String>,
     ) -> Result<usize> {
-        let dir = self.root().join(DRILLS_DIR);
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(e).with_context(|| format!("while listing {}", dir.display())),
-        };
-        let mut removed = 0;
-        for entry in entries {
-            let entry = entry.with_context(|| format!("while listing {}", dir.display()))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            // A `.tmp` report is a killed drill's: no drill runs while the
-            // exclusive lock is held.
-            let leftover = name.starts_with('.') && name.ends_with(".tmp");
-            let Some((set, _)) = name.split_once("--") else {
-                continue;
-            };
-            if leftover || !sets.contains(set) {
-                fs::remove_file(entry.path())
-                    .with_context(|| format!("while deleting {}", entry.path().display()))?;
-                removed += 1;
+        let mut orphans = Vec::new();
+        self.storage().list(DRILLS, &mut |key, _| {
+            let name = key.rsplit('/').next().unwrap_or(key);
+            if let Some((set, _)) = name.split_once("--")
+                && !sets.contains(set)
+            {
+                orphans.push(key.to_owned());
             }
+            Ok(())
+        })?;
+        for key in &orphans {
+            self.storage().delete(lock, key)?;
         }
-        Ok(removed)
+        Ok(orphans.len())
     }
 }
 
 impl ObjectStore {
-    /// Calls `f` with every stored object, shard by shard (memory flat).
-    /// Temporaries (`.tmp/`), quarantined objects (`.corrupt/`) and files
-    /// whose names are not objects are not listed: nothing deletes them.
+    /// Calls `f` with every stored object (one at a time: memory flat).
+    /// Temporaries, quarantined objects and keys that are not objects are
+    /// not listed: nothing deletes them.
     pub fn list_objects(&self, f: &mut dyn FnMut(StoredObject) -> Result<()>) -> Result<()> {
-        let root = self.dir();
-        let shards = match fs::read_dir(root) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e).with_context(|| format!("while listing {}", root.display())),
-        };
-        let mut names: Vec<String> = Vec::new();
-        for entry in shards {
-            let entry = entry.with_context(|| format!("while listing {}", root.display()))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
-                names.push(name);
-            }
-        }
-        names.sort();
-        for shard in names {
-            let dir = root.join(&shard);
-            for entry in
-                fs::read_dir(&dir).with_context(|| format!("while listing {}", dir.display()))?
-            {
-                let entry = entry.with_context(|| format!("while listing {}", dir.display()))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let (sha256, encoding) = match name.strip_suffix(".zst") {
-                    Some(sha) => (sha, Encoding::Zst),
-                    None => (name.as_str(), Encoding::Raw),
-                };
-                if sha256.len() != 64
-                    || !sha256.starts_with(&shard)
-                    || !sha256
-                        .bytes()
-                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-                {
-                    continue;
-                }
-                let meta = entry
-                    .metadata()
-                    .with_context(|| format!("while reading {}", entry.path().display()))?;
-                if !meta.is_file() {
-                    continue;
-                }
+        let prefix = self.prefix().to_owned();
+        self.storage().list(prefix.trim_end_matches('/'), &mut |key, bytes| {
+            let Some(rest) = key.strip_prefix(prefix.as_str()) else {
+                return Ok(());
+            };
+            let Some((shard, name)) = rest.split_once('/') else {
+                return Ok(());
+            };
+            let (sha256, encoding) = match name.strip_suffix(".zst") {
+                Some(sha) => (sha, Encoding::Zst),
+                None => (name, Encoding::Raw),
+            };
+            let is_object = shard.len() == 2
+                && sha256.len() == 64
+                && sha256.starts_with(shard)
+                && sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            if is_object {
                 f(StoredObject {
                     sha256: sha256.to_owned(),
                     encoding,
-                    bytes: meta.len(),
+                    bytes,
                 })?;
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
-    /// Deletes one object file; already gone is fine (a repeated sweep).
-    pub fn delete_object(&self, _lock: &ExclusiveLock, object: &StoredObject) -> Result<()> {
-        let path = self.path(&object.sha256, object.encoding);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("while deleting object {}", path.display())),
-        }
+    /// Deletes one object; already gone is fine (a repeated sweep).
+    pub fn delete_object(&self, lock: &ExclusiveLock, object: &StoredObject) -> Result<()> {
+        self.storage()
+            .delete(lock, &self.key(&object.sha256, object.encoding))?;
+        Ok(())
     }
 
     /// Files and bytes in `objects/.corrupt/` (kept for inspection: prune
     /// never deletes them).
     pub fn quarantined(&self) -> (u64, u64) {
-        let dir = self.dir().join(CORRUPT_DIR);
-        let Ok(entries) = fs::read_dir(dir) else {
-            return (0, 0);
-        };
-        entries
-            .flatten()
-            .filter_map(|e| e.metadata().ok().filter(|m| m.is_file()))
-            .fold((0, 0), |(n, b), m| (n + 1, b + m.len()))
+        self.storage()
+            .set_aside(&format!("{}{CORRUPT_DIR}", self.prefix()))
+            .unwrap_or((0, 0))
     }
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("while syncing {}", dir.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn retire_list_and_delete_are_repeatable() {
@@ -218,11 +149,11 @@ mod tests {
     }
 
     #[test]
-    fn drill_reports_go_with_their_set_and_half_written_ones_always() {
+    fn drill_reports_go_with_their_set() {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repository::open_or_create(dir.path()).unwrap();
         let lock = repo.lock_exclusive("prune").unwrap();
-        let drills = dir.path().join(DRILLS_DIR);
+        let drills = dir.path().join(DRILLS);
         assert_eq!(
             repo.delete_orphan_drill_reports(&lock, &BTreeSet::new())
                 .unwrap(),
@@ -238,13 +169,20 @@ mod tests {
             fs::write(drills.join(name), b"{}").unwrap();
         }
         let keep = BTreeSet::from(["A".to_owned()]);
-        assert_eq!(repo.delete_orphan_drill_reports(&lock, &keep).unwrap(), 2);
+        assert_eq!(repo.delete_orphan_drill_reports(&lock, &keep).unwrap(), 1);
         let mut left: Vec<_> = fs::read_dir(&drills)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
-        assert_eq!(left, ["A--20261201T000000.000Z.json", "notes.txt"]);
+        assert_eq!(
+            left,
+            [
+                ".A--20261202T000000.000Z.json.tmp",
+                "A--20261201T000000.000Z.json",
+                "notes.txt"
+            ]
+        );
     }
 
     #[test]
