@@ -42,6 +42,8 @@ struct Args {
     start: NaiveDate,
     dir: PathBuf,
     keep: bool,
+    /// Another kcbackup binary than target/release/kcbackup.
+    kcbackup: Option<PathBuf>,
 }
 
 fn args() -> Result<Args> {
@@ -53,6 +55,7 @@ fn args() -> Result<Args> {
         start: NaiveDate::from_ymd_opt(2026, 11, 1).context("start date")?,
         dir: std::env::temp_dir(),
         keep: false,
+        kcbackup: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -65,6 +68,7 @@ fn args() -> Result<Args> {
             "--start" => a.start = value()?.parse().context("--start wants YYYY-MM-DD")?,
             "--dir" => a.dir = PathBuf::from(value()?),
             "--keep" => a.keep = true,
+            "--kcbackup" => a.kcbackup = Some(PathBuf::from(value()?)),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -388,7 +392,12 @@ fn main() -> Result<()> {
 
     let kc_repo = root.join("kcbackup-repo");
     let kc_config = store.write_tool_config(&root, &kc_repo)?;
-    let kc = kcbackup_binary()?;
+    let kc = match &a.kcbackup {
+        Some(path) => path
+            .canonicalize()
+            .with_context(|| format!("{}", path.display()))?,
+        None => kcbackup_binary()?,
+    };
     let kc_prune = Command::new(&kc)
         .args(["prune", "--help"])
         .stdout(Stdio::null())
@@ -440,6 +449,9 @@ fn main() -> Result<()> {
     );
     println!(
         "restic: repository v2, default compression; borg: --encryption none, --compression zstd,3"
+    );
+    println!(
+        "(borg's rules do not count archives an earlier rule keeps, so the same flags keep more nights)"
     );
     println!();
     println!(
@@ -507,7 +519,7 @@ fn main() -> Result<()> {
             let i = TOOLS.iter().position(|t| *t == tool).unwrap_or(0);
             prunes[i] = bench.prune(tool, &date)?;
         }
-        let p = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{s:.1}"));
+        let p = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{s:.2}"));
         println!(
             "{night:>5} {day:<10} {new:>5} {read:>5} {moved:>5} {deleted:>5} | {:>6.1} {:>8.1} | {:>6.1} {:>8.1} | {:>6.1} {:>8.1} | {:>5.2} {:>5.2} | {:>5} {:>5} {:>5}",
             backups[0].seconds,
