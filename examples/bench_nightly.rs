@@ -395,7 +395,7 @@ fn main() -> Result<()> {
     let kc = match &a.kcbackup {
         Some(path) => path
             .canonicalize()
-            .with_context(|| format!("{}", path.display()))?,
+            .with_context(|| format!("while resolving --kcbackup {}", path.display()))?,
         None => kcbackup_binary()?,
     };
     let kc_prune = Command::new(&kc)
