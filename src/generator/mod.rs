@@ -6,6 +6,7 @@ mod builder;
 mod config;
 mod content;
 mod files;
+pub mod nightly;
 mod sql;
 
 use std::collections::{BTreeMap, BTreeSet};
