@@ -243,7 +243,7 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
     let t = Instant::now();
     let partial = partial_load(opts.keep);
     let loaded = outcome(database::load(
-        &set.dir, &manifest, &target, false, &partial,
+        &set.dir, &manifest, &store, &target, false, &partial,
     ))?;
     report.durations.database_load = t.elapsed().as_secs_f64();
     report.checks.push(match &loaded {

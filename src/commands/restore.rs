@@ -107,7 +107,10 @@ fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
     }
 
     if let Some(target) = &db_target {
-        report.database = Some(database::restore(&set.dir, &manifest, target, opts.force)?);
+        let store = repo.objects()?;
+        report.database = Some(database::restore(
+            &set.dir, &manifest, &store, target, opts.force,
+        )?);
     }
     crate::signals::check()?;
     if let Some(dir) = &opts.to_attachments {
