@@ -3,6 +3,7 @@
 //! defines what must be present), capture the rest, prove completeness,
 //! write the manifest last, publish.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -126,11 +127,13 @@ pub fn run(
         lob: &set.path(LOB_FILE),
     };
     let mut taken = None;
+    let recorded = recorded_chunks(&repo)?;
     let dumped = dump::run(
         &settings.mysql,
         &files,
         &store,
         &chunker,
+        &recorded,
         progress,
         |_| match taken.insert(snapshot::take(&plan, set.id())) {
             Ok(_) => ControlFlow::Continue(()),
@@ -412,6 +415,22 @@ fn previous_set(repo: &Repository) -> Result<Option<(String, PathBuf)>> {
         listed.then(|| (set.id, set.dir.join(name)))
     });
     Ok(newest)
+}
+
+/// The stored size of each chunk of the newest set's dump: a chunk found in
+/// the store at another size is written again rather than trusted.
+fn recorded_chunks(repo: &Repository) -> Result<HashMap<String, u64>> {
+    let newest = repo.sets()?.into_iter().rev().find_map(|s| s.manifest.ok());
+    Ok(newest
+        .map(|m| {
+            m.database
+                .chunks
+                .into_iter()
+                .filter(|c| c.stored_bytes != 0)
+                .map(|c| (c.sha256, c.stored_bytes))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// This backup's number for rolling verification: one more than the

@@ -148,10 +148,13 @@ pub struct ChunkPool<'scope> {
 
 impl<'scope> ChunkPool<'scope> {
     /// Starts `workers` threads (at least one) in `scope`; the queue holds
-    /// two chunks per worker.
+    /// two chunks per worker. `recorded` holds the stored sizes an earlier
+    /// set recorded for its chunks: a stored chunk of another size is
+    /// damaged (a crash, a truncation) and is written again, not reused.
     pub fn start<'env>(
         scope: &'scope Scope<'scope, 'env>,
         store: &'scope ObjectStore,
+        recorded: &'scope HashMap<String, u64>,
         workers: usize,
     ) -> ChunkPool<'scope> {
         let workers = workers.max(1);
@@ -163,7 +166,7 @@ impl<'scope> ChunkPool<'scope> {
             .map(|_| {
                 let (rx, claimed, failed) = (rx.clone(), claimed.clone(), failed.clone());
                 scope.spawn(move || {
-                    let result = work(store, &rx, &claimed);
+                    let result = work(store, recorded, &rx, &claimed);
                     if result.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -247,9 +250,11 @@ impl<'scope> ChunkPool<'scope> {
 }
 
 /// One worker: until the queue closes, each chunk is hashed; one this run
-/// already claimed or the store holds is recorded, any other written.
+/// already claimed or the store holds (at the size recorded, if one was)
+/// is recorded, any other written (replacing a damaged stored copy).
 fn work(
     store: &ObjectStore,
+    recorded: &HashMap<String, u64>,
     rx: &Mutex<Receiver<Job>>,
     claimed: &Mutex<HashMap<String, ()>>,
 ) -> Result<Vec<Done>> {
@@ -284,7 +289,10 @@ fn work(
             });
             continue;
         }
-        if let Some((_, stored)) = store.stat(&sha256, Encoding::Zst) {
+        let stored = store
+            .stat(&sha256, Encoding::Zst)
+            .filter(|(_, bytes)| recorded.get(&sha256).is_none_or(|want| want == bytes));
+        if let Some((_, stored)) = stored {
             done.push(Done {
                 index: job.index,
                 chunk,
@@ -414,9 +422,10 @@ mod tests {
         let block: Vec<u8> = (0..100_000).map(|_| rng.random::<u8>() % 8).collect();
         // The same content twice within one dump, and again in a second one.
         let data = [block.clone(), block.clone()].concat();
+        let recorded = HashMap::new();
         let run = |data: &[u8]| {
             std::thread::scope(|scope| {
-                let mut pool = ChunkPool::start(scope, &store, 2);
+                let mut pool = ChunkPool::start(scope, &store, &recorded, 2);
                 let mut c = Chunker::new(&params()).unwrap();
                 c.push(data, |o, d| pool.send(o, d)).unwrap();
                 c.finish(|o, d| pool.send(o, d)).unwrap();

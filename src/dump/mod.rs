@@ -9,6 +9,7 @@ pub mod refs;
 pub mod scanner;
 pub mod sql_lexer;
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::ops::ControlFlow;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -81,7 +82,8 @@ pub struct DumpReport {
 
 /// Checks the connection, then runs the dump: cut into chunks with `params`
 /// into `store` (committed, not synced: the caller syncs the store before a
-/// manifest names them), its findings into `files`. `on_transaction_open`
+/// manifest names them; `recorded`: stored sizes of an earlier set's chunks,
+/// see [`ChunkPool::start`]), its findings into `files`. `on_transaction_open`
 /// is called once, from the streaming loop, as soon as table data begins;
 /// `Break` stops the dump at once (the caller knows why).
 pub fn run(
@@ -89,6 +91,7 @@ pub fn run(
     files: &DumpFiles<'_>,
     store: &ObjectStore,
     params: &ChunkerParams,
+    recorded: &HashMap<String, u64>,
     progress: &dyn Progress,
     mut on_transaction_open: impl FnMut(DateTime<Utc>) -> ControlFlow<()>,
 ) -> Result<DumpReport> {
@@ -152,7 +155,7 @@ pub fn run(
     let pgid = child.id();
     let stream_result = thread::scope(|scope| {
         scope.spawn(|| dog.watch(|| crate::signals::kill_group(pgid)));
-        let mut pool = ChunkPool::start(scope, store, chunk_workers());
+        let mut pool = ChunkPool::start(scope, store, recorded, chunk_workers());
         let result = (|| -> Result<()> {
             loop {
                 crate::signals::check()?;

@@ -6,6 +6,7 @@ mod builder;
 mod config;
 mod content;
 mod files;
+pub mod night;
 mod sql;
 
 use std::collections::{BTreeMap, BTreeSet};
