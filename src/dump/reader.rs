@@ -228,3 +228,56 @@ impl Read for DumpReader<'_> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(store: &ObjectStore, data: &[u8]) -> DumpChunk {
+        let (info, _) = store.put(&mut &data[..], Encoding::Zst).unwrap();
+        DumpChunk {
+            sha256: info.sha256,
+            offset: 4096,
+            size: data.len() as u64,
+            stored_bytes: info.stored_bytes,
+        }
+    }
+
+    #[test]
+    fn each_chunk_is_checked_and_named_with_its_byte_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(&dir.path().join("objects")).unwrap();
+        let data = b"INSERT INTO `hierarchy` VALUES (1,2,3);\n".repeat(100);
+        let chunk = stored(&store, &data);
+        let mut buf = Vec::new();
+        read_chunk(&store, &chunk, &mut buf).unwrap();
+        assert_eq!(buf, data);
+
+        let longer = DumpChunk {
+            size: chunk.size - 1,
+            ..chunk.clone()
+        };
+        let e = read_chunk(&store, &longer, &mut buf).unwrap_err();
+        assert!(matches!(e.damage, Damage::WrongSize(_)), "{e}");
+        assert!(!e.object_corrupt());
+
+        let path = store.path(&chunk.sha256, Encoding::Zst);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() - 6;
+        bytes[at] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = read_chunk(&store, &chunk, &mut buf).unwrap_err();
+        assert!(e.object_corrupt(), "{e}");
+
+        std::fs::remove_file(&path).unwrap();
+        let e = read_chunk(&store, &chunk, &mut buf).unwrap_err();
+        let end = 4096 + data.len();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "chunk {} (bytes 4096..{end} of the dump) is missing",
+                chunk.sha256
+            )
+        );
+    }
+}
