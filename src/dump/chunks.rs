@@ -3,7 +3,7 @@
 //! pool of workers behind a bounded queue, so memory stays flat and the
 //! dump's pipe keeps draining while chunks are compressed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -143,6 +143,8 @@ pub struct ChunkPool<'scope> {
     tx: Option<SyncSender<Job>>,
     workers: Vec<ScopedJoinHandle<'scope, Result<Vec<Done>>>>,
     failed: Arc<AtomicBool>,
+    /// The first worker's error, for the reader that finds the queue shut.
+    why: Arc<Mutex<Option<String>>>,
     next: u64,
 }
 
@@ -160,14 +162,19 @@ impl<'scope> ChunkPool<'scope> {
         let workers = workers.max(1);
         let (tx, rx) = sync_channel::<Job>(2 * workers);
         let rx = Arc::new(Mutex::new(rx));
-        let claimed = Arc::new(Mutex::new(HashMap::<String, ()>::new()));
+        let claimed = Arc::new(Mutex::new(HashSet::<String>::new()));
         let failed = Arc::new(AtomicBool::new(false));
+        let why = Arc::new(Mutex::new(None));
         let handles = (0..workers)
             .map(|_| {
-                let (rx, claimed, failed) = (rx.clone(), claimed.clone(), failed.clone());
+                let (rx, claimed) = (rx.clone(), claimed.clone());
+                let (failed, why) = (failed.clone(), why.clone());
                 scope.spawn(move || {
                     let result = work(store, recorded, &rx, &claimed);
-                    if result.is_err() {
+                    if let Err(e) = &result {
+                        if let Ok(mut why) = why.lock() {
+                            why.get_or_insert_with(|| format!("{e:#}"));
+                        }
                         failed.store(true, Ordering::Relaxed);
                     }
                     result
@@ -178,6 +185,7 @@ impl<'scope> ChunkPool<'scope> {
             tx: Some(tx),
             workers: handles,
             failed,
+            why,
             next: 0,
         }
     }
@@ -197,7 +205,11 @@ impl<'scope> ChunkPool<'scope> {
             _ => false,
         };
         if !sent {
-            bail!("storing the dump's chunks failed");
+            let why = self.why.lock().ok().and_then(|w| w.clone());
+            bail!(
+                "while storing the dump's chunks: {}",
+                why.as_deref().unwrap_or("a chunk worker stopped")
+            );
         }
         Ok(())
     }
@@ -230,13 +242,13 @@ impl<'scope> ChunkPool<'scope> {
             }
         }
         let mut out = StoredChunks::default();
-        let mut counted = HashMap::new();
+        let mut counted = HashSet::new();
         for mut d in done {
             let stored = *sizes
                 .get(&d.chunk.sha256)
                 .context("a chunk without a stored size")?;
             d.chunk.stored_bytes = stored;
-            if counted.insert(d.chunk.sha256.clone(), ()).is_none() {
+            if counted.insert(d.chunk.sha256.clone()) {
                 out.stored_bytes += stored;
             }
             if let Some(written) = d.written {
@@ -256,7 +268,7 @@ fn work(
     store: &ObjectStore,
     recorded: &HashMap<String, u64>,
     rx: &Mutex<Receiver<Job>>,
-    claimed: &Mutex<HashMap<String, ()>>,
+    claimed: &Mutex<HashSet<String>>,
 ) -> Result<Vec<Done>> {
     let mut packer = Packer::new()?;
     let mut done = Vec::new();
@@ -278,8 +290,7 @@ fn work(
         let first = claimed
             .lock()
             .map_err(|_| anyhow!("the chunk list was poisoned"))?
-            .insert(sha256.clone(), ())
-            .is_none();
+            .insert(sha256.clone());
         if !first {
             done.push(Done {
                 index: job.index,
