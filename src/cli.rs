@@ -53,6 +53,13 @@ pub enum Command {
     /// Restore a set into a throwaway MariaDB and a scratch directory, check
     /// everything, report the recovery time, clean up.
     Drill(DrillArgs),
+    /// Remove sets the retention policy does not keep, then delete the
+    /// objects no remaining set references.
+    #[command(long_about = PRUNE_ABOUT)]
+    Prune(PruneArgs),
+    /// Remove the named sets, then delete the objects no remaining set references.
+    #[command(long_about = FORGET_ABOUT)]
+    Forget(ForgetArgs),
     /// Start a throwaway MariaDB with a generated Kopano store, back it up, clean up.
     Demo(DemoArgs),
     /// Write man pages or shell completions (used when packaging).
@@ -72,6 +79,117 @@ pub enum GenerateCommand {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+const PRUNE_ABOUT: &str = "\
+Remove the sets the retention policy does not keep, then delete the objects \
+no remaining set references (restic's forget + prune in one run).
+
+The rules (from the command line; when it names none, from [retention] in \
+the config, default: 7 daily, 4 weekly, 6 monthly, tag pre-upgrade), as \
+restic's forget has them:
+  - a set kept by any rule is kept (the union of the rules);
+  - --keep-last N keeps the N newest complete sets;
+  - --keep-hourly/daily/weekly/monthly/yearly N: in each of the N newest \
+calendar hours, days, ISO weeks, months, years that hold a complete set, \
+the NEWEST set of it is kept; when fewer than N such buckets exist the \
+oldest complete set is kept too. Buckets are in the host's local time \
+zone (DST included); --utc counts them in UTC;
+  - --keep-within DURATION (y, m, w, d, h: 14d, 1y6m) keeps the complete \
+sets at most DURATION older than the newest complete set (not than now);
+  - --keep-tag TAG keeps complete sets with that tag.
+Incomplete sets count for no rule and fill no bucket; one is removed once \
+keep_incomplete (default 3) newer complete sets exist. Damaged sets (an \
+unreadable manifest) are kept: only forget removes them, and while one \
+exists no object is deleted (exit 3). The newest complete set is never \
+removed. A prune with no rule at all is refused (exit 2).
+
+Crash safe: sets are first renamed to a hidden trash name, then the live \
+objects are computed from every remaining set and only the others deleted, \
+then the trash. A prune killed at any point leaves every remaining set \
+verifiable; the next prune finishes the job. Objects in objects/.corrupt/ \
+are kept for inspection; drill reports of removed sets are deleted.";
+
+const FORGET_ABOUT: &str = "\
+Remove the named sets (ids, or `latest`), then delete the objects no \
+remaining set references, crash safe like prune. Forgetting the newest \
+complete set needs --force. Damaged and incomplete sets can be forgotten.";
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Keep the N newest complete sets.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest set of each of the last N hours with a complete set.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest set of each of the last N days with a complete set.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest set of each of the last N ISO weeks with a complete set.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest set of each of the last N months with a complete set.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest set of each of the last N years with a complete set.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep complete sets at most this much older than the newest (14d, 1y6m, 36h).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Keep complete sets with this tag (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub keep_tag: Vec<String>,
+    /// Count calendar buckets in UTC instead of the host's local time.
+    #[arg(long)]
+    pub utc: bool,
+    /// Show each set with keep or remove and the rules, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub lock: LockWaitArg,
+    #[command(flatten)]
+    pub output: JsonArg,
+}
+
+impl PruneArgs {
+    /// Whether the command line names any rule (then `[retention]` is ignored).
+    pub fn has_rules(&self) -> bool {
+        self.keep_last.is_some()
+            || self.keep_hourly.is_some()
+            || self.keep_daily.is_some()
+            || self.keep_weekly.is_some()
+            || self.keep_monthly.is_some()
+            || self.keep_yearly.is_some()
+            || self.keep_within.is_some()
+            || !self.keep_tag.is_empty()
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// The sets to remove: ids, or `latest`.
+    #[arg(required = true, value_name = "SET")]
+    pub sets: Vec<String>,
+    /// Allow forgetting the newest complete set.
+    #[arg(long)]
+    pub force: bool,
+    /// Show what would be removed, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub lock: LockWaitArg,
+    #[command(flatten)]
+    pub output: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct LockWaitArg {
+    /// Wait up to this many seconds for another run holding the repository
+    /// lock, instead of failing at once (naming it).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub lock_wait: u64,
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +268,8 @@ pub struct BackupArgs {
     #[arg(long)]
     pub rehash: bool,
     #[command(flatten)]
+    pub lock: LockWaitArg,
+    #[command(flatten)]
     pub output: JsonArg,
 }
 
@@ -214,7 +334,12 @@ impl Cli {
             repository: self.repository.clone(),
             repository_only: matches!(
                 self.command,
-                Command::List(_) | Command::Verify(_) | Command::Restore(_) | Command::Drill(_)
+                Command::List(_)
+                    | Command::Verify(_)
+                    | Command::Restore(_)
+                    | Command::Drill(_)
+                    | Command::Prune(_)
+                    | Command::Forget(_)
             ),
         }
     }

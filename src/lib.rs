@@ -7,8 +7,9 @@
 //!
 //! Main types: [`settings::Settings`] (validated configuration),
 //! [`dump::DumpReport`] (what the dump produced), [`repo::Repository`]
-//! (sets, objects, lock), [`repo::manifest::Manifest`], the attachment
-//! index ([`attachments::IndexEntry`]) and the proof ([`crossref::CrossRef`]).
+//! (sets, objects, lock, config; all its I/O through [`repo::Storage`]),
+//! [`repo::manifest::Manifest`], the attachment index
+//! ([`attachments::IndexEntry`]) and the proof ([`crossref::CrossRef`]).
 
 pub mod attachments;
 pub mod cli;
@@ -32,6 +33,7 @@ pub mod progress;
 pub mod repo;
 pub mod restorable;
 pub mod restore;
+pub mod retention;
 pub mod sandbox;
 pub mod scratch;
 pub mod settings;
@@ -69,6 +71,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 let opts = commands::backup::BackupOptions {
                     tag: args.tag.clone(),
                     rehash: args.rehash,
+                    lock_wait: std::time::Duration::from_secs(args.lock.lock_wait),
                 };
                 let report = commands::backup::run(&settings, &opts, progress.as_ref())?;
                 for w in &report.warnings {
@@ -152,6 +155,37 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 Ok((exit, operation::drill_facts(&settings, &report)))
             })
         }
+        Command::Prune(args) => {
+            let settings = settings()?;
+            operation::run(&settings, Operation::Prune, || {
+                let policy = if args.has_rules() {
+                    Some(cli_policy(&settings, args)?)
+                } else {
+                    None
+                };
+                let opts = commands::prune::PruneOptions {
+                    policy,
+                    utc: args.utc,
+                    dry_run: args.dry_run,
+                    lock_wait: std::time::Duration::from_secs(args.lock.lock_wait),
+                };
+                let report = commands::prune::prune(&settings, &opts)?;
+                prune_done(&settings, &report, args.output.json)
+            })
+        }
+        Command::Forget(args) => {
+            let settings = settings()?;
+            operation::run(&settings, Operation::Forget, || {
+                let opts = commands::prune::ForgetOptions {
+                    sets: args.sets.clone(),
+                    force: args.force,
+                    dry_run: args.dry_run,
+                    lock_wait: std::time::Duration::from_secs(args.lock.lock_wait),
+                };
+                let report = commands::prune::forget(&settings, &opts)?;
+                prune_done(&settings, &report, args.output.json)
+            })
+        }
         Command::List(args) => {
             let settings = settings()?;
             if let Some(set) = &args.long {
@@ -192,6 +226,51 @@ pub fn run(cli: Cli) -> Result<Exit> {
             })
         }
     }
+}
+
+/// The rules the prune command line names; keep_incomplete stays as
+/// configured (it is not a rule).
+fn cli_policy(settings: &settings::Settings, args: &cli::PruneArgs) -> Result<retention::Policy> {
+    let keep_within = match &args.keep_within {
+        Some(text) => Some(
+            retention::Within::parse(text)
+                .map_err(|e| error::ConfigError(format!("--keep-within: {e}")))?,
+        )
+        .filter(|w| !w.is_zero()),
+        None => None,
+    };
+    Ok(retention::Policy {
+        keep_last: args.keep_last.unwrap_or(0),
+        keep_hourly: args.keep_hourly.unwrap_or(0),
+        keep_daily: args.keep_daily.unwrap_or(0),
+        keep_weekly: args.keep_weekly.unwrap_or(0),
+        keep_monthly: args.keep_monthly.unwrap_or(0),
+        keep_yearly: args.keep_yearly.unwrap_or(0),
+        keep_within,
+        keep_tags: args.keep_tag.clone(),
+        keep_incomplete: settings.retention.keep_incomplete,
+    })
+}
+
+/// Prints a prune or forget report; exit 3 when objects could not be swept.
+fn prune_done(
+    settings: &settings::Settings,
+    report: &commands::prune::PruneReport,
+    json: bool,
+) -> Result<(Exit, operation::Facts)> {
+    if json {
+        output::json(report)?;
+    } else {
+        output::prune_summary(report);
+    }
+    let exit = match &report.sweep_skipped {
+        Some(why) => {
+            eprintln!("kcbackup: {why}");
+            Exit::Incomplete
+        }
+        None => Exit::Ok,
+    };
+    Ok((exit, operation::prune_facts(settings, report)))
 }
 
 /// The server `restore --to-database` loads into: the configured one, with

@@ -1,5 +1,5 @@
 //! Prometheus metrics for node_exporter's textfile collector: after every
-//! backup, verify and drill, one `kcbackup_<operation>.prom`, replaced
+//! backup, verify, drill and prune, one `kcbackup_<operation>.prom`, replaced
 //! atomically; a failure carries the last success time over from the old file.
 
 use std::fmt::Write as _;
@@ -58,6 +58,21 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "kcbackup_drill_recovery_seconds",
         "gauge",
         "The recovery time the last drill measured.",
+    ),
+    (
+        "kcbackup_prune_removed_sets",
+        "gauge",
+        "Sets the last prune removed (those of an interrupted earlier prune included).",
+    ),
+    (
+        "kcbackup_prune_deleted_objects",
+        "gauge",
+        "Objects the last prune deleted because no remaining set referenced them.",
+    ),
+    (
+        "kcbackup_prune_reclaimed_bytes",
+        "gauge",
+        "Bytes the last prune freed: deleted objects and removed sets' files.",
     ),
 ];
 

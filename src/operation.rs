@@ -10,6 +10,7 @@ use chrono::Utc;
 
 use crate::commands::backup::BackupReport;
 use crate::commands::drill::DrillReport;
+use crate::commands::prune::PruneReport;
 use crate::commands::restore::RestoreReport;
 use crate::commands::verify::VerifyReport;
 use crate::crossref::CrossRef;
@@ -28,6 +29,8 @@ pub enum Operation {
     Verify,
     Restore,
     Drill,
+    Prune,
+    Forget,
 }
 
 impl Operation {
@@ -37,12 +40,14 @@ impl Operation {
             Operation::Verify => "verify",
             Operation::Restore => "restore",
             Operation::Drill => "drill",
+            Operation::Prune => "prune",
+            Operation::Forget => "forget",
         }
     }
 
     /// Operations that write `kcbackup_<operation>.prom`.
     fn has_metrics(self) -> bool {
-        self != Operation::Restore
+        !matches!(self, Operation::Restore | Operation::Forget)
     }
 
     fn hooks(self, s: &Settings) -> (Option<&HookSpec>, Option<&HookSpec>) {
@@ -51,7 +56,7 @@ impl Operation {
             Operation::Backup => (h.before_backup.as_ref(), h.after_backup.as_ref()),
             Operation::Restore => (h.before_restore.as_ref(), h.after_restore.as_ref()),
             Operation::Drill => (h.before_drill.as_ref(), h.after_drill.as_ref()),
-            Operation::Verify => (None, None),
+            Operation::Verify | Operation::Prune | Operation::Forget => (None, None),
         }
     }
 
@@ -75,6 +80,15 @@ pub struct Facts {
     pub set_bytes: Vec<(&'static str, u64)>,
     pub attachments: Option<CrossRef>,
     pub recovery_seconds: Option<f64>,
+    /// What a prune removed: sets, objects, bytes.
+    pub prune: Option<PruneCounts>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PruneCounts {
+    pub sets_removed: u64,
+    pub objects_deleted: u64,
+    pub bytes_reclaimed: u64,
 }
 
 /// Runs `body` as `op`, with everything around it; returns its result.
@@ -231,6 +245,15 @@ fn samples(
     if let Some(r) = facts.recovery_seconds {
         s.push(Sample::new("kcbackup_drill_recovery_seconds", &[], r));
     }
+    if let Some(p) = &facts.prune {
+        for (name, value) in [
+            ("kcbackup_prune_removed_sets", p.sets_removed),
+            ("kcbackup_prune_deleted_objects", p.objects_deleted),
+            ("kcbackup_prune_reclaimed_bytes", p.bytes_reclaimed),
+        ] {
+            s.push(Sample::new(name, &[], value as f64));
+        }
+    }
     let root = &settings.repository;
     if root.join("sets").is_dir() {
         s.push(Sample::new(
@@ -279,6 +302,7 @@ pub fn backup_facts(settings: &Settings, r: &BackupReport) -> Facts {
         ],
         attachments: Some(r.attachments.proof.clone()),
         recovery_seconds: None,
+        prune: None,
     }
 }
 
@@ -316,6 +340,17 @@ pub fn drill_facts(settings: &Settings, r: &DrillReport) -> Facts {
         .map(|(n, v)| (n.to_owned(), v))
         .collect(),
         recovery_seconds: Some(d.total),
+        ..Facts::default()
+    }
+}
+
+pub fn prune_facts(_settings: &Settings, r: &PruneReport) -> Facts {
+    Facts {
+        prune: Some(PruneCounts {
+            sets_removed: (r.sets_removed.len() + r.finished_earlier.len()) as u64,
+            objects_deleted: r.objects_deleted,
+            bytes_reclaimed: r.bytes_reclaimed,
+        }),
         ..Facts::default()
     }
 }

@@ -8,6 +8,7 @@ use crate::commands::backup::BackupReport;
 use crate::commands::demo::DemoReport;
 use crate::commands::drill::DrillReport;
 use crate::commands::list::SetLine;
+use crate::commands::prune::PruneReport;
 use crate::commands::restore::RestoreReport;
 use crate::commands::verify::VerifyReport;
 
@@ -411,5 +412,56 @@ pub fn set_stats(s: &SetStats) {
     );
     for p in &s.phases {
         println!("phase      {:<12} {:.1}s", p.name, p.seconds);
+    }
+}
+
+/// Each set with keep or remove and the rules that keep it, then what the
+/// run removed (or, with --dry-run, would remove).
+pub fn prune_summary(r: &PruneReport) {
+    let dry = if r.dry_run {
+        " (dry run: nothing changed)"
+    } else {
+        ""
+    };
+    let rules = if r.command == "prune" {
+        format!(
+            "rules: {} (buckets in {} time)",
+            r.rules.join(", "),
+            r.time_zone.unwrap_or("local")
+        )
+    } else {
+        format!("forget: {}", r.rules.join(", "))
+    };
+    println!("{}{dry}; {rules}", r.command);
+    for v in &r.sets {
+        println!(
+            "  {:<6} {:<20} {:<10} {:<12} {}",
+            v.action,
+            v.id,
+            v.status,
+            v.tag.as_deref().unwrap_or("-"),
+            v.reasons.join(", ")
+        );
+    }
+    if !r.finished_earlier.is_empty() {
+        println!(
+            "finishing an interrupted prune: {}",
+            r.finished_earlier.join(", ")
+        );
+    }
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    println!(
+        "{verb} {} set(s), {} object(s), {} reclaimed; {} object(s) still referenced; {:.1} s",
+        r.sets_removed.len(),
+        r.objects_deleted,
+        bytes(r.bytes_reclaimed),
+        r.objects_live,
+        r.seconds
+    );
+    if r.quarantined_objects > 0 {
+        println!(
+            "{} quarantined object(s) in objects/.corrupt/ kept for inspection",
+            r.quarantined_objects
+        );
     }
 }

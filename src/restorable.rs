@@ -73,6 +73,8 @@ impl Findings {
 /// The set in `dir` as restore would take it: its manifest's fields, its
 /// files by `stat`, every chunk of its dump and every path and link of its
 /// index, and every object they name present at its recorded stored size.
+/// `dir` is the set's local directory (`SetInfo::local_dir`, or a set being
+/// written).
 pub fn check(dir: &Path, manifest: &Manifest, store: &ObjectStore) -> Findings {
     check_parts(dir, manifest, store, true)
 }

@@ -591,3 +591,63 @@ fn sigterm_during_the_dump_runs_on_failure_with_exit_143() {
         Some(true)
     );
 }
+
+#[test]
+fn prune_writes_its_metrics_on_success_and_keeps_the_last_success_on_failure() {
+    let env = Env::new();
+    let config = env.config("", "");
+    assert_eq!(env.backup(&config).status.code(), Some(0));
+    assert_eq!(env.backup(&config).status.code(), Some(0));
+    let out = env.run(&config, &["prune", "--keep-last", "1", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let path = env.metrics.join("kcbackup_prune.prom");
+    promtool_accepts(&path);
+    let prom = fs::read_to_string(&path).unwrap();
+    let success = value(&prom, "kcbackup_last_success_timestamp_seconds", "").unwrap();
+    assert!(
+        value(
+            &prom,
+            "kcbackup_last_run_timestamp_seconds",
+            "result=\"success\""
+        )
+        .is_some()
+    );
+    assert_eq!(
+        value(&prom, "kcbackup_prune_removed_sets", "operation=\"prune\""),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&prom, "kcbackup_prune_deleted_objects", ""),
+        report["objects_deleted"].as_f64()
+    );
+    assert_eq!(
+        value(&prom, "kcbackup_prune_reclaimed_bytes", ""),
+        report["bytes_reclaimed"].as_f64()
+    );
+    assert!(value(&prom, "kcbackup_prune_reclaimed_bytes", "").unwrap() > 0.0);
+    assert!(value(&prom, "kcbackup_duration_seconds", "phase=\"total\"").is_some());
+    assert_eq!(
+        value(&prom, "kcbackup_sets", "status=\"complete\""),
+        Some(1.0)
+    );
+    assert!(value(&prom, "kcbackup_repository_bytes", "").unwrap() > 0.0);
+    // A refused prune (no rule) still writes the file, keeping the success.
+    let out = env.run(&config, &["prune", "--keep-last", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    promtool_accepts(&path);
+    let prom = fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        value(&prom, "kcbackup_last_success_timestamp_seconds", ""),
+        Some(success)
+    );
+    assert!(
+        value(
+            &prom,
+            "kcbackup_last_run_timestamp_seconds",
+            "result=\"failure\""
+        )
+        .is_some()
+    );
+    assert_eq!(value(&prom, "kcbackup_last_exit_code", ""), Some(2.0));
+}

@@ -39,6 +39,8 @@ pub struct BackupOptions {
     pub tag: Option<String>,
     /// Read every attachment, trusting no checksum of an earlier set.
     pub rehash: bool,
+    /// How long to wait for another run's lock (`--lock-wait`); zero fails at once.
+    pub lock_wait: std::time::Duration,
 }
 
 /// What `backup` reports (also its `--json` output).
@@ -106,7 +108,7 @@ pub fn run(
 
     // 1. One writer at a time; clear what a crashed run left behind.
     let repo = Repository::open_or_create(&settings.repository)?;
-    let lock = repo.lock_exclusive("backup")?;
+    let lock = repo.lock_exclusive_waiting("backup", opts.lock_wait)?;
     let mut removed_leftovers = repo.remove_leftovers(&lock)?;
     removed_leftovers.extend(crate::scratch::remove_dead_runs(&[]));
     let removed_snapshots = snapshot::remove_stale(&plan)?;
@@ -409,10 +411,10 @@ fn database_info(settings: &Settings, db: &DumpReport) -> DatabaseInfo {
 /// each reused object, so one missing file does not cost a full re-read.
 fn previous_set(repo: &Repository) -> Result<Option<(String, PathBuf)>> {
     let newest = repo.sets()?.into_iter().rev().find_map(|set| {
-        let manifest = set.manifest.ok()?;
+        let manifest = set.manifest.as_ref().ok()?;
         let name = &manifest.attachments.index_file;
         let listed = !name.is_empty() && manifest.files.iter().any(|f| &f.name == name);
-        listed.then(|| (set.id, set.dir.join(name)))
+        listed.then(|| (set.id.clone(), set.local_path(name)))
     });
     Ok(newest)
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Interrupted;
 use crate::mysql::Client;
-use crate::repo::Repository;
+use crate::repo::{Repository, SharedLock};
 use crate::restorable;
 use crate::restore::checks;
 use crate::restore::config::restore_config;
@@ -23,7 +23,7 @@ use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::settings::Settings;
 
 /// Where drill reports are kept, one write-once file per drill.
-pub const DRILLS_DIR: &str = "drills";
+pub const DRILLS_DIR: &str = crate::repo::storage::DRILLS;
 
 #[derive(Debug, Clone, Default)]
 pub struct DrillOptions {
@@ -194,21 +194,21 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
         Err(e) => {
             report.checks.push(failed("manifest", e.clone()));
             report.durations.total = clock.elapsed().as_secs_f64();
-            return finish(&repo, report);
+            return finish(&repo, &lock, report);
         }
     };
 
     // 0. Restore's own checks, by `stat` alone: a set restore would refuse
     // is refused here with the same words, before any server is started.
     let store = repo.objects()?;
-    let findings = restorable::check(&set.dir, &manifest, &store);
+    let findings = restorable::check(set.local_dir(), &manifest, &store);
     if !findings.is_empty() {
         report.checks.push(failed(
             "restorable",
             format!("set {} cannot be restored: {}", set.id, findings.summary()),
         ));
         report.durations.total = clock.elapsed().as_secs_f64();
-        return finish(&repo, report);
+        return finish(&repo, &lock, report);
     }
     report.checks.push(passed(
         "restorable",
@@ -243,7 +243,12 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
     let t = Instant::now();
     let partial = partial_load(opts.keep);
     let loaded = outcome(database::load(
-        &set.dir, &manifest, &store, &target, false, &partial,
+        set.local_dir(),
+        &manifest,
+        &store,
+        &target,
+        false,
+        &partial,
     ))?;
     report.durations.database_load = t.elapsed().as_secs_f64();
     report.checks.push(match &loaded {
@@ -263,7 +268,7 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
     } else {
         let restored = outcome(super::restore::attachments(
             &repo,
-            &set.dir,
+            &set,
             &manifest,
             &attachments,
             false,
@@ -283,7 +288,7 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
             Err(e) => {
                 // Bad data in an object: find every such object and move it
                 // aside, so the next backup writes it again.
-                let moved = restorable::move_aside_corrupt(&set.dir, &manifest, &store);
+                let moved = restorable::move_aside_corrupt(set.local_dir(), &manifest, &store);
                 let moved = match moved.is_empty() {
                     true => String::new(),
                     false => format!("; corrupt, moved aside: {}", moved.join(", ")),
@@ -301,7 +306,7 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
         let mut tree = TreeRestore::default();
         let mut notes = Vec::new();
         let restored = outcome(restore_config(
-            &set.dir.join(&manifest.config.file),
+            &set.local_path(&manifest.config.file),
             &manifest.config.entries,
             &scratch.path().join("config"),
             &mut tree,
@@ -341,7 +346,7 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
     }
     if tree_ok && !manifest.attachments.index_file.is_empty() {
         report.checks.push(checks::check_files(
-            &set.dir.join(&manifest.attachments.index_file),
+            &set.local_path(&manifest.attachments.index_file),
             &attachments,
         )?);
     }
@@ -369,7 +374,7 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
             .context("while removing the drill's scratch directory")?;
     }
     report.durations.cleanup = t.elapsed().as_secs_f64();
-    finish(&repo, report)
+    finish(&repo, &lock, report)
 }
 
 /// The sandbox lives in the scratch directory (one thing to clean up, one
@@ -403,9 +408,9 @@ pub(crate) fn failed(name: &str, detail: String) -> Check {
 /// Sets the verdict and writes the report into the repository. A report
 /// that cannot be written (a read-only repository) is still returned, and
 /// says so: the verdict matters more than its record.
-fn finish(repo: &Repository, mut report: DrillReport) -> Result<DrillReport> {
+fn finish(repo: &Repository, lock: &SharedLock, mut report: DrillReport) -> Result<DrillReport> {
     report.ok = !report.checks.is_empty() && report.checks.iter().all(|c| c.ok);
-    if let Err(e) = record(repo, &report) {
+    if let Err(e) = record(repo, lock, &report) {
         let why = format!("{e:#}");
         tracing::warn!("the drill's result is not recorded in the repository: {why}");
         report.not_recorded = Some(why);
@@ -413,43 +418,38 @@ fn finish(repo: &Repository, mut report: DrillReport) -> Result<DrillReport> {
     Ok(report)
 }
 
-fn record(repo: &Repository, report: &DrillReport) -> Result<()> {
-    let dir = repo.root().join(DRILLS_DIR);
-    fs::create_dir_all(&dir).with_context(|| format!("while creating {}", dir.display()))?;
-    let name = format!(
-        "{}--{}.json",
+/// Writes the report once under a name of its own (`<set>--<time>.json`),
+/// under the readers' lock the drill holds: a report is a record beside
+/// the sets, written once, so it needs backup and prune kept out, not
+/// other readers.
+fn record(repo: &Repository, lock: &SharedLock, report: &DrillReport) -> Result<()> {
+    let stem = format!(
+        "{}--{}",
         report.set,
         report.started.format("%Y%m%dT%H%M%S%.3fZ")
     );
-    // Temporary name, then rename: `list` never sees half a report.
-    let tmp = dir.join(format!(".{name}.tmp"));
-    fs::write(&tmp, serde_json::to_vec_pretty(report)?)
-        .and_then(|()| fs::rename(&tmp, dir.join(&name)))
-        .with_context(|| format!("while writing {}", dir.join(&name).display()))
+    repo.write_record(lock, DRILLS_DIR, &stem, &serde_json::to_vec_pretty(report)?)
+        .map(drop)
 }
 
 /// The newest drill of each set, for `list`.
-pub fn last_drills(repo_root: &Path) -> std::collections::BTreeMap<String, DrillReport> {
+pub fn last_drills(repo: &Repository) -> std::collections::BTreeMap<String, DrillReport> {
     let mut last = std::collections::BTreeMap::new();
-    let Ok(entries) = fs::read_dir(repo_root.join(DRILLS_DIR)) else {
-        return last;
+    let records = match repo.records(DRILLS_DIR) {
+        Ok(records) => records,
+        Err(e) => {
+            tracing::debug!("no drill reports: {e:#}");
+            return last;
+        }
     };
-    // Only finished reports: `<set>--<time>.json`, never a `.tmp` in flight.
-    let mut names: Vec<_> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(".json") && !n.starts_with('.'))
-        })
-        .collect();
-    names.sort();
-    for path in names {
-        if let Some(report) = fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<DrillReport>(&b).ok())
-        {
+    for (_, bytes) in records {
+        let Ok(report) = serde_json::from_slice::<DrillReport>(&bytes) else {
+            continue;
+        };
+        let newer = last
+            .get(&report.set)
+            .is_none_or(|seen: &DrillReport| report.started >= seen.started);
+        if newer {
             last.insert(report.set.clone(), report);
         }
     }

@@ -39,12 +39,10 @@ pub struct LastDrill {
 }
 
 pub fn run(settings: &Settings) -> Result<Vec<SetLine>> {
-    let root = &settings.repository;
-    if !root.join("sets").is_dir() {
+    let Some(repo) = Repository::open_if_exists(&settings.repository)? else {
         return Ok(Vec::new());
-    }
-    let repo = Repository::open(root)?;
-    let drills = super::drill::last_drills(root);
+    };
+    let drills = super::drill::last_drills(&repo);
     let store = repo.objects()?;
     let last_drill = |id: &str| {
         drills.get(id).map(|d| LastDrill {
@@ -59,12 +57,12 @@ pub fn run(settings: &Settings) -> Result<Vec<SetLine>> {
         .map(|s| {
             let status = s.status().to_string();
             let last_drill = last_drill(&s.id);
-            match s.manifest {
+            match &s.manifest {
                 Ok(m) => {
                     // A set that needs an object gone or damaged since
                     // (moved to objects/.corrupt/) is damaged until the next
                     // backup writes it again: a `stat` per object tells.
-                    let missing = restorable::missing_objects(&s.dir, &m, &store);
+                    let missing = restorable::missing_objects(s.local_dir(), m, &store);
                     let (status, problem) = match missing.is_empty() {
                         true => (status, None),
                         false => ("damaged".to_string(), Some(missing.summary())),
@@ -89,7 +87,7 @@ pub fn run(settings: &Settings) -> Result<Vec<SetLine>> {
                     bytes: 0,
                     logical_bytes: 0,
                     added_bytes: 0,
-                    problem: Some(e),
+                    problem: Some(e.clone()),
                     last_drill,
                 },
             }

@@ -5,5 +5,6 @@ pub mod backup;
 pub mod demo;
 pub mod drill;
 pub mod list;
+pub mod prune;
 pub mod restore;
 pub mod verify;

@@ -9,9 +9,8 @@ use serde::Serialize;
 
 use crate::attachments::read_index;
 use crate::error::config_error;
-use crate::repo::Repository;
 use crate::repo::manifest::Manifest;
-use crate::repo::objects::ObjectStore;
+use crate::repo::{Repository, SetInfo};
 use crate::restorable;
 use crate::restore::config::restore_config;
 use crate::restore::database::{self, DatabaseRestore};
@@ -76,7 +75,7 @@ fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
     // set restorable is `restorable`'s one definition, shared with backup,
     // verify and drill.
     let findings = restorable::check_parts(
-        &set.dir,
+        set.local_dir(),
         &manifest,
         &repo.objects()?,
         opts.to_attachments.is_some(),
@@ -93,7 +92,7 @@ fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
         database::check_target(target, opts.force)?;
     }
     let index = (!manifest.attachments.index_file.is_empty())
-        .then(|| set.dir.join(&manifest.attachments.index_file));
+        .then(|| set.local_path(&manifest.attachments.index_file));
     if let Some(dir) = &opts.to_attachments {
         if let Some(index) = &index {
             check_index(read_index(index)?)?;
@@ -109,13 +108,17 @@ fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
     if let Some(target) = &db_target {
         let store = repo.objects()?;
         report.database = Some(database::restore(
-            &set.dir, &manifest, &store, target, opts.force,
+            set.local_dir(),
+            &manifest,
+            &store,
+            target,
+            opts.force,
         )?);
     }
     crate::signals::check()?;
     if let Some(dir) = &opts.to_attachments {
         report.attachments = Some(match &index {
-            Some(_) => attachments(&repo, &set.dir, &manifest, dir, opts.force)?,
+            Some(_) => attachments(&repo, &set, &manifest, dir, opts.force)?,
             None => {
                 report.notes.push("the set holds no attachment tree".into());
                 TreeRestore::default()
@@ -135,7 +138,7 @@ fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
                 &mut tree,
             )?;
             restore_config(
-                &set.dir.join(&manifest.config.file),
+                &set.local_path(&manifest.config.file),
                 &manifest.config.entries,
                 dir,
                 &mut tree,
@@ -164,16 +167,16 @@ fn refuse_non_empty(dir: &Path, force: bool) -> Result<()> {
 /// path of its index.
 pub fn attachments(
     repo: &Repository,
-    set_dir: &Path,
+    set: &SetInfo,
     manifest: &Manifest,
     dir: &Path,
     force: bool,
 ) -> Result<TreeRestore> {
-    let index = set_dir.join(&manifest.attachments.index_file);
+    let index = set.local_path(&manifest.attachments.index_file);
     check_index(read_index(&index)?)?;
     let mut tree = TreeRestore::default();
     prepare_target(dir, read_index(&index)?, force, &mut tree)?;
-    let store = ObjectStore::open(&repo.objects_dir())?;
+    let store = repo.objects()?;
     restore_tree(&store, read_index(&index)?, dir, &mut tree)
         .with_context(|| format!("while restoring attachments into {}", dir.display()))?;
     Ok(tree)

@@ -24,10 +24,10 @@ use crate::dump::refs::RefsWriter;
 use crate::dump::scanner::{DumpFindings, Scanner};
 use crate::layout::Layout;
 use crate::progress::Progress;
-use crate::repo::Repository;
 use crate::repo::digest::{HashReader, HashWriter, file_digest};
 use crate::repo::manifest::{MANIFEST, MANIFEST_SUM, Manifest};
 use crate::repo::objects::{Encoding, ObjectStore};
+use crate::repo::{Repository, SetInfo};
 use crate::restorable;
 use crate::settings::Settings;
 
@@ -118,13 +118,13 @@ fn verify(
     let found = Findings::default();
     let mut attachments = None;
 
-    match Manifest::load_suspect(&set.dir) {
+    match Manifest::load_suspect(set.local_dir()) {
         Err(e) => found.add("manifest", MANIFEST, format!("{e:#}")),
         Ok((manifest, mismatch)) => {
             if let Some(why) = mismatch {
                 found.add("manifest", MANIFEST, why);
             }
-            attachments = check_set(&repo, &set.dir, &manifest, &found, progress)?;
+            attachments = check_set(&repo, &set, &manifest, &found, progress)?;
         }
     }
 
@@ -148,7 +148,7 @@ fn verify(
 /// thread, as it is the longest single read), objects, config, the proof.
 fn check_set(
     repo: &Repository,
-    dir: &Path,
+    set: &SetInfo,
     manifest: &Manifest,
     found: &Findings,
     progress: &dyn Progress,
@@ -156,10 +156,10 @@ fn check_set(
     // Restore's own checks first, so verify refuses what restore refuses,
     // with the same words.
     let store = repo.objects()?;
-    for f in restorable::check(dir, manifest, &store).list {
+    for f in restorable::check(set.local_dir(), manifest, &store).list {
         found.add("restorable", f.path, f.detail);
     }
-    check_set_files(dir, manifest, found);
+    check_set_files(set, manifest, found);
     // Named after this run: if it is killed, the next run removes it.
     let scratch = crate::scratch::create(crate::scratch::VERIFY_PREFIX, None, false)?;
     let refs = scratch.path().join("singleinstances.jsonl.zst");
@@ -168,18 +168,18 @@ fn check_set(
     let rescanned = thread::scope(|scope| {
         let dump = scope.spawn(|| {
             if manifest.database.chunks.is_empty() {
-                rescan_dump(dir, manifest, &refs, &lob, found)
+                rescan_dump(set, manifest, &refs, &lob, found)
             } else {
                 rescan_chunks(&store, manifest, &refs, &lob, found, progress)
             }
         });
-        check_objects(&store, dir, manifest, found, progress);
+        check_objects(&store, set, manifest, found, progress);
         dump.join().map_err(|_| anyhow!("the dump check panicked"))
     })?;
     progress.finish();
 
     if !manifest.config.file.is_empty() {
-        let archive = dir.join(&manifest.config.file);
+        let archive = set.local_path(&manifest.config.file);
         match config_archive::check(&archive, &manifest.config.entries) {
             Ok(diffs) => {
                 for (path, detail) in diffs {
@@ -193,12 +193,12 @@ fn check_set(
     let Some(findings) = rescanned else {
         return Ok(None);
     };
-    Ok(reprove(dir, manifest, &findings, &refs, &lob, found))
+    Ok(reprove(set, manifest, &findings, &refs, &lob, found))
 }
 
 /// Each file the manifest lists: present, same size, same SHA-256; and no
 /// file the manifest does not know.
-fn check_set_files(dir: &Path, manifest: &Manifest, found: &Findings) {
+fn check_set_files(set: &SetInfo, manifest: &Manifest, found: &Findings) {
     // The dump is hashed by `rescan_dump` while it is decompressed: one read.
     for f in manifest
         .files
@@ -208,16 +208,15 @@ fn check_set_files(dir: &Path, manifest: &Manifest, found: &Findings) {
         if crate::signals::received().is_some() {
             return;
         }
-        match file_digest(&dir.join(&f.name)) {
+        match file_digest(&set.local_path(&f.name)) {
             Ok((bytes, sha256)) => compare_set_file(manifest, &f.name, bytes, &sha256, found),
             Err(e) => found.add("set-file", &f.name, format!("{e:#}")),
         }
     }
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(names) = set.file_names() else {
         return;
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for name in names {
         let known = name == MANIFEST || name == MANIFEST_SUM;
         if !known && !manifest.files.iter().any(|f| f.name == name) {
             found.add("set-file", name, "in the set but not in the manifest");
@@ -349,14 +348,14 @@ fn compare_findings(manifest: &Manifest, what: &str, findings: &DumpFindings, fo
 /// its size and SHA-256, and scans it again into fresh reference lists.
 /// `None` when it cannot be read to the end.
 fn rescan_dump(
-    dir: &Path,
+    set: &SetInfo,
     manifest: &Manifest,
     refs: &Path,
     lob: &Path,
     found: &Findings,
 ) -> Option<DumpFindings> {
     let db = &manifest.database;
-    let path = dir.join(&db.file);
+    let path = set.local_path(&db.file);
     let file = match File::open(&path) {
         Ok(file) => file,
         Err(e) => {
@@ -425,7 +424,7 @@ fn rescan_dump(
 /// size and SHA-256 the index records. Workers share the reading.
 fn check_objects(
     store: &ObjectStore,
-    dir: &Path,
+    set: &SetInfo,
     manifest: &Manifest,
     found: &Findings,
     progress: &dyn Progress,
@@ -434,7 +433,7 @@ fn check_objects(
     if name.is_empty() {
         return;
     }
-    let index = match read_index(&dir.join(name)) {
+    let index = match read_index(&set.local_path(name)) {
         Ok(index) => index,
         Err(e) => return found.add("index", name, format!("{e:#}")),
     };
@@ -525,7 +524,7 @@ fn check_object(
 
 /// The proof again, from the rescanned dump, compared with the manifest's.
 fn reprove(
-    dir: &Path,
+    set: &SetInfo,
     manifest: &Manifest,
     findings: &DumpFindings,
     refs: &Path,
@@ -550,7 +549,7 @@ fn reprove(
         ),
         Err(e) => found.add("proof", dump, format!("{e:#}")),
     }
-    let index = dir.join(&manifest.attachments.index_file);
+    let index = set.local_path(&manifest.attachments.index_file);
     let proof =
         match crossref::from_files(layout, findings.server_guid.as_deref(), refs, &index, lob) {
             Ok(proof) => proof,

@@ -27,6 +27,8 @@ use crate::process::Stamp;
 pub const HOLDERS_DIR: &str = "holders";
 /// How long a refused run waits for the holder's record to appear.
 const RECORD_GRACE: Duration = Duration::from_secs(2);
+/// How often a run waiting for the lock (`--lock-wait`) tries again.
+const WAIT_POLL: Duration = Duration::from_millis(200);
 
 /// Held by the one run that may write (backup, prune).
 pub struct ExclusiveLock {
@@ -173,12 +175,15 @@ fn live_holders(lock_path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Takes the flock at once, or fails naming every live holder. While no
-/// holder has a record (one has only just taken the lock, or is releasing
-/// it), it tries again for a moment rather than blame nobody.
-fn lock_or_name(path: &Path, file: File, arg: FlockArg) -> Result<Flock<File>> {
-    let deadline = Instant::now() + RECORD_GRACE;
+/// Takes the flock, waiting up to `wait` for the holders to finish (polled
+/// every [`WAIT_POLL`], never spinning), or fails naming every live holder.
+/// While no holder has a record (one has only just taken the lock, or is
+/// releasing it), it tries again for a moment rather than blame nobody.
+fn lock_or_name(path: &Path, file: File, arg: FlockArg, wait: Duration) -> Result<Flock<File>> {
+    let started = Instant::now();
+    let mut deadline = started + RECORD_GRACE;
     let mut file = file;
+    let mut said = false;
     loop {
         match Flock::lock(file, arg) {
             Ok(lock) => return Ok(lock),
@@ -191,10 +196,36 @@ fn lock_or_name(path: &Path, file: File, arg: FlockArg) -> Result<Flock<File>> {
             }
             Err((back, _)) => file = back,
         }
+        let waited = started.elapsed();
+        if waited < wait {
+            if !said {
+                let holders = live_holders(path);
+                tracing::warn!(
+                    "waiting up to {}s for the repository lock (held by {})",
+                    wait.as_secs(),
+                    if holders.is_empty() {
+                        "a run that left no record".to_owned()
+                    } else {
+                        holders.join("; ")
+                    }
+                );
+                said = true;
+            }
+            crate::signals::check()?;
+            std::thread::sleep(WAIT_POLL.min(wait - waited));
+            // The record grace starts only once the wait is over.
+            deadline = Instant::now() + RECORD_GRACE;
+            continue;
+        }
         let holders = live_holders(path);
         if !holders.is_empty() {
+            let waited = if wait.is_zero() {
+                String::new()
+            } else {
+                format!(" (waited {}s)", wait.as_secs())
+            };
             return Err(anyhow!(
-                "another kcbackup run holds the lock: {}",
+                "another kcbackup run holds the lock{waited}: {}",
                 holders.join("; ")
             ));
         }
@@ -211,6 +242,12 @@ fn lock_or_name(path: &Path, file: File, arg: FlockArg) -> Result<Flock<File>> {
 impl ExclusiveLock {
     /// `operation` names the run for others' refusals (`backup`).
     pub fn acquire(path: &Path, operation: &str) -> Result<ExclusiveLock> {
+        Self::acquire_waiting(path, operation, Duration::ZERO)
+    }
+
+    /// [`Self::acquire`], waiting up to `wait` for other runs (backup or
+    /// prune with `--lock-wait`) before failing with the holder's name.
+    pub fn acquire_waiting(path: &Path, operation: &str, wait: Duration) -> Result<ExclusiveLock> {
         let file = open_rw(path).map_err(|e| {
             if is_read_only(&e) {
                 anyhow!(
@@ -221,7 +258,7 @@ impl ExclusiveLock {
                 anyhow!("while opening the lock file {}: {e}", path.display())
             }
         })?;
-        let lock = lock_or_name(path, file, FlockArg::LockExclusiveNonblock)?;
+        let lock = lock_or_name(path, file, FlockArg::LockExclusiveNonblock, wait)?;
         let record = Record::write(path, operation);
         // Clears the records of dead runs on the way.
         live_holders(path);
@@ -235,6 +272,12 @@ impl ExclusiveLock {
 impl SharedLock {
     /// `operation` names the run for others' refusals (`verify`).
     pub fn acquire(path: &Path, operation: &str) -> Result<SharedLock> {
+        Self::acquire_waiting(path, operation, Duration::ZERO)
+    }
+
+    /// [`Self::acquire`], waiting up to `wait` for a writer to finish
+    /// (`prune --dry-run --lock-wait`).
+    pub fn acquire_waiting(path: &Path, operation: &str, wait: Duration) -> Result<SharedLock> {
         let file = match open_rw(path) {
             Ok(file) => file,
             Err(e) if is_read_only(&e) || e.kind() == io::ErrorKind::PermissionDenied => {
@@ -265,7 +308,7 @@ impl SharedLock {
                 ));
             }
         };
-        let lock = lock_or_name(path, file, FlockArg::LockSharedNonblock)?;
+        let lock = lock_or_name(path, file, FlockArg::LockSharedNonblock, wait)?;
         Ok(SharedLock {
             record: Record::write(path, operation),
             _lock: Some(lock),
@@ -372,6 +415,22 @@ mod tests {
             drop(held);
         });
         let lock = ExclusiveLock::acquire(&path, "backup");
+        release.join().unwrap();
+        assert!(lock.is_ok(), "{:?}", lock.err());
+    }
+
+    #[test]
+    fn a_waiting_acquire_gets_the_lock_once_the_holder_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let held = ExclusiveLock::acquire(&path, "backup").unwrap();
+        // Without waiting: refused at once.
+        assert!(ExclusiveLock::acquire_waiting(&path, "prune", Duration::ZERO).is_err());
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            drop(held);
+        });
+        let lock = ExclusiveLock::acquire_waiting(&path, "prune", Duration::from_secs(60));
         release.join().unwrap();
         assert!(lock.is_ok(), "{:?}", lock.err());
     }

@@ -2,25 +2,25 @@
 //! the SHA-256 of its original bytes, each object written (temporary name,
 //! synced, renamed into place) and never modified in place afterwards.
 //!
-//! Layout: `objects/<h0h1>/<sha256>` (stored as is) or `<sha256>.zst` (zstd);
-//! `objects/.tmp/` holds objects being written and is emptied by the next
-//! writer (`Repository::remove_leftovers`); `objects/.corrupt/` holds
-//! objects moved aside because their content no longer hashes to their name.
+//! Keys: `objects/<h0h1>/<sha256>` (stored as is) or `<sha256>.zst` (zstd),
+//! all I/O through the repository's [`Storage`]. Locally `objects/.tmp/`
+//! holds objects being written and is emptied by the next writer
+//! (`Repository::remove_leftovers`); `objects/.corrupt/` holds objects moved
+//! aside because their content no longer hashes to their name.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::digest::HashWriter;
+use super::storage::{LocalStorage, Storage, is_not_found};
 
 /// The directory of objects being written, inside `objects/`.
-pub const TMP_DIR: &str = ".tmp";
+pub use super::storage::local::TMP_DIR;
 /// Where objects found corrupt are moved aside, inside `objects/`: kept
 /// for inspection, never read by restore; the next backup writes the
 /// object again from the live store when the data is still there.
@@ -121,11 +121,20 @@ pub struct Staged {
     temp: PathBuf,
 }
 
+impl Staged {
+    /// Hands the temporary file over to the store (which moves or drops it).
+    fn take(mut self) -> PathBuf {
+        std::mem::take(&mut self.temp)
+    }
+}
+
 impl Drop for Staged {
     /// A staged object that was not committed (e.g. its source changed
     /// while being read) is removed.
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.temp);
+        if !self.temp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.temp);
+        }
     }
 }
 
@@ -218,45 +227,75 @@ pub struct Committed {
     pub written_bytes: u64,
 }
 
-/// The store under `<repo>/objects`.
+const NOT_NEW: Committed = Committed {
+    new: false,
+    written_bytes: 0,
+};
+
+fn other(encoding: Encoding) -> Encoding {
+    match encoding {
+        Encoding::Raw => Encoding::Zst,
+        Encoding::Zst => Encoding::Raw,
+    }
+}
+
+/// The objects of a repository, on its [`Storage`].
 pub struct ObjectStore {
-    dir: PathBuf,
-    tmp: PathBuf,
-    next_temp: AtomicU64,
-    /// Shard directories that received an object since the last [`Self::sync`].
-    touched: Mutex<[bool; 256]>,
+    storage: Arc<dyn Storage>,
+    /// The key prefix of every object: `objects/`, or empty for a store
+    /// opened on a bare directory.
+    prefix: String,
 }
 
 impl ObjectStore {
-    /// Opens the store in `dir`. Nothing is written until an object is:
-    /// readers (verify, restore) may work on a read-only repository.
+    /// Opens a store of objects directly in the local directory `dir`.
+    /// Nothing is written until an object is: readers (verify, restore) may
+    /// work on a read-only repository. Commands use `Repository::objects`.
     pub fn open(dir: &Path) -> Result<ObjectStore> {
-        let tmp = dir.join(TMP_DIR);
-        Ok(ObjectStore {
-            dir: dir.to_path_buf(),
-            tmp,
-            next_temp: AtomicU64::new(0),
-            touched: Mutex::new([false; 256]),
-        })
+        Ok(ObjectStore::on(Arc::new(LocalStorage::new(dir)), ""))
     }
 
-    /// The final path of an object.
-    pub fn path(&self, sha256: &str, encoding: Encoding) -> PathBuf {
+    /// The store below key `prefix` (`objects`) of `storage`.
+    pub fn on(storage: Arc<dyn Storage>, prefix: &str) -> ObjectStore {
+        let prefix = match prefix.trim_end_matches('/') {
+            "" => String::new(),
+            p => format!("{p}/"),
+        };
+        ObjectStore { storage, prefix }
+    }
+
+    /// What the store is kept on.
+    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The key prefix of every object (`objects/`, or empty).
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The key of an object.
+    pub fn key(&self, sha256: &str, encoding: Encoding) -> String {
         let shard = sha256.get(..2).unwrap_or("xx");
-        self.dir
-            .join(shard)
-            .join(format!("{sha256}{}", encoding.suffix()))
+        format!("{}{shard}/{sha256}{}", self.prefix, encoding.suffix())
+    }
+
+    /// Where an object is, for messages and tests (a real path on local storage).
+    pub fn path(&self, sha256: &str, encoding: Encoding) -> PathBuf {
+        PathBuf::from(self.storage.locate(&self.key(sha256, encoding)))
+    }
+
+    fn stored_size(&self, sha256: &str, encoding: Encoding) -> Option<u64> {
+        // A name that is no key (not hex) is simply not stored.
+        self.storage
+            .stat(&self.key(sha256, encoding))
+            .ok()
+            .flatten()
     }
 
     /// How the object is stored, if it is (`preferred` is looked up first).
     pub fn find(&self, sha256: &str, preferred: Encoding) -> Option<Encoding> {
-        let other = match preferred {
-            Encoding::Raw => Encoding::Zst,
-            Encoding::Zst => Encoding::Raw,
-        };
-        [preferred, other]
-            .into_iter()
-            .find(|&e| self.path(sha256, e).is_file())
+        self.stat(sha256, preferred).map(|(e, _)| e)
     }
 
     pub fn exists(&self, sha256: &str) -> bool {
@@ -266,16 +305,9 @@ impl ObjectStore {
     /// How the object is stored and the size of its file, by `stat` alone
     /// (`preferred` is looked up first).
     pub fn stat(&self, sha256: &str, preferred: Encoding) -> Option<(Encoding, u64)> {
-        let other = match preferred {
-            Encoding::Raw => Encoding::Zst,
-            Encoding::Zst => Encoding::Raw,
-        };
-        [preferred, other].into_iter().find_map(|e| {
-            fs::metadata(self.path(sha256, e))
-                .ok()
-                .filter(|m| m.is_file())
-                .map(|m| (e, m.len()))
-        })
+        [preferred, other(preferred)]
+            .into_iter()
+            .find_map(|e| self.stored_size(sha256, e).map(|size| (e, size)))
     }
 
     /// Reads the object in `encoding` to the end and tells whether its
@@ -283,12 +315,10 @@ impl ObjectStore {
     /// `Ok(None)` when it is corrupt (wrong content, undecodable, unreadable
     /// data). `Err` only when it cannot be opened at all.
     pub fn check(&self, sha256: &str, encoding: Encoding) -> Result<Option<u64>> {
-        let path = self.path(sha256, encoding);
-        let file =
-            File::open(&path).with_context(|| format!("while opening {}", path.display()))?;
+        let stored = self.storage.get(&self.key(sha256, encoding))?;
         let reader: Box<dyn Read> = match encoding {
-            Encoding::Raw => Box::new(io::BufReader::with_capacity(256 * 1024, file)),
-            Encoding::Zst => match zstd::Decoder::new(file) {
+            Encoding::Raw => Box::new(stored),
+            Encoding::Zst => match zstd::Decoder::with_buffer(stored) {
                 Ok(d) => Box::new(d),
                 Err(_) => return Ok(None),
             },
@@ -301,41 +331,42 @@ impl ObjectStore {
         Ok((actual == sha256).then_some(size))
     }
 
-    /// Moves a corrupt object aside into `objects/.corrupt/` with one
-    /// rename, so no set reads it again; the name stays unique when the
-    /// same object is found corrupt twice. Returns where it went.
+    /// Moves a corrupt object aside into `objects/.corrupt/`, so no set
+    /// reads it again; the name stays unique when the same object is found
+    /// corrupt twice. Returns where it went.
     pub fn quarantine(&self, sha256: &str, encoding: Encoding) -> Result<PathBuf> {
-        let from = self.path(sha256, encoding);
-        let dir = self.dir.join(CORRUPT_DIR);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .with_context(|| format!("while creating {}", dir.display()))?;
+        let key = self.key(sha256, encoding);
+        let aside = format!("{}{CORRUPT_DIR}", self.prefix);
         let name = format!("{sha256}{}", encoding.suffix());
         for n in 0..1000 {
             let to = match n {
-                0 => dir.join(&name),
-                n => dir.join(format!("{name}.{n}")),
+                0 => format!("{aside}/{name}"),
+                n => format!("{aside}/{name}.{n}"),
             };
-            if to.exists() {
-                continue;
-            }
-            match fs::rename(&from, &to) {
-                Ok(()) => {}
+            match self.storage.move_aside(&key, &to) {
+                Ok(true) => return Ok(PathBuf::from(self.storage.locate(&to))),
+                Ok(false) => continue,
                 // Another reader that found it corrupt too was first.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    bail!("already moved to {} by another run", dir.display())
+                Err(e) if is_not_found(&e) => {
+                    bail!(
+                        "already moved to {} by another run",
+                        self.storage.locate(&aside)
+                    )
                 }
                 Err(e) => {
                     return Err(e).with_context(|| {
-                        format!("while moving the corrupt object {} aside", from.display())
+                        format!(
+                            "while moving the corrupt object {} aside",
+                            self.storage.locate(&key)
+                        )
                     });
                 }
             }
-            return Ok(to);
         }
-        bail!("too many copies of object {name} in {}", dir.display())
+        bail!(
+            "too many copies of object {name} in {}",
+            self.storage.locate(&aside)
+        )
     }
 
     /// Starts a new object under a temporary name.
@@ -344,19 +375,9 @@ impl ObjectStore {
         encoding: Encoding,
         packer: &'a mut Packer,
     ) -> Result<ObjectWriter<'a>> {
-        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
-        let temp = self.tmp.join(format!("{}-{n}", std::process::id()));
-        let file = match File::create(&temp) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(&self.tmp)
-                    .with_context(|| format!("while creating {}", self.tmp.display()))?;
-                File::create(&temp)
-            }
-            other => other,
-        }
-        .with_context(|| format!("while creating {}", temp.display()))?;
+        let staged = self.storage.stage(self.prefix.trim_end_matches('/'))?;
         let counter = Counter {
-            inner: BufWriter::with_capacity(256 * 1024, file),
+            inner: BufWriter::with_capacity(256 * 1024, staged.file),
             bytes: 0,
         };
         let sink = match encoding {
@@ -366,22 +387,42 @@ impl ObjectStore {
         Ok(ObjectWriter {
             inner: HashWriter::new(sink),
             encoding,
-            temp,
+            temp: staged.path,
         })
     }
 
-    /// Makes staged objects durable, then moves each to its final name
-    /// unless that name exists. One `syncfs` for the batch instead of one
-    /// `fsync` per file: the cost of many small attachments is the flush.
+    /// Makes staged objects durable, then stores each under its name
+    /// unless it is already stored (in either encoding). One `syncfs` for
+    /// the batch instead of one `fsync` per file: the cost of many small
+    /// attachments is the flush.
     pub fn commit(&self, batch: Vec<Staged>) -> Result<Vec<Committed>> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
+        let mut out = vec![NOT_NEW; batch.len()];
+        let mut sizes = Vec::with_capacity(batch.len());
+        let mut to_store = Vec::with_capacity(batch.len());
+        for (n, staged) in batch.into_iter().enumerate() {
+            let info = &staged.info;
+            if u8::from_str_radix(info.sha256.get(..2).unwrap_or("zz"), 16).is_err() {
+                bail!("not a SHA-256: {:?}", info.sha256);
+            }
+            // The same content stored in the other encoding counts as stored.
+            let other = other(info.encoding);
+            if self.stored_size(&info.sha256, other).is_some()
+                && self.stored_size(&info.sha256, info.encoding).is_none()
+            {
+                continue;
+            }
+            let key = self.key(&info.sha256, info.encoding);
+            sizes.push((n, info.stored_bytes));
+            to_store.push((staged.take(), key));
         }
-        let anchor = File::open(&self.tmp)
-            .with_context(|| format!("while opening {}", self.tmp.display()))?;
-        nix::unistd::syncfs(&anchor)
-            .with_context(|| format!("while syncing new objects in {}", self.dir.display()))?;
-        batch.into_iter().map(|s| self.place(s)).collect()
+        let new = self.storage.commit(to_store)?;
+        for ((n, bytes), new) in sizes.into_iter().zip(new) {
+            out[n] = Committed {
+                new,
+                written_bytes: if new { bytes } else { 0 },
+            };
+        }
+        Ok(out)
     }
 
     /// Convenience for one object: write `reader` and commit it at once.
@@ -399,66 +440,10 @@ impl ObjectStore {
         Ok((info, committed))
     }
 
-    fn place(&self, staged: Staged) -> Result<Committed> {
-        let info = &staged.info;
-        let target = self.path(&info.sha256, info.encoding);
-        let shard = target.parent().context("object path without a directory")?;
-        let shard_no = u8::from_str_radix(info.sha256.get(..2).unwrap_or("zz"), 16)
-            .with_context(|| format!("not a SHA-256: {:?}", info.sha256))?;
-        {
-            let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
-            if !touched[shard_no as usize] {
-                match fs::create_dir(shard) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => {
-                        return Err(e)
-                            .with_context(|| format!("while creating {}", shard.display()));
-                    }
-                }
-                touched[shard_no as usize] = true;
-            }
-        }
-        // The staged copy was hashed by this run: it takes the place of any
-        // stored copy of the same name (same content, or a damaged one that
-        // capture decided to replace), so nothing this run read is trusted
-        // from an earlier write. We hold the only writer's lock.
-        // The same content stored in the other encoding counts as stored.
-        let other = match info.encoding {
-            Encoding::Raw => Encoding::Zst,
-            Encoding::Zst => Encoding::Raw,
-        };
-        if !target.exists() && self.path(&info.sha256, other).is_file() {
-            return Ok(Committed {
-                new: false,
-                written_bytes: 0,
-            });
-        }
-        let new = !target.exists();
-        fs::rename(&staged.temp, &target)
-            .with_context(|| format!("while storing object {}", target.display()))?;
-        Ok(Committed {
-            new,
-            written_bytes: if new { info.stored_bytes } else { 0 },
-        })
-    }
-
     /// The barrier before a manifest may name these objects: every shard
-    /// directory that received a rename is synced.
+    /// directory that received an object is synced.
     pub fn sync(&self) -> Result<()> {
-        let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
-        for (n, t) in touched.iter_mut().enumerate() {
-            if *t {
-                let shard = self.dir.join(format!("{n:02x}"));
-                File::open(&shard)
-                    .and_then(|d| d.sync_all())
-                    .with_context(|| format!("while syncing {}", shard.display()))?;
-                *t = false;
-            }
-        }
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("while syncing {}", self.dir.display()))
+        self.storage.barrier()
     }
 
     /// Reads an object back: its original bytes, decompressed if needed.
@@ -466,12 +451,10 @@ impl ObjectStore {
         let Some(encoding) = self.find(sha256, preferred) else {
             bail!("object {sha256} is not in the repository");
         };
-        let path = self.path(sha256, encoding);
-        let file =
-            File::open(&path).with_context(|| format!("while opening {}", path.display()))?;
+        let stored = self.storage.get(&self.key(sha256, encoding))?;
         Ok(match encoding {
-            Encoding::Raw => Box::new(io::BufReader::with_capacity(256 * 1024, file)),
-            Encoding::Zst => Box::new(zstd::Decoder::new(file)?),
+            Encoding::Raw => Box::new(stored),
+            Encoding::Zst => Box::new(zstd::Decoder::with_buffer(stored)?),
         })
     }
 }

@@ -2,45 +2,44 @@
 //! single rename after the manifest (written last) and every file are
 //! fsynced. A run that dies leaves only a hidden directory.
 
-use std::fs::{self, File};
-use std::os::unix::fs::DirBuilderExt;
+use std::fs;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
-use super::WORK_PREFIX;
 use super::digest::{file_digest, sha256_hex};
 use super::manifest::{FileEntry, MANIFEST, MANIFEST_SUM, Manifest, SetStatus};
+use super::storage::{SETS, Storage};
 
-/// A set being written.
+/// A set being written, in a private local directory until published.
 pub struct WorkSet {
     id: String,
     dir: PathBuf,
-    final_dir: PathBuf,
+    storage: Arc<dyn Storage>,
     published: bool,
 }
 
 impl WorkSet {
     /// Picks an id from the start time (`20261129T190455Z`, with `-2`, `-3`
-    /// ... when that second is taken) and creates the hidden directory.
-    pub fn create(sets_dir: &Path, started: DateTime<Utc>) -> Result<WorkSet> {
+    /// ... when that second is taken) and creates the staging directory.
+    pub(crate) fn create(storage: Arc<dyn Storage>, started: DateTime<Utc>) -> Result<WorkSet> {
         let base = started.format("%Y%m%dT%H%M%SZ").to_string();
         let mut id = base.clone();
         let mut n = 1;
-        while sets_dir.join(&id).exists() || sets_dir.join(format!("{WORK_PREFIX}{id}")).exists() {
+        let dir = loop {
+            if let Some(dir) = storage.begin_set(&id)? {
+                break dir;
+            }
             n += 1;
             id = format!("{base}-{n}");
-        }
-        let dir = sets_dir.join(format!("{WORK_PREFIX}{id}"));
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .with_context(|| format!("while creating {}", dir.display()))?;
+        };
         Ok(WorkSet {
-            final_dir: sets_dir.join(&id),
             id,
             dir,
+            storage,
             published: false,
         })
     }
@@ -49,7 +48,7 @@ impl WorkSet {
         &self.id
     }
 
-    /// The hidden directory the set is written in.
+    /// The local directory the set is written in.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -60,8 +59,9 @@ impl WorkSet {
     }
 
     /// Writes the manifest (whose `files` the caller filled with
-    /// [`Self::list_files`], so it could check the set first), fsyncs
-    /// everything, and renames the directory into place.
+    /// [`Self::list_files`], so it could check the set first) and its
+    /// checksum, then has the storage publish the set: every file durable,
+    /// the manifest last, visible at once. Returns the set's local directory.
     pub fn publish(mut self, manifest: &Manifest) -> Result<PathBuf> {
         let json = serde_json::to_vec_pretty(manifest)?;
         fs::write(self.path(MANIFEST), &json).context("while writing the manifest")?;
@@ -70,17 +70,9 @@ impl WorkSet {
             format!("{}  {MANIFEST}\n", sha256_hex(&json)),
         )
         .context("while writing the manifest checksum")?;
-        for entry in fs::read_dir(&self.dir)? {
-            File::open(entry?.path())?.sync_all()?;
-        }
-        File::open(&self.dir)?.sync_all()?;
-        fs::rename(&self.dir, &self.final_dir)
-            .with_context(|| format!("while publishing set {}", self.id))?;
-        if let Some(parent) = self.final_dir.parent() {
-            File::open(parent)?.sync_all()?;
-        }
+        self.storage.publish_set(&self.id, &self.dir)?;
         self.published = true;
-        Ok(self.final_dir.clone())
+        self.storage.set_dir(&self.id)
     }
 
     /// Every file of the set so far but the manifest, with size and SHA-256.
@@ -109,27 +101,81 @@ impl Drop for WorkSet {
     /// instead, the next run's `remove_leftovers` does it.
     fn drop(&mut self) {
         if !self.published {
-            let _ = fs::remove_dir_all(&self.dir);
+            self.storage.abandon_set(&self.dir);
         }
     }
 }
 
-/// A published set as `list` sees it.
-#[derive(Debug)]
+/// A published set as `list` sees it. Its files are reached through
+/// [`SetInfo::open`] (a reader) or [`SetInfo::local_path`] (a path, for
+/// consumers that need one), never by joining paths in the repository.
 pub struct SetInfo {
     pub id: String,
+    /// The local directory of the set's files: on local storage the set
+    /// itself, on remote storage a local cached copy. Prefer the methods.
     pub dir: PathBuf,
     /// The manifest, or why it could not be read or did not match its checksum.
     pub manifest: std::result::Result<Manifest, String>,
+    storage: Arc<dyn Storage>,
+}
+
+impl std::fmt::Debug for SetInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetInfo")
+            .field("id", &self.id)
+            .field("dir", &self.dir)
+            .field("manifest", &self.manifest)
+            .finish()
+    }
 }
 
 impl SetInfo {
-    pub fn load(dir: &Path, id: &str) -> SetInfo {
-        SetInfo {
+    pub(crate) fn load(storage: Arc<dyn Storage>, id: &str) -> Result<SetInfo> {
+        let dir = storage.set_dir(id)?;
+        Ok(SetInfo {
             id: id.to_string(),
-            dir: dir.to_path_buf(),
-            manifest: Manifest::load(dir).map_err(|e| format!("{e:#}")),
-        }
+            manifest: Manifest::load(&dir).map_err(|e| format!("{e:#}")),
+            dir,
+            storage,
+        })
+    }
+
+    /// Reads the set's file `name` from its start.
+    pub fn open(&self, name: &str) -> Result<Box<dyn BufRead + Send>> {
+        self.storage
+            .get(&format!("{SETS}/{}/{name}", self.id))
+            .with_context(|| format!("while reading {name} of set {}", self.id))
+    }
+
+    /// The stored size of the set's file `name`, if it has one.
+    pub fn file_size(&self, name: &str) -> Result<Option<u64>> {
+        self.storage.stat(&format!("{SETS}/{}/{name}", self.id))
+    }
+
+    /// The names of every file stored in the set, the manifest's included.
+    pub fn file_names(&self) -> Result<Vec<String>> {
+        let prefix = format!("{SETS}/{}", self.id);
+        let mut names = Vec::new();
+        self.storage.list(&prefix, &mut |key, _| {
+            if let Some(name) = key.strip_prefix(&prefix).and_then(|k| k.strip_prefix('/')) {
+                names.push(name.to_string());
+            }
+            Ok(())
+        })?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// A local directory holding the set's files, for consumers that need
+    /// a path (the dump loader, index readers). On local storage the set
+    /// itself; for a remote store a local cached copy.
+    pub fn local_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A local path of the set's file `name` (see [`Self::local_dir`]).
+    pub fn local_path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
     }
 
     pub fn is_complete(&self) -> bool {

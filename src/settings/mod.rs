@@ -148,6 +148,8 @@ pub struct Settings {
     /// `[verify] rolling_days`: each backup re-reads the share of stored
     /// objects that makes every object re-read once per this many backups.
     pub rolling_days: u32,
+    /// `[retention]`: what `prune` keeps when its command line names no rule.
+    pub retention: crate::retention::Policy,
 }
 
 /// What [`Settings::load`] takes from the process: environment variables
@@ -258,7 +260,12 @@ impl Settings {
             Some(days) => days,
             None => DEFAULT_ROLLING_DAYS,
         };
+        let retention = tool
+            .retention
+            .policy()
+            .map_err(|e| ConfigError(format!("{}: {e}", hint_file.display())))?;
         Ok(Settings {
+            retention,
             rolling_days,
             snapshot_lvm_size,
             config_file,

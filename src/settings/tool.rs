@@ -23,6 +23,50 @@ pub struct ToolConfig {
     pub hooks: HooksSection,
     pub notify: NotifySection,
     pub verify: VerifySection,
+    pub retention: RetentionSection,
+}
+
+/// `[retention]`: what `kcbackup prune` keeps when the command line names
+/// no rule. Each key has its own default (see [`crate::retention::Policy::recommended`]).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSection {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    /// A duration such as `"14d"` or `"1y6m"`; `"0d"` keeps nothing by age.
+    pub keep_within: Option<String>,
+    pub keep_tags: Option<Vec<String>>,
+    pub keep_incomplete: Option<u32>,
+}
+
+impl RetentionSection {
+    /// The policy this section describes, each missing key at its default.
+    pub fn policy(&self) -> Result<crate::retention::Policy, String> {
+        let d = crate::retention::Policy::recommended();
+        let keep_within = match &self.keep_within {
+            Some(text) => Some(
+                crate::retention::Within::parse(text)
+                    .map_err(|e| format!("[retention] keep_within = {e}"))?,
+            )
+            .filter(|w| !w.is_zero()),
+            None => d.keep_within,
+        };
+        Ok(crate::retention::Policy {
+            keep_last: self.keep_last.unwrap_or(d.keep_last),
+            keep_hourly: self.keep_hourly.unwrap_or(d.keep_hourly),
+            keep_daily: self.keep_daily.unwrap_or(d.keep_daily),
+            keep_weekly: self.keep_weekly.unwrap_or(d.keep_weekly),
+            keep_monthly: self.keep_monthly.unwrap_or(d.keep_monthly),
+            keep_yearly: self.keep_yearly.unwrap_or(d.keep_yearly),
+            keep_within,
+            keep_tags: self.keep_tags.clone().unwrap_or(d.keep_tags),
+            keep_incomplete: self.keep_incomplete.unwrap_or(d.keep_incomplete),
+        })
+    }
 }
 
 /// `[attachments]`: how the attachment store is captured.
@@ -332,6 +376,46 @@ mod tests {
         assert_eq!(c.verify.rolling_days, Some(30));
         assert_eq!(c.mysql.connect_timeout_s, Some(30));
         assert_eq!(c.mysql.stall_timeout_s, Some(600));
+        // Every [retention] key is shown, each at its default.
+        let r = &c.retention;
+        assert!(
+            r.keep_last.is_some()
+                && r.keep_hourly.is_some()
+                && r.keep_daily.is_some()
+                && r.keep_weekly.is_some()
+                && r.keep_monthly.is_some()
+                && r.keep_yearly.is_some()
+                && r.keep_within.is_some()
+                && r.keep_tags.is_some()
+                && r.keep_incomplete.is_some(),
+            "{r:?}"
+        );
+        assert_eq!(r.policy(), Ok(crate::retention::Policy::recommended()));
+        assert_eq!(
+            ToolConfig::default().retention.policy(),
+            Ok(crate::retention::Policy::recommended())
+        );
+    }
+
+    #[test]
+    fn retention_keys_override_one_by_one_and_a_bad_duration_is_named() {
+        let c = parse("[retention]\nkeep_daily = 14\nkeep_within = \"1y6m\"\nkeep_tags = []\n")
+            .unwrap();
+        let p = c.retention.policy().unwrap();
+        assert_eq!(p.keep_daily, 14);
+        assert_eq!(p.keep_weekly, 4, "unset keys keep their defaults");
+        assert_eq!(
+            p.keep_within.map(|w| w.to_string()).as_deref(),
+            Some("1y6m")
+        );
+        assert!(p.keep_tags.is_empty());
+        let c = parse("[retention]\nkeep_within = \"two weeks\"\n").unwrap();
+        let err = c.retention.policy().unwrap_err();
+        assert!(
+            err.contains("keep_within") && err.contains("two weeks"),
+            "{err}"
+        );
+        assert!(parse("[retention]\nkeep_dayly = 3\n").is_err());
     }
 
     fn is_key_line(text: &str) -> bool {
