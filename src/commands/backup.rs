@@ -20,7 +20,6 @@ use crate::dump::{self, DumpFiles, DumpReport};
 use crate::layout::Layout;
 use crate::preflight;
 use crate::progress::Progress;
-use crate::repo::config::ChunkerParams;
 use crate::repo::contents::{ATTACHMENTS_FILE, CONFIG_FILE, LOB_FILE, REFERENCES_FILE};
 use crate::repo::manifest::{
     AttachmentsInfo, DatabaseInfo, FORMAT, KopanoInfo, Manifest, Phase, SetStatus,
@@ -122,8 +121,9 @@ pub fn run(
     //    transaction is open, while the dump goes on streaming; if it cannot
     //    be taken, the dump stops there instead of running on for nothing.
     let store = repo.objects()?;
-    // TODO(lead, issue 9): the repository config's chunker parameters.
-    let chunker = ChunkerParams::default();
+    // Fixed when the repository was created: other sizes would cut other
+    // chunks and stop new dumps deduplicating against old ones.
+    let chunker = repo.chunker();
     let files = DumpFiles {
         singleinstances: &set.path(REFERENCES_FILE),
         lob: &set.path(LOB_FILE),
