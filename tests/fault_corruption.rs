@@ -108,6 +108,13 @@ fn own_object(fx: &Fx, set: &str, others: &[&str]) -> (String, PathBuf) {
             mine.remove(&sha);
         }
     }
+    // An attachment's: a dump chunk of its own may hold what no later dump
+    // has (the trailer's time), so no backup could write it again.
+    let chunks = Manifest::load(&fx.set_dir(set))
+        .expect("manifest")
+        .database
+        .chunks;
+    mine.retain(|sha| !chunks.iter().any(|c| &c.sha256 == sha));
     let sha = mine.into_iter().next().expect("an object of its own");
     let path = objects(fx)[&sha].clone();
     (sha, path)
