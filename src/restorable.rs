@@ -126,6 +126,33 @@ pub fn missing_objects(dir: &Path, manifest: &Manifest, store: &ObjectStore) -> 
     found
 }
 
+/// Reads every chunk of the set's dump and moves those whose content no
+/// longer hashes to their name into `objects/.corrupt/`, as
+/// [`move_aside_corrupt`] does for attachments: for drill, after a load
+/// failed on bad data, so the next backup writes them again. Returns what
+/// was moved.
+pub fn move_aside_corrupt_chunks(manifest: &Manifest, store: &ObjectStore) -> Vec<String> {
+    let mut moved = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut buf = Vec::new();
+    for chunk in &manifest.database.chunks {
+        if !seen.insert(chunk.sha256.as_str()) {
+            continue;
+        }
+        let Err(problem) = crate::dump::reader::read_chunk(store, chunk, &mut buf) else {
+            continue;
+        };
+        if !problem.object_corrupt() {
+            continue;
+        }
+        match store.quarantine(&chunk.sha256, Encoding::Zst) {
+            Ok(to) => moved.push(format!("{} to {}", problem.subject(), to.display())),
+            Err(e) => moved.push(format!("{} (not moved: {e:#})", problem.subject())),
+        }
+    }
+    moved
+}
+
 /// Hashes every object the set's index names and moves those whose content
 /// no longer hashes to their name into `objects/.corrupt/` (one rename each:
 /// safe beside other readers, whose open files keep the old data). For

@@ -258,11 +258,8 @@ fn damaged_chunks_fail_the_load_and_verify_names_every_one() {
     ));
     assert_eq!(tables, "0", "nothing of the first chunk was loaded");
 
-    let d = drill(&env, &set);
-    assert_eq!(d.code, 3, "{}{:#}", d.stderr, d.json);
-    assert!(d.json.to_string().contains(&first.sha256), "{:#}", d.json);
-
-    // Verify goes on past the first bad chunk and names both.
+    // Verify goes on past the first bad chunk and names both (and moves
+    // them aside: then they are missing).
     let v = env.verify(&set);
     assert_eq!(v.code, 3, "{:#}", v.json);
     let found = problems(&v.json);
@@ -274,7 +271,34 @@ fn damaged_chunks_fail_the_load_and_verify_names_every_one() {
             "{}: {found:#?}",
             c.sha256
         );
+        assert!(!chunk_file(&env.set_dir(&set), &c.sha256).exists());
     }
+}
+
+#[test]
+fn a_drill_that_meets_a_damaged_chunk_fails_and_moves_it_aside() {
+    let env = env(Layout::FilesV1 { l1: 10, l2: 20 });
+    let (set, _) = backup_ok(&env);
+    let bad = middle_chunk(&manifest(&env, &set));
+    let path = chunk_file(&env.set_dir(&set), &bad.sha256);
+    flip_byte(&path, -8);
+    let d = drill(&env, &set);
+    assert_eq!(d.code, 3, "{}{:#}", d.stderr, d.json);
+    let load = d.json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "database load")
+        .cloned()
+        .unwrap_or_else(|| panic!("{:#}", d.json));
+    let detail = load.to_string();
+    assert!(detail.contains(&named(&bad)), "{detail}");
+    assert!(detail.contains("moved aside"), "{detail}");
+    assert!(!path.exists(), "the corrupt chunk was moved aside");
+    // The next backup writes it again; both sets verify.
+    let (next, _) = backup_ok(&env);
+    assert_eq!(env.verify(&next).code, 0);
+    assert_eq!(env.verify(&set).code, 0);
 }
 
 #[test]
@@ -293,4 +317,28 @@ fn a_chunk_truncated_in_the_store_is_written_again_not_trusted() {
     let (next, _) = backup_ok(&env);
     assert_eq!(env.verify(&next).code, 0, "the next set is intact");
     assert_eq!(fs::read(&path).unwrap(), bytes, "written again in full");
+}
+
+#[test]
+fn a_chunk_list_with_a_gap_is_refused_before_anything_is_read() {
+    let env = env(Layout::FilesV1 { l1: 10, l2: 20 });
+    let (set, _) = backup_ok(&env);
+    // One chunk left out of the list, the manifest resealed: every chunk
+    // named is intact, but the list no longer makes the recorded dump.
+    support::tamper::reseal(&env.set_dir(&set), |m| {
+        let chunks = m["database"]["chunks"].as_array_mut().unwrap();
+        chunks.remove(1);
+    });
+    let v = env.verify(&set);
+    assert_eq!(v.code, 3, "{:#}", v.json);
+    let found = problems(&v.json);
+    assert!(
+        found.iter().any(|p| p.contains("database.chunks")),
+        "{found:#?}"
+    );
+    let db = common::unique_db("gap");
+    let run = restore_db(&env, &set, &db);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("database.chunks"), "{}", run.stderr);
+    assert!(!database_exists(&db), "refused before anything was written");
 }
