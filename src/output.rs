@@ -37,11 +37,15 @@ pub fn bytes(n: u64) -> String {
 pub fn backup_summary(r: &BackupReport) {
     println!("set {} {}", r.set, r.status.as_str());
     println!(
-        "  database   {} tables, {} rows, {} SQL -> {} stored, sha256 {}",
+        "  database   {} tables, {} rows, {} SQL -> {} stored in {} chunks ({} new, {}), \
+         sha256 {}",
         r.db.tables,
         r.db.rows,
         bytes(r.db.bytes),
         bytes(r.db.stored_bytes),
+        r.db.chunks,
+        r.db.new_chunks,
+        bytes(r.db.new_bytes),
         &r.db.sha256[..r.db.sha256.len().min(16)]
     );
     println!(

@@ -71,9 +71,10 @@ impl Findings {
 }
 
 /// The set in `dir` as restore would take it: its manifest's fields, its
-/// files by `stat`, every path and link of its index, and every object the
-/// index names present at its recorded stored size. `dir` is the set's
-/// local directory (`SetInfo::local_dir`, or a set being written).
+/// files by `stat`, every chunk of its dump and every path and link of its
+/// index, and every object they name present at its recorded stored size.
+/// `dir` is the set's local directory (`SetInfo::local_dir`, or a set being
+/// written).
 pub fn check(dir: &Path, manifest: &Manifest, store: &ObjectStore) -> Findings {
     check_parts(dir, manifest, store, true)
 }
@@ -83,6 +84,7 @@ pub fn check(dir: &Path, manifest: &Manifest, store: &ObjectStore) -> Findings {
 pub fn check_parts(dir: &Path, manifest: &Manifest, store: &ObjectStore, tree: bool) -> Findings {
     let mut found = Findings::default();
     check_manifest(dir, manifest, &mut found);
+    check_chunks(store, manifest, &mut found);
     let name = &manifest.attachments.index_file;
     if tree && !name.is_empty() && manifest.files.iter().any(|f| &f.name == name) {
         match read_index(&dir.join(name)) {
@@ -103,10 +105,12 @@ pub fn check_parts(dir: &Path, manifest: &Manifest, store: &ObjectStore, tree: b
     found
 }
 
-/// Only the objects, for `list`: how many the set needs that a `stat`
-/// finds missing or of another size than recorded, and the first of them.
+/// Only the objects, for `list`: how many the set needs (dump chunks and
+/// attachment objects) that a `stat` finds missing or of another size than
+/// recorded, and the first of them.
 pub fn missing_objects(dir: &Path, manifest: &Manifest, store: &ObjectStore) -> Findings {
     let mut found = Findings::default();
+    check_chunks(store, manifest, &mut found);
     let name = &manifest.attachments.index_file;
     if name.is_empty() {
         return found;
@@ -120,6 +124,33 @@ pub fn missing_objects(dir: &Path, manifest: &Manifest, store: &ObjectStore) -> 
         Err(e) => found.add("index", name, format!("{e:#}")),
     }
     found
+}
+
+/// Reads every chunk of the set's dump and moves those whose content no
+/// longer hashes to their name into `objects/.corrupt/`, as
+/// [`move_aside_corrupt`] does for attachments: for drill, after a load
+/// failed on bad data, so the next backup writes them again. Returns what
+/// was moved.
+pub fn move_aside_corrupt_chunks(manifest: &Manifest, store: &ObjectStore) -> Vec<String> {
+    let mut moved = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut buf = Vec::new();
+    for chunk in &manifest.database.chunks {
+        if !seen.insert(chunk.sha256.as_str()) {
+            continue;
+        }
+        let Err(problem) = crate::dump::reader::read_chunk(store, chunk, &mut buf) else {
+            continue;
+        };
+        if !problem.object_corrupt() {
+            continue;
+        }
+        match store.quarantine(&chunk.sha256, Encoding::Zst) {
+            Ok(to) => moved.push(format!("{} to {}", problem.subject(), to.display())),
+            Err(e) => moved.push(format!("{} (not moved: {e:#})", problem.subject())),
+        }
+    }
+    moved
 }
 
 /// Hashes every object the set's index names and moves those whose content
@@ -198,9 +229,11 @@ fn check_manifest(dir: &Path, m: &Manifest, found: &mut Findings) {
             Err(e) => found.add("set-file", &f.name, format!("cannot be read: {e}")),
         }
     }
+    check_chunk_list(m, found);
     let db = &m.database;
     let named = [
-        ("database.file", &db.file, true),
+        // A chunked dump has no file of its own.
+        ("database.file", &db.file, db.chunks.is_empty()),
         ("attachments.index_file", &m.attachments.index_file, false),
         ("config.file", &m.config.file, false),
     ];
@@ -238,6 +271,71 @@ fn check_manifest(dir: &Path, m: &Manifest, found: &mut Findings) {
                     "{} is not the size the manifest's file list records for {} ({})",
                     db.stored_bytes, db.file, listed.bytes
                 ),
+            );
+        }
+    }
+}
+
+/// The dump's chunks: one after the other from byte 0 to the dump's size
+/// (restore would otherwise load another text than the one recorded).
+fn check_chunk_list(m: &Manifest, found: &mut Findings) {
+    let db = &m.database;
+    if db.chunks.is_empty() {
+        return;
+    }
+    let mut at = 0;
+    for c in &db.chunks {
+        if c.offset != at || c.size == 0 {
+            found.add(
+                "manifest",
+                "database.chunks",
+                format!(
+                    "chunk {} covers bytes {}..{}; the chunk before it ends at {at}",
+                    c.sha256,
+                    c.offset,
+                    c.offset + c.size
+                ),
+            );
+            return;
+        }
+        at += c.size;
+    }
+    if at != db.bytes {
+        found.add(
+            "manifest",
+            "database.chunks",
+            format!("the chunks cover {at} bytes; the dump has {}", db.bytes),
+        );
+    }
+}
+
+/// Every chunk of the dump in the store, by `stat`, at the stored size the
+/// set records (each distinct chunk once).
+fn check_chunks(store: &ObjectStore, m: &Manifest, found: &mut Findings) {
+    let mut seen = std::collections::HashSet::new();
+    for c in &m.database.chunks {
+        if !seen.insert(c.sha256.as_str()) {
+            continue;
+        }
+        let problem = match store.stat(&c.sha256, Encoding::Zst) {
+            None => Some("is not in the repository".to_string()),
+            Some((_, bytes)) if c.stored_bytes != 0 && bytes != c.stored_bytes => Some(format!(
+                "is {bytes} bytes as stored; the set records {}",
+                c.stored_bytes
+            )),
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            found.objects_missing += 1;
+            found.add(
+                "object",
+                format!(
+                    "chunk {} (bytes {}..{} of the dump)",
+                    c.sha256,
+                    c.offset,
+                    c.offset + c.size
+                ),
+                problem,
             );
         }
     }

@@ -179,6 +179,8 @@ fn a_corrupted_object_stops_the_restore_naming_the_path() {
 #[test]
 fn a_damaged_dump_is_not_loaded() {
     let (env, set) = backed_up();
+    // A set written before chunking (tests/dump_chunks.rs has the chunks).
+    support::tamper::make_legacy(&env.set_dir(&set));
     flip_byte(&env.set_dir(&set).join("db.sql.zst"), -20);
     let pw = env.repo.parent().unwrap().join("root.pw");
     fs::write(&pw, "").unwrap();

@@ -3,6 +3,7 @@
 //! defines what must be present), capture the rest, prove completeness,
 //! write the manifest last, publish.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -19,7 +20,7 @@ use crate::dump::{self, DumpFiles, DumpReport};
 use crate::layout::Layout;
 use crate::preflight;
 use crate::progress::Progress;
-use crate::repo::contents::{ATTACHMENTS_FILE, CONFIG_FILE, DUMP_FILE, LOB_FILE, REFERENCES_FILE};
+use crate::repo::contents::{ATTACHMENTS_FILE, CONFIG_FILE, LOB_FILE, REFERENCES_FILE};
 use crate::repo::manifest::{
     AttachmentsInfo, DatabaseInfo, FORMAT, KopanoInfo, Manifest, Phase, SetStatus,
 };
@@ -71,7 +72,12 @@ pub struct BackupReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct DbSummary {
     pub bytes: u64,
+    /// What the dump's chunks take in the store, shared ones included.
     pub stored_bytes: u64,
+    /// Chunks this backup added to the store, and their stored bytes.
+    pub new_chunks: u64,
+    pub new_bytes: u64,
+    pub chunks: usize,
     pub sha256: String,
     pub tables: usize,
     pub rows: u64,
@@ -114,18 +120,28 @@ pub fn run(
     //    later. The filesystem snapshot is taken the moment the dump's
     //    transaction is open, while the dump goes on streaming; if it cannot
     //    be taken, the dump stops there instead of running on for nothing.
+    let store = repo.objects()?;
+    // Fixed when the repository was created: other sizes would cut other
+    // chunks and stop new dumps deduplicating against old ones.
+    let chunker = repo.chunker();
     let files = DumpFiles {
-        dump: &set.path(DUMP_FILE),
         singleinstances: &set.path(REFERENCES_FILE),
         lob: &set.path(LOB_FILE),
     };
     let mut taken = None;
-    let dumped = dump::run(&settings.mysql, &files, progress, |_| {
-        match taken.insert(snapshot::take(&plan, set.id())) {
+    let recorded = recorded_chunks(&repo)?;
+    let dumped = dump::run(
+        &settings.mysql,
+        &files,
+        &store,
+        &chunker,
+        &recorded,
+        progress,
+        |_| match taken.insert(snapshot::take(&plan, set.id())) {
             Ok(_) => ControlFlow::Continue(()),
             Err(_) => ControlFlow::Break(()),
-        }
-    });
+        },
+    );
     // A failed snapshot is why the dump stopped: its error is the one to tell.
     let taken = taken
         .transpose()
@@ -159,7 +175,6 @@ pub fn run(
     } else {
         previous_set(&repo)?
     };
-    let store = repo.objects()?;
     let capture_opts = CaptureOptions {
         previous_index: previous.as_ref().map(|(_, index)| index.clone()),
         follow_dirs: settings.follow_symlinks == FollowSymlinks::Directories,
@@ -323,6 +338,9 @@ pub fn run(
         db: DbSummary {
             bytes: db.bytes,
             stored_bytes: db.stored_bytes,
+            new_chunks: db.new_chunks,
+            new_bytes: db.new_bytes,
+            chunks: db.chunks.len(),
             sha256: db.sha256,
             tables: db.findings.row_counts.len(),
             rows: db.findings.row_counts.values().sum(),
@@ -374,13 +392,14 @@ fn database_info(settings: &Settings, db: &DumpReport) -> DatabaseInfo {
         command: db.command.clone(),
         binlog: db.binlog.clone(),
         transaction_started: db.transaction_started,
-        file: DUMP_FILE.into(),
+        // Chunked: no file of its own (`file` and `stored_sha256` stay empty).
+        file: String::new(),
         bytes: db.bytes,
         sha256: db.sha256.clone(),
         stored_bytes: db.stored_bytes,
-        stored_sha256: db.stored_sha256.clone(),
+        stored_sha256: String::new(),
         references_file: REFERENCES_FILE.into(),
-        chunks: Vec::new(),
+        chunks: db.chunks.clone(),
         lob_file: LOB_FILE.into(),
         findings: db.findings.clone(),
     }
@@ -398,6 +417,22 @@ fn previous_set(repo: &Repository) -> Result<Option<(String, PathBuf)>> {
         listed.then(|| (set.id.clone(), set.local_path(name)))
     });
     Ok(newest)
+}
+
+/// The stored size of each chunk of the newest set's dump: a chunk found in
+/// the store at another size is written again rather than trusted.
+fn recorded_chunks(repo: &Repository) -> Result<HashMap<String, u64>> {
+    let newest = repo.sets()?.into_iter().rev().find_map(|s| s.manifest.ok());
+    Ok(newest
+        .map(|m| {
+            m.database
+                .chunks
+                .into_iter()
+                .filter(|c| c.stored_bytes != 0)
+                .map(|c| (c.sha256, c.stored_bytes))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// This backup's number for rolling verification: one more than the

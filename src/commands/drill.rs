@@ -245,6 +245,7 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
     let loaded = outcome(database::load(
         set.local_dir(),
         &manifest,
+        &store,
         &target,
         false,
         &partial,
@@ -255,7 +256,16 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
             report.sql_bytes = db.bytes;
             passed("database load", format!("{} bytes of SQL", db.bytes))
         }
-        Err(e) => failed("database load", format!("{e:#}")),
+        Err(e) => {
+            // A chunk with bad data: moved aside, so the next backup
+            // writes it again from the live database.
+            let moved = restorable::move_aside_corrupt_chunks(&manifest, &store);
+            let moved = match moved.is_empty() {
+                true => String::new(),
+                false => format!("; corrupt, moved aside: {}", moved.join(", ")),
+            };
+            failed("database load", format!("{e:#}{moved}"))
+        }
     });
 
     let attachments = scratch.path().join("attachments");

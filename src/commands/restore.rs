@@ -106,9 +106,11 @@ fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
     }
 
     if let Some(target) = &db_target {
+        let store = repo.objects()?;
         report.database = Some(database::restore(
             set.local_dir(),
             &manifest,
+            &store,
             target,
             opts.force,
         )?);

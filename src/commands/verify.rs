@@ -5,7 +5,7 @@
 //! is collected; none stops the check.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,11 +19,12 @@ use serde::Serialize;
 use crate::attachments::{EntryKind, IndexEntry, read_index};
 use crate::config_archive;
 use crate::crossref::{self, CrossRef};
+use crate::dump::reader;
 use crate::dump::refs::RefsWriter;
 use crate::dump::scanner::{DumpFindings, Scanner};
 use crate::layout::Layout;
 use crate::progress::Progress;
-use crate::repo::digest::{HashReader, file_digest};
+use crate::repo::digest::{HashReader, HashWriter, file_digest};
 use crate::repo::manifest::{MANIFEST, MANIFEST_SUM, Manifest};
 use crate::repo::objects::{Encoding, ObjectStore};
 use crate::repo::{Repository, SetInfo};
@@ -165,7 +166,13 @@ fn check_set(
     let lob = scratch.path().join("lob.jsonl.zst");
     progress.start("verify", None);
     let rescanned = thread::scope(|scope| {
-        let dump = scope.spawn(|| rescan_dump(set, manifest, &refs, &lob, found));
+        let dump = scope.spawn(|| {
+            if manifest.database.chunks.is_empty() {
+                rescan_dump(set, manifest, &refs, &lob, found)
+            } else {
+                rescan_chunks(&store, manifest, &refs, &lob, found, progress)
+            }
+        });
         check_objects(&store, set, manifest, found, progress);
         dump.join().map_err(|_| anyhow!("the dump check panicked"))
     })?;
@@ -235,8 +242,111 @@ fn compare_set_file(manifest: &Manifest, name: &str, bytes: u64, sha256: &str, f
     }
 }
 
-/// Decompresses the stored dump, checks its size and SHA-256, and scans it
-/// again into fresh reference lists. `None` when it cannot be read to the end.
+/// Reads every chunk of the dump in order, each checked before it is
+/// scanned: every bad one is a finding naming it and its byte range (a
+/// corrupt object is moved aside, as any other). After the first bad chunk
+/// the rest are still checked but not scanned, and the result is `None`.
+fn rescan_chunks(
+    store: &ObjectStore,
+    manifest: &Manifest,
+    refs: &Path,
+    lob: &Path,
+    found: &Findings,
+    progress: &dyn Progress,
+) -> Option<DumpFindings> {
+    let db = &manifest.database;
+    let mut scanner = match RefsWriter::create(refs, lob) {
+        Ok(sink) => Some(Scanner::new(sink)),
+        Err(e) => {
+            found.add("dump", "reference lists", format!("{e:#}"));
+            None
+        }
+    };
+    let mut whole = HashWriter::new(io::sink());
+    let mut buf = Vec::new();
+    let mut quarantined = std::collections::HashSet::new();
+    for chunk in &db.chunks {
+        if crate::signals::received().is_some() {
+            return None;
+        }
+        match reader::read_chunk(store, chunk, &mut buf) {
+            Ok(()) => {
+                found.checked(chunk.size);
+                progress.inc(chunk.size);
+                if scanner.is_some() {
+                    let _ = whole.write_all(&buf);
+                }
+                if let Some(s) = scanner.as_mut()
+                    && let Err(e) = s.feed(&buf)
+                {
+                    found.add("dump", "the dump", format!("{e:#}"));
+                    scanner = None;
+                }
+            }
+            Err(problem) => {
+                let mut detail = problem.detail();
+                if problem.object_corrupt() && quarantined.insert(chunk.sha256.clone()) {
+                    match store.quarantine(&chunk.sha256, Encoding::Zst) {
+                        Ok(to) => detail.push_str(&format!("; moved to {}", to.display())),
+                        Err(e) => detail.push_str(&format!("; not moved aside: {e:#}")),
+                    }
+                }
+                found.add("dump", problem.subject(), detail);
+                scanner = None;
+            }
+        }
+    }
+    let scanner = scanner?;
+    let (_, bytes, sha256) = whole.finish();
+    if bytes != db.bytes || sha256 != db.sha256 {
+        found.add(
+            "dump",
+            "the dump",
+            format!(
+                "its chunks make {bytes} bytes with SHA-256 {sha256}; the manifest says {} \
+                 bytes, {}",
+                db.bytes, db.sha256
+            ),
+        );
+    }
+    let findings = match scanner.finish() {
+        Ok((findings, sink)) => match sink.finish() {
+            Ok(()) => findings,
+            Err(e) => {
+                found.add("dump", "the dump", format!("{e:#}"));
+                return None;
+            }
+        },
+        Err(e) => {
+            found.add("dump", "the dump", format!("{e:#}"));
+            return None;
+        }
+    };
+    compare_findings(manifest, "the dump", &findings, found);
+    Some(findings)
+}
+
+/// The rescanned dump's findings against the manifest's.
+fn compare_findings(manifest: &Manifest, what: &str, findings: &DumpFindings, found: &Findings) {
+    if !findings.trailer_seen {
+        found.add(
+            "dump",
+            what,
+            "the dump has no completion trailer: truncated",
+        );
+    }
+    if *findings != manifest.database.findings {
+        found.add(
+            "dump",
+            what,
+            "scanning the dump again gives other findings than the manifest records",
+        );
+    }
+}
+
+/// Decompresses the stored dump of a set written before chunking, checks
+/// its size and SHA-256, and scans it again into fresh reference lists.
+/// `None` when it cannot be read to the end.
 fn rescan_dump(
     set: &SetInfo,
     manifest: &Manifest,
@@ -300,20 +410,7 @@ fn rescan_dump(
     }
     match result {
         Ok(findings) => {
-            if !findings.trailer_seen {
-                found.add(
-                    "dump",
-                    &db.file,
-                    "the dump has no completion trailer: truncated",
-                );
-            }
-            if findings != db.findings {
-                found.add(
-                    "dump",
-                    &db.file,
-                    "scanning the dump again gives other findings than the manifest records",
-                );
-            }
+            compare_findings(manifest, &db.file, &findings, found);
             Some(findings)
         }
         Err(e) => {
@@ -436,6 +533,10 @@ fn reprove(
 ) -> Option<CrossRef> {
     // The layout the backup resolved; the stored dump must still say the same.
     let layout = manifest.kopano.layout?;
+    let dump = match manifest.database.file.as_str() {
+        "" => "the dump",
+        file => file,
+    };
     match Layout::resolve(
         findings.attachment_storage.as_deref(),
         &manifest.kopano.configured_storage,
@@ -443,10 +544,10 @@ fn reprove(
         Ok(again) if again == layout => {}
         Ok(again) => found.add(
             "proof",
-            &manifest.database.file,
+            dump,
             format!("the stored dump gives layout {again}; the manifest records {layout}"),
         ),
-        Err(e) => found.add("proof", &manifest.database.file, format!("{e:#}")),
+        Err(e) => found.add("proof", dump, format!("{e:#}")),
     }
     let index = set.local_path(&manifest.attachments.index_file);
     let proof =

@@ -1,13 +1,16 @@
 //! Running the dump command and streaming its output once through a
-//! SHA-256 hasher, a zstd compressor and the SQL [`scanner`]. The dump only
-//! counts when the command exited 0 AND its completion trailer was seen.
+//! SHA-256 hasher, the content-defined [`chunks`] stored in the object store
+//! and the SQL [`scanner`]. The dump only counts when the command exited 0
+//! AND its completion trailer was seen.
 
+pub mod chunks;
+pub mod reader;
 pub mod refs;
 pub mod scanner;
 pub mod sql_lexer;
 
-use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::ops::ControlFlow;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -21,10 +24,13 @@ use chrono::{DateTime, Utc};
 
 use crate::mysql::{Client, dump_program};
 use crate::progress::Progress;
+use crate::repo::ObjectStore;
+use crate::repo::config::ChunkerParams;
 use crate::repo::digest::HashWriter;
-use crate::repo::manifest::BinlogPosition;
+use crate::repo::manifest::{BinlogPosition, DumpChunk};
 use crate::settings::MysqlTarget;
 use crate::watchdog::Watchdog;
+use chunks::{ChunkPool, Chunker};
 use refs::RefsWriter;
 use scanner::{DumpFindings, Scanner};
 
@@ -39,19 +45,15 @@ pub const DUMP_FLAGS: &[&str] = &[
     "--default-character-set=utf8mb4",
 ];
 
-/// zstd level of the stored dump. Level 1 keeps up with mariadb-dump on two
-/// cores (level 3 halved the dump phase's speed); a shorter dump also means a
-/// shorter open transaction on the production server.
-const ZSTD_LEVEL: i32 = 1;
 const CHUNK: usize = 1 << 20;
 /// How much of the dump's start is searched for the binlog position.
 const HEAD: usize = 1 << 20;
 /// The first table's header: the dump's transaction is open by then.
 const TABLE_MARK: &[u8] = b"-- Table structure for table";
 
-/// Where the dump and its per-row findings go.
+/// Where the dump's per-row findings go (the dump itself goes into the
+/// object store as chunks).
 pub struct DumpFiles<'a> {
-    pub dump: &'a Path,
     pub singleinstances: &'a Path,
     pub lob: &'a Path,
 }
@@ -67,22 +69,34 @@ pub struct DumpReport {
     pub transaction_started: Option<DateTime<Utc>>,
     pub bytes: u64,
     pub sha256: String,
+    /// The dump's chunks in order, and what they take in the store (shared
+    /// chunks included, each distinct chunk once).
+    pub chunks: Vec<DumpChunk>,
     pub stored_bytes: u64,
-    pub stored_sha256: String,
+    /// Chunks, and their stored bytes, this dump added to the store.
+    pub new_chunks: u64,
+    pub new_bytes: u64,
     pub findings: DumpFindings,
     pub seconds: f64,
 }
 
-/// Checks the connection, then runs the dump into `files`. `on_transaction_open`
+/// Checks the connection, then runs the dump: cut into chunks with `params`
+/// into `store` (committed, not synced: the caller syncs the store before a
+/// manifest names them; `recorded`: stored sizes of an earlier set's chunks,
+/// see [`ChunkPool::start`]), its findings into `files`. `on_transaction_open`
 /// is called once, from the streaming loop, as soon as table data begins;
 /// `Break` stops the dump at once (the caller knows why).
 pub fn run(
     target: &MysqlTarget,
     files: &DumpFiles<'_>,
+    store: &ObjectStore,
+    params: &ChunkerParams,
+    recorded: &HashMap<String, u64>,
     progress: &dyn Progress,
     mut on_transaction_open: impl FnMut(DateTime<Utc>) -> ControlFlow<()>,
 ) -> Result<DumpReport> {
     let started = Instant::now();
+    let mut chunker = Chunker::new(params).context("in the repository's chunker parameters")?;
     let client = Client::new(target)?;
     let server_version = client
         .query_value("SELECT VERSION()")
@@ -128,10 +142,6 @@ pub fn run(
         Ok(scanner.finish()?)
     });
 
-    let out = File::create(files.dump)
-        .with_context(|| format!("while creating {}", files.dump.display()))?;
-    let mut encoder = zstd::Encoder::new(HashWriter::new(BufWriter::new(out)), ZSTD_LEVEL)?;
-    encoder.multithread(num_cpus())?;
     let mut plain = HashWriter::new(std::io::sink());
     let mut head: Vec<u8> = Vec::new();
     let mut transaction_started = None;
@@ -145,6 +155,7 @@ pub fn run(
     let pgid = child.id();
     let stream_result = thread::scope(|scope| {
         scope.spawn(|| dog.watch(|| crate::signals::kill_group(pgid)));
+        let mut pool = ChunkPool::start(scope, store, recorded, chunk_workers());
         let result = (|| -> Result<()> {
             loop {
                 crate::signals::check()?;
@@ -174,9 +185,7 @@ pub fn run(
                     head.extend_from_slice(&buf[..n.min(HEAD - head.len())]);
                 }
                 plain.write_all(&buf)?;
-                encoder
-                    .write_all(&buf)
-                    .context("while writing the compressed dump")?;
+                chunker.push(&buf, |offset, data| pool.send(offset, data))?;
                 progress.inc(n as u64);
                 if tx.send(buf).is_err() {
                     scanner_stopped = true;
@@ -185,7 +194,12 @@ pub fn run(
             }
         })();
         dog.stop();
-        result
+        // The chunks are only finished for a dump that read to its end; on
+        // any other way out the pool's workers stop with the queue.
+        result.and_then(|()| {
+            chunker.finish(|offset, data| pool.send(offset, data))?;
+            pool.finish()
+        })
     });
     let stream_result = if dog.fired() {
         Err(anyhow!(
@@ -210,15 +224,18 @@ pub fn run(
     let scanned = scan_thread
         .join()
         .map_err(|_| anyhow!("the dump scanner panicked"))?;
-    if let Err(e) = stream_result {
-        // The scanner's own error says more than "it stopped early"; any
-        // other stop leaves the scanner with a cut-off dump, whose complaint
-        // about that would hide the real cause.
-        return Err(match scanned {
-            Err(scanner_error) if scanner_stopped => scanner_error,
-            _ => e,
-        });
-    }
+    let stored = match stream_result {
+        Ok(stored) => stored,
+        Err(e) => {
+            // The scanner's own error says more than "it stopped early"; any
+            // other stop leaves the scanner with a cut-off dump, whose complaint
+            // about that would hide the real cause.
+            return Err(match scanned {
+                Err(scanner_error) if scanner_stopped => scanner_error,
+                _ => e,
+            });
+        }
+    };
 
     if !status.success() {
         let how = match (status.code(), status.signal()) {
@@ -251,13 +268,6 @@ pub fn run(
         );
     }
     let (_, bytes, sha256) = plain.finish();
-    let (mut stored, stored_bytes, stored_sha256) = encoder.finish()?.finish();
-    stored.flush()?;
-    stored
-        .into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()
-        .context("while syncing the stored dump")?;
 
     let mut command = vec![
         program
@@ -275,8 +285,10 @@ pub fn run(
         transaction_started,
         bytes,
         sha256,
-        stored_bytes,
-        stored_sha256,
+        chunks: stored.chunks,
+        stored_bytes: stored.stored_bytes,
+        new_chunks: stored.new_chunks,
+        new_bytes: stored.new_bytes,
         findings,
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -337,10 +349,10 @@ fn read_tail(mut r: impl Read, keep: usize) -> String {
     String::from_utf8_lossy(&kept).into_owned()
 }
 
-fn num_cpus() -> u32 {
-    thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1)
+/// Compressing workers: one per core. The reading thread mostly waits on
+/// the dump's pipe, so the cores are the workers'.
+fn chunk_workers() -> usize {
+    thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 #[cfg(test)]

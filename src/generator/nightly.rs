@@ -23,6 +23,47 @@ const TYPE_FOLDER: u8 = 3;
 const TYPE_MESSAGE: u8 = 5;
 const TYPE_ATTACHMENT: u8 = 7;
 
+/// How much of the store one night touches, in percent of its messages.
+#[derive(Debug, Clone, Copy)]
+pub struct Night {
+    /// Messages whose read flag flips (`properties`, in place).
+    pub read_percent: f64,
+    /// Messages moved to another folder of their owner (`hierarchy.parent`).
+    pub moved_percent: f64,
+    /// New messages, one attachment each, appended.
+    pub new_percent: f64,
+    /// Messages deleted and purged, with their data.
+    pub deleted_percent: f64,
+    pub seed: u64,
+}
+
+impl Default for Night {
+    /// The night: a few percent updated in place, 1% new, 0.5% deleted.
+    fn default() -> Self {
+        Night {
+            read_percent: 3.0,
+            moved_percent: 1.0,
+            new_percent: 1.0,
+            deleted_percent: 0.5,
+            seed: 1,
+        }
+    }
+}
+
+/// Runs one whole night on `store` (flags, moves, purges, then new mail);
+/// returns how many messages it held before.
+pub fn night(sandbox: &Sandbox, store: &mut GeneratedStore, n: &Night) -> anyhow::Result<u64> {
+    let before = messages(sandbox, store)?.len() as u64;
+    let share = |pct: f64| ((before as f64) * pct / 100.0).ceil() as usize;
+    toggle_read(sandbox, store, share(n.read_percent), n.seed)?;
+    move_messages(sandbox, store, share(n.moved_percent), n.seed + 1)?;
+    delete_messages(sandbox, store, share(n.deleted_percent), n.seed + 2)?;
+    let new = share(n.new_percent) as u32;
+    super::add_attachments(sandbox, store, new, n.seed.wrapping_mul(7919))
+        .context("while adding a night's messages")?;
+    Ok(before)
+}
+
 /// What [`delete_messages`] removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Purged {

@@ -72,12 +72,16 @@ pub struct DatabaseInfo {
     pub binlog: Option<BinlogPosition>,
     /// When the dump's consistent snapshot was open (first table data seen).
     pub transaction_started: Option<DateTime<Utc>>,
-    /// Name of the stored, zstd-compressed dump within the set.
+    /// Name of the stored, zstd-compressed dump within the set; empty for
+    /// a chunked dump (see `chunks`).
     pub file: String,
     /// Uncompressed size and SHA-256 of the SQL text.
     pub bytes: u64,
     pub sha256: String,
-    /// Size and SHA-256 of the stored (compressed) file.
+    /// Size and SHA-256 of the stored (compressed) file. For a chunked dump:
+    /// what its distinct chunks take in the store, shared chunks included
+    /// (so not what this set added), and no checksum (each chunk is named
+    /// by its own).
     pub stored_bytes: u64,
     pub stored_sha256: String,
     /// Name of the file holding every `singleinstances` row (JSON lines, zstd).
@@ -98,6 +102,10 @@ pub struct DumpChunk {
     pub sha256: String,
     pub offset: u64,
     pub size: u64,
+    /// Size of the object as stored when the set was written, so a `stat`
+    /// can tell a truncated one (0: not recorded).
+    #[serde(default)]
+    pub stored_bytes: u64,
 }
 
 /// What the set says about the Kopano server.

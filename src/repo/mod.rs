@@ -12,8 +12,8 @@ pub mod lock;
 pub mod manifest;
 pub mod objects;
 pub mod set;
-pub mod sweep;
 pub mod storage;
+pub mod sweep;
 
 use std::fs;
 use std::io::Read;
@@ -145,7 +145,8 @@ impl Repository {
     /// The writer's lock; fails at once if another run holds it, naming
     /// it. `operation` is what others are told this run is doing.
     pub fn lock_exclusive(&self, operation: &str) -> Result<ExclusiveLock> {
-        self.storage.lock_exclusive(operation, std::time::Duration::ZERO)
+        self.storage
+            .lock_exclusive(operation, std::time::Duration::ZERO)
     }
 
     /// [`Self::lock_exclusive`], waiting up to `wait` for the other run
@@ -161,7 +162,8 @@ impl Repository {
     /// The readers' lock (verify, restore, drill); fails at once while a
     /// writer runs. Works on a read-only repository.
     pub fn lock_shared(&self, operation: &str) -> Result<SharedLock> {
-        self.storage.lock_shared(operation, std::time::Duration::ZERO)
+        self.storage
+            .lock_shared(operation, std::time::Duration::ZERO)
     }
 
     /// [`Self::lock_shared`], waiting up to `wait` for a writer to finish.

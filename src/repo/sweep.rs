@@ -33,10 +33,12 @@ impl Repository {
     /// Bytes of the files of the published set `id` (what removing it frees).
     pub fn set_bytes(&self, id: &str) -> u64 {
         let mut total = 0;
-        let _ = self.storage().list(&format!("{SETS}/{id}"), &mut |_, bytes| {
-            total += bytes;
-            Ok(())
-        });
+        let _ = self
+            .storage()
+            .list(&format!("{SETS}/{id}"), &mut |_, bytes| {
+                total += bytes;
+                Ok(())
+            });
         total
     }
 
@@ -84,30 +86,33 @@ impl ObjectStore {
     /// not listed: nothing deletes them.
     pub fn list_objects(&self, f: &mut dyn FnMut(StoredObject) -> Result<()>) -> Result<()> {
         let prefix = self.prefix().to_owned();
-        self.storage().list(prefix.trim_end_matches('/'), &mut |key, bytes| {
-            let Some(rest) = key.strip_prefix(prefix.as_str()) else {
-                return Ok(());
-            };
-            let Some((shard, name)) = rest.split_once('/') else {
-                return Ok(());
-            };
-            let (sha256, encoding) = match name.strip_suffix(".zst") {
-                Some(sha) => (sha, Encoding::Zst),
-                None => (name, Encoding::Raw),
-            };
-            let is_object = shard.len() == 2
-                && sha256.len() == 64
-                && sha256.starts_with(shard)
-                && sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-            if is_object {
-                f(StoredObject {
-                    sha256: sha256.to_owned(),
-                    encoding,
-                    bytes,
-                })?;
-            }
-            Ok(())
-        })
+        self.storage()
+            .list(prefix.trim_end_matches('/'), &mut |key, bytes| {
+                let Some(rest) = key.strip_prefix(prefix.as_str()) else {
+                    return Ok(());
+                };
+                let Some((shard, name)) = rest.split_once('/') else {
+                    return Ok(());
+                };
+                let (sha256, encoding) = match name.strip_suffix(".zst") {
+                    Some(sha) => (sha, Encoding::Zst),
+                    None => (name, Encoding::Raw),
+                };
+                let is_object = shard.len() == 2
+                    && sha256.len() == 64
+                    && sha256.starts_with(shard)
+                    && sha256
+                        .bytes()
+                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+                if is_object {
+                    f(StoredObject {
+                        sha256: sha256.to_owned(),
+                        encoding,
+                        bytes,
+                    })?;
+                }
+                Ok(())
+            })
     }
 
     /// Deletes one object; already gone is fine (a repeated sweep).

@@ -1,7 +1,7 @@
-//! Loading a stored dump into a database: decompressed straight into the
-//! `mariadb`/`mysql` client, with both checksums verified on the way.
+//! Loading a stored dump into a database: read through the one dump
+//! reader (each chunk checked before it is passed on, the whole dump's
+//! checksum at the end) straight into the `mariadb`/`mysql` client.
 
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -11,10 +11,12 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use crate::dump::reader;
 use crate::error::config_error;
 use crate::mysql::{Client, client_program};
-use crate::repo::digest::{HashReader, file_digest};
+use crate::repo::digest::file_digest;
 use crate::repo::manifest::Manifest;
+use crate::repo::objects::ObjectStore;
 use crate::settings::MysqlTarget;
 
 /// Big enough for any row mariadb-dump writes (its limit is 1 GiB too).
@@ -85,11 +87,13 @@ fn admin_client(target: &MysqlTarget) -> Result<Client> {
 
 /// Loads the set's dump into `target.database`. Refuses a database that
 /// already holds tables unless `force`, in which case it is dropped first.
-/// The stored file is checked against the manifest before the target is
-/// touched; the SQL text's checksum is checked as it streams.
+/// A legacy single-file dump is checked against the manifest before the
+/// target is touched; each chunk is checked before it is sent, and the SQL
+/// text's checksum at its end.
 pub fn restore(
     set_dir: &Path,
     manifest: &Manifest,
+    store: &ObjectStore,
     target: &MysqlTarget,
     force: bool,
 ) -> Result<DatabaseRestore> {
@@ -97,7 +101,7 @@ pub fn restore(
         "database `{}` holds a partial load: drop it or restore again with --force",
         target.database
     );
-    load(set_dir, manifest, target, force, &partial)
+    load(set_dir, manifest, store, target, force, &partial)
 }
 
 /// [`restore`], where `partial` tells what a load that failed half-way
@@ -105,6 +109,7 @@ pub fn restore(
 pub fn load(
     set_dir: &Path,
     manifest: &Manifest,
+    store: &ObjectStore,
     target: &MysqlTarget,
     force: bool,
     partial: &str,
@@ -112,16 +117,19 @@ pub fn load(
     let started = Instant::now();
     let name = target.database.clone();
     let state = check_target(target, force)?;
-    let dump_path = set_dir.join(&manifest.database.file);
-    let (stored_bytes, stored_sha256) = file_digest(&dump_path)?;
-    if stored_sha256 != manifest.database.stored_sha256
-        || stored_bytes != manifest.database.stored_bytes
-    {
-        bail!(
-            "{} does not match the manifest's checksum: the set is damaged, nothing was loaded",
-            dump_path.display()
-        );
+    if let Some(dump_path) = reader::legacy_file(set_dir, manifest) {
+        let (stored_bytes, stored_sha256) = file_digest(&dump_path)?;
+        if stored_sha256 != manifest.database.stored_sha256
+            || stored_bytes != manifest.database.stored_bytes
+        {
+            bail!(
+                "{} does not match the manifest's checksum: the set is damaged, nothing was \
+                 loaded",
+                dump_path.display()
+            );
+        }
     }
+    let dump_name = reader::describe(set_dir, manifest);
 
     let admin = admin_client(target)?;
     if state.tables > 0 {
@@ -131,9 +139,7 @@ pub fn load(
         "CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4"
     ))?;
 
-    let stored =
-        File::open(&dump_path).with_context(|| format!("while opening {}", dump_path.display()))?;
-    let mut sql = HashReader::new(zstd::Decoder::new(stored)?);
+    let mut sql = reader::open(set_dir, manifest, store)?;
     let client = Client::new(target)?;
     let mut child = Command::new(client_program()?)
         .arg(client.defaults().arg())
@@ -155,7 +161,7 @@ pub fn load(
         text
     });
     let mut guard = PacketGuard::new(stdin, state.max_packet);
-    let copied = io::copy(&mut sql, &mut guard);
+    let copied = pump(&mut sql, &mut guard);
     if copied.is_err() {
         // Kill before stdin closes: the client must not run the half
         // statement it holds at EOF.
@@ -179,6 +185,11 @@ pub fn load(
             state.max_packet
         );
     }
+    // A bad chunk (or the dump's checksum) stopped the copy, and the client
+    // was killed for it: that is the cause to tell, not the client's death.
+    if let Err(Pumped::Read(e)) = &copied {
+        bail!("while reading {dump_name}: {e}; the set is damaged; {partial}");
+    }
     if !status.success() {
         let hint = if client_err.contains("max_allowed_packet")
             || client_err.contains("packet bigger")
@@ -198,20 +209,38 @@ pub fn load(
         };
         bail!("loading the dump into `{name}` failed ({status}){said}{hint}; {partial}");
     }
-    copied.with_context(|| format!("while reading {}: {partial}", dump_path.display()))?;
-    let (bytes, sha256) = sql.finish();
-    if sha256 != manifest.database.sha256 || bytes != manifest.database.bytes {
-        bail!(
-            "the SQL text of {} does not match the manifest's checksum: the set is damaged \
-             and the loaded data cannot be trusted; {partial}",
-            dump_path.display()
-        );
-    }
+    let bytes = copied
+        .map_err(|e| match e {
+            Pumped::Read(e) | Pumped::Write(e) => e,
+        })
+        .with_context(|| format!("while loading {dump_name}: {partial}"))?;
     Ok(DatabaseRestore {
         database: name,
         bytes,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Which side of [`pump`] failed.
+enum Pumped {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// `io::copy` that tells a bad dump (reading) from a failing client (writing).
+fn pump(from: &mut impl Read, to: &mut impl Write) -> Result<u64, Pumped> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Pumped::Read(e)),
+        };
+        to.write_all(&buf[..n]).map_err(Pumped::Write)?;
+        total += n as u64;
+    }
 }
 
 /// Passes the SQL on to the client, measuring the longest statement and

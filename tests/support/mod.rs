@@ -7,7 +7,7 @@ pub mod tamper;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use kcbackup::generator::GeneratedStore;
+use kcbackup::generator::{GeneratedStore, StoreSpec};
 use kcbackup::layout::Layout;
 use serde_json::Value;
 
@@ -24,7 +24,12 @@ pub struct Env {
 
 /// A small generated store of `layout` (see `StoreSpec::small`).
 pub fn env(layout: Layout) -> Env {
-    let (store_dir, store) = common::new_store(layout, |_| {});
+    env_with(layout, |_| {})
+}
+
+/// [`env`], with `tweak` applied to the store's spec first.
+pub fn env_with(layout: Layout, tweak: impl FnOnce(&mut StoreSpec)) -> Env {
+    let (store_dir, store) = common::new_store(layout, tweak);
     let dir = tempfile::tempdir().expect("temp dir");
     let repo = dir.path().join("repo");
     let config = common::write_tool_config(dir.path(), &store, &repo);

@@ -6,7 +6,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use kcbackup::attachments::IndexEntry;
+use kcbackup::repo::ObjectStore;
 use kcbackup::repo::digest::{file_digest, sha256_hex};
+use kcbackup::repo::manifest::Manifest;
 use serde_json::Value;
 
 /// Decompresses `path` (zstd), lets `edit` change the bytes, recompresses.
@@ -64,10 +66,57 @@ pub fn reseal(set_dir: &Path, edit: impl FnOnce(&mut Value)) {
     .unwrap();
 }
 
+/// The SQL text of a set's dump, read through kcbackup's own dump reader
+/// (chunks checked, whole checksum checked).
+pub fn read_dump(set_dir: &Path) -> Vec<u8> {
+    let manifest = Manifest::load(set_dir).unwrap();
+    let store = ObjectStore::open(&set_dir.join("../../objects")).unwrap();
+    let mut sql = Vec::new();
+    std::io::Read::read_to_end(
+        &mut kcbackup::dump::reader::open(set_dir, &manifest, &store).unwrap(),
+        &mut sql,
+    )
+    .unwrap();
+    sql
+}
+
+/// The object file of a dump chunk.
+pub fn chunk_file(set_dir: &Path, sha256: &str) -> PathBuf {
+    set_dir
+        .join("../../objects")
+        .join(&sha256[..2])
+        .join(format!("{sha256}.zst"))
+}
+
+/// Turns a chunked set into one as the release before chunking wrote it:
+/// the dump in the set's own `db.sql.zst`, no chunk list, manifest resealed.
+/// Nothing else changes, so the set verifies and restores as before.
+pub fn make_legacy(set_dir: &Path) {
+    if set_dir.join("db.sql.zst").exists() {
+        return;
+    }
+    let sql = read_dump(set_dir);
+    let dump = set_dir.join("db.sql.zst");
+    fs::write(&dump, zstd::encode_all(&sql[..], 1).unwrap()).unwrap();
+    let (bytes, sha) = file_digest(&dump).unwrap();
+    reseal(set_dir, |m| {
+        m["files"].as_array_mut().unwrap().push(serde_json::json!({
+            "name": "db.sql.zst", "bytes": bytes, "sha256": sha,
+        }));
+        let db = &mut m["database"];
+        db["file"] = "db.sql.zst".into();
+        db["stored_bytes"] = bytes.into();
+        db["stored_sha256"] = sha.into();
+        db.as_object_mut().unwrap().remove("chunks");
+    });
+}
+
 /// Rewrites the stored dump with `edit` on its SQL text and reseals the
 /// manifest (files[], database bytes and both checksums), so the dump
-/// loads and only the restored data can show the damage.
+/// loads and only the restored data can show the damage. The set becomes
+/// a single-file (pre-chunking) one: an edited text has other chunks.
 pub fn edit_dump(set_dir: &Path, edit: impl FnOnce(String) -> String) {
+    make_legacy(set_dir);
     let dump = set_dir.join("db.sql.zst");
     let mut sql = (0u64, String::new());
     rewrite_zst(&dump, |plain| {

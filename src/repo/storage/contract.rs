@@ -96,7 +96,9 @@ pub fn a_set_is_visible_only_once_published(s: &dyn Storage) {
     assert_eq!(s.stat(&format!("sets/{ID}/manifest.json")).unwrap(), None);
     assert_eq!(s.stat(&format!("sets/{ID}/db.sql.zst")).unwrap(), None);
     {
-        let lock = s.lock_exclusive("backup", std::time::Duration::ZERO).unwrap();
+        let lock = s
+            .lock_exclusive("backup", std::time::Duration::ZERO)
+            .unwrap();
         let removed = s.remove_leftovers(&lock).unwrap();
         assert_eq!(removed, vec![format!(".work-{ID}")]);
     }
