@@ -11,7 +11,8 @@ Exit codes:
   0  success
   1  failure: nothing new was published (database not answering, dump failed, lock held, ...)
   2  usage or configuration error (bad config, wrong credentials, unknown set id, s3, ...)
-  3  a set was written but is incomplete, or verify/drill found a problem
+  3  a set was written but is incomplete, verify/drill found a problem, or
+     restore found the set's stored data damaged or missing
   130/143  interrupted by SIGINT / SIGTERM (after cleanup)";
 
 /// Consistent, verifiable backups of a Kopano Core server: database first,

@@ -37,6 +37,45 @@ pub fn config_error<T>(msg: impl Into<String>) -> anyhow::Result<T> {
     Err(ConfigError(msg.into()).into())
 }
 
+/// The set's stored data is damaged or missing (a restorable finding, a
+/// missing or corrupt chunk or object, a checksum mismatch): exit code 3,
+/// as verify and drill report the same damage. Not for problems of the
+/// restore's target (those stay 1 or 2).
+#[derive(Debug)]
+pub struct Damaged(pub String);
+
+impl fmt::Display for Damaged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Damaged {}
+
+impl From<anyhow::Error> for Damaged {
+    fn from(e: anyhow::Error) -> Self {
+        Damaged(format!("{e:#}"))
+    }
+}
+
+/// Shorthand for returning a damaged-data error.
+pub fn damaged<T>(msg: impl Into<String>) -> anyhow::Result<T> {
+    Err(Damaged(msg.into()).into())
+}
+
+/// Whether `cause` says the set's data is damaged, also when it travels
+/// inside an `io::Error` (whose `source()` skips the error it wraps).
+fn is_damage(cause: &(dyn std::error::Error + 'static)) -> bool {
+    let direct = |e: &(dyn std::error::Error + 'static)| {
+        e.is::<Damaged>() || e.is::<crate::dump::reader::ChunkProblem>()
+    };
+    direct(cause)
+        || cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| direct(inner))
+}
+
 /// The run was stopped by a signal; cleanup has run.
 #[derive(Debug)]
 pub struct Interrupted(pub i32);
@@ -57,6 +96,9 @@ pub fn exit_for(err: &anyhow::Error) -> Exit {
     for cause in err.chain() {
         if cause.downcast_ref::<ConfigError>().is_some() {
             return Exit::Usage;
+        }
+        if is_damage(cause) {
+            return Exit::Incomplete;
         }
         if let Some(Interrupted(sig)) = cause.downcast_ref::<Interrupted>() {
             return if *sig == libc::SIGINT {

@@ -3,6 +3,7 @@
 //! set `complete`; verify, restore and drill run them first, so all four
 //! agree on what a set that cannot be restored is, and say it the same way.
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
 
@@ -10,6 +11,7 @@ use serde::Serialize;
 
 use crate::attachments::{EntryKind, IndexEntry, read_index};
 use crate::layout::Layout;
+use crate::repo::chunk_list;
 use crate::repo::manifest::{FORMAT, Manifest};
 use crate::repo::objects::{Encoding, ObjectStore};
 use crate::restore::files::check_index;
@@ -84,7 +86,7 @@ pub fn check(dir: &Path, manifest: &Manifest, store: &ObjectStore) -> Findings {
 pub fn check_parts(dir: &Path, manifest: &Manifest, store: &ObjectStore, tree: bool) -> Findings {
     let mut found = Findings::default();
     check_manifest(dir, manifest, &mut found);
-    check_chunks(store, manifest, &mut found);
+    check_chunks(dir, store, manifest, &mut found);
     let name = &manifest.attachments.index_file;
     if tree && !name.is_empty() && manifest.files.iter().any(|f| &f.name == name) {
         match read_index(&dir.join(name)) {
@@ -110,7 +112,7 @@ pub fn check_parts(dir: &Path, manifest: &Manifest, store: &ObjectStore, tree: b
 /// recorded, and the first of them.
 pub fn missing_objects(dir: &Path, manifest: &Manifest, store: &ObjectStore) -> Findings {
     let mut found = Findings::default();
-    check_chunks(store, manifest, &mut found);
+    check_chunks(dir, store, manifest, &mut found);
     let name = &manifest.attachments.index_file;
     if name.is_empty() {
         return found;
@@ -130,16 +132,20 @@ pub fn missing_objects(dir: &Path, manifest: &Manifest, store: &ObjectStore) -> 
 /// longer hashes to their name into `objects/.corrupt/`, as
 /// [`move_aside_corrupt`] does for attachments: for drill, after a load
 /// failed on bad data, so the next backup writes them again. Returns what
-/// was moved.
-pub fn move_aside_corrupt_chunks(manifest: &Manifest, store: &ObjectStore) -> Vec<String> {
+/// was moved. (A chunk repeated in the list is read again: once moved, it
+/// is missing, not corrupt, so it is moved once.)
+pub fn move_aside_corrupt_chunks(
+    dir: &Path,
+    manifest: &Manifest,
+    store: &ObjectStore,
+) -> Vec<String> {
     let mut moved = Vec::new();
-    let mut seen = std::collections::HashSet::new();
     let mut buf = Vec::new();
-    for chunk in &manifest.database.chunks {
-        if !seen.insert(chunk.sha256.as_str()) {
-            continue;
-        }
-        let Err(problem) = crate::dump::reader::read_chunk(store, chunk, &mut buf) else {
+    let Ok(chunks) = chunk_list::open(dir, manifest) else {
+        return moved;
+    };
+    for chunk in chunks.map_while(Result::ok) {
+        let Err(problem) = crate::dump::reader::read_chunk(store, &chunk, &mut buf) else {
             continue;
         };
         if !problem.object_corrupt() {
@@ -229,11 +235,11 @@ fn check_manifest(dir: &Path, m: &Manifest, found: &mut Findings) {
             Err(e) => found.add("set-file", &f.name, format!("cannot be read: {e}")),
         }
     }
-    check_chunk_list(m, found);
     let db = &m.database;
     let named = [
-        // A chunked dump has no file of its own.
-        ("database.file", &db.file, db.chunks.is_empty()),
+        // A chunked dump has no file of its own, but a chunk list.
+        ("database.file", &db.file, db.chunk_list.is_empty()),
+        ("database.chunk_list", &db.chunk_list, false),
         ("attachments.index_file", &m.attachments.index_file, false),
         ("config.file", &m.config.file, false),
     ];
@@ -276,19 +282,32 @@ fn check_manifest(dir: &Path, m: &Manifest, found: &mut Findings) {
     }
 }
 
-/// The dump's chunks: one after the other from byte 0 to the dump's size
-/// (restore would otherwise load another text than the one recorded).
-fn check_chunk_list(m: &Manifest, found: &mut Findings) {
+/// The dump's chunks, streamed from the set's chunk list: one after the
+/// other from byte 0 to the dump's size (restore would otherwise load
+/// another text than the one recorded), and each in the store, by `stat`,
+/// at the stored size the set records (each bad chunk named once).
+fn check_chunks(dir: &Path, store: &ObjectStore, m: &Manifest, found: &mut Findings) {
     let db = &m.database;
-    if db.chunks.is_empty() {
+    if db.chunk_list.is_empty() {
         return;
     }
-    let mut at = 0;
-    for c in &db.chunks {
+    let list = &db.chunk_list;
+    let chunks = match chunk_list::open(dir, m) {
+        Ok(chunks) => chunks,
+        Err(e) => return found.add("set-file", list, format!("{e:#}")),
+    };
+    let mut bad = HashSet::new();
+    let (mut at, mut count) = (0, 0u64);
+    for c in chunks {
+        let c = match c {
+            Ok(c) => c,
+            Err(e) => return found.add("set-file", list, format!("{e:#}")),
+        };
+        count += 1;
         if c.offset != at || c.size == 0 {
-            found.add(
-                "manifest",
-                "database.chunks",
+            return found.add(
+                "set-file",
+                list,
                 format!(
                     "chunk {} covers bytes {}..{}; the chunk before it ends at {at}",
                     c.sha256,
@@ -296,27 +315,8 @@ fn check_chunk_list(m: &Manifest, found: &mut Findings) {
                     c.offset + c.size
                 ),
             );
-            return;
         }
         at += c.size;
-    }
-    if at != db.bytes {
-        found.add(
-            "manifest",
-            "database.chunks",
-            format!("the chunks cover {at} bytes; the dump has {}", db.bytes),
-        );
-    }
-}
-
-/// Every chunk of the dump in the store, by `stat`, at the stored size the
-/// set records (each distinct chunk once).
-fn check_chunks(store: &ObjectStore, m: &Manifest, found: &mut Findings) {
-    let mut seen = std::collections::HashSet::new();
-    for c in &m.database.chunks {
-        if !seen.insert(c.sha256.as_str()) {
-            continue;
-        }
         let problem = match store.stat(&c.sha256, Encoding::Zst) {
             None => Some("is not in the repository".to_string()),
             Some((_, bytes)) if c.stored_bytes != 0 && bytes != c.stored_bytes => Some(format!(
@@ -325,7 +325,9 @@ fn check_chunks(store: &ObjectStore, m: &Manifest, found: &mut Findings) {
             )),
             Some(_) => None,
         };
-        if let Some(problem) = problem {
+        if let Some(problem) = problem
+            && bad.insert(c.sha256.clone())
+        {
             found.objects_missing += 1;
             found.add(
                 "object",
@@ -338,6 +340,23 @@ fn check_chunks(store: &ObjectStore, m: &Manifest, found: &mut Findings) {
                 problem,
             );
         }
+    }
+    if at != db.bytes {
+        found.add(
+            "set-file",
+            list,
+            format!("the chunks cover {at} bytes; the dump has {}", db.bytes),
+        );
+    }
+    if count != db.chunk_count {
+        found.add(
+            "set-file",
+            list,
+            format!(
+                "{count} chunks; the manifest says {}",
+                db.chunk_count
+            ),
+        );
     }
 }
 

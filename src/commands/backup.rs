@@ -20,7 +20,10 @@ use crate::dump::{self, DumpFiles, DumpReport};
 use crate::layout::Layout;
 use crate::preflight;
 use crate::progress::Progress;
-use crate::repo::contents::{ATTACHMENTS_FILE, CONFIG_FILE, LOB_FILE, REFERENCES_FILE};
+use crate::repo::chunk_list;
+use crate::repo::contents::{
+    ATTACHMENTS_FILE, CHUNK_LIST_FILE, CONFIG_FILE, LOB_FILE, REFERENCES_FILE,
+};
 use crate::repo::manifest::{
     AttachmentsInfo, DatabaseInfo, FORMAT, KopanoInfo, Manifest, Phase, SetStatus,
 };
@@ -77,7 +80,7 @@ pub struct DbSummary {
     /// Chunks this backup added to the store, and their stored bytes.
     pub new_chunks: u64,
     pub new_bytes: u64,
-    pub chunks: usize,
+    pub chunks: u64,
     pub sha256: String,
     pub tables: usize,
     pub rows: u64,
@@ -127,6 +130,7 @@ pub fn run(
     let files = DumpFiles {
         singleinstances: &set.path(REFERENCES_FILE),
         lob: &set.path(LOB_FILE),
+        chunk_list: &set.path(CHUNK_LIST_FILE),
     };
     let mut taken = None;
     let recorded = recorded_chunks(&repo)?;
@@ -340,7 +344,7 @@ pub fn run(
             stored_bytes: db.stored_bytes,
             new_chunks: db.new_chunks,
             new_bytes: db.new_bytes,
-            chunks: db.chunks.len(),
+            chunks: db.chunks,
             sha256: db.sha256,
             tables: db.findings.row_counts.len(),
             rows: db.findings.row_counts.values().sum(),
@@ -399,7 +403,8 @@ fn database_info(settings: &Settings, db: &DumpReport) -> DatabaseInfo {
         stored_bytes: db.stored_bytes,
         stored_sha256: String::new(),
         references_file: REFERENCES_FILE.into(),
-        chunks: db.chunks.clone(),
+        chunk_list: CHUNK_LIST_FILE.into(),
+        chunk_count: db.chunks,
         lob_file: LOB_FILE.into(),
         findings: db.findings.clone(),
     }
@@ -420,19 +425,28 @@ fn previous_set(repo: &Repository) -> Result<Option<(String, PathBuf)>> {
 }
 
 /// The stored size of each chunk of the newest set's dump: a chunk found in
-/// the store at another size is written again rather than trusted.
+/// the store at another size is written again rather than trusted. A list
+/// that cannot be read records nothing (its set's verify says why).
 fn recorded_chunks(repo: &Repository) -> Result<HashMap<String, u64>> {
-    let newest = repo.sets()?.into_iter().rev().find_map(|s| s.manifest.ok());
-    Ok(newest
-        .map(|m| {
-            m.database
-                .chunks
-                .into_iter()
-                .filter(|c| c.stored_bytes != 0)
-                .map(|c| (c.sha256, c.stored_bytes))
-                .collect()
-        })
-        .unwrap_or_default())
+    let Some(set) = repo.sets()?.into_iter().rev().find(|s| s.manifest.is_ok()) else {
+        return Ok(HashMap::new());
+    };
+    let Ok(manifest) = &set.manifest else {
+        return Ok(HashMap::new());
+    };
+    let mut recorded = HashMap::new();
+    let Ok(chunks) = chunk_list::open(set.local_dir(), manifest) else {
+        return Ok(recorded);
+    };
+    for chunk in chunks {
+        let Ok(c) = chunk else {
+            break;
+        };
+        if c.stored_bytes != 0 {
+            recorded.insert(c.sha256, c.stored_bytes);
+        }
+    }
+    Ok(recorded)
 }
 
 /// This backup's number for rolling verification: one more than the

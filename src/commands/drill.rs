@@ -259,7 +259,7 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
         Err(e) => {
             // A chunk with bad data: moved aside, so the next backup
             // writes it again from the live database.
-            let moved = restorable::move_aside_corrupt_chunks(&manifest, &store);
+            let moved = restorable::move_aside_corrupt_chunks(set.local_dir(), &manifest, &store);
             let moved = match moved.is_empty() {
                 true => String::new(),
                 false => format!("; corrupt, moved aside: {}", moved.join(", ")),

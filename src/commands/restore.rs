@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::attachments::read_index;
-use crate::error::config_error;
+use crate::error::{Damaged, config_error, damaged};
 use crate::repo::manifest::Manifest;
 use crate::repo::{Repository, SetInfo};
 use crate::restorable;
@@ -60,7 +60,7 @@ fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
     let manifest = set
         .manifest
         .clone()
-        .map_err(|e| anyhow!("set {} cannot be restored: {e}", set.id))?;
+        .map_err(|e| Damaged(format!("set {} cannot be restored: {e}", set.id)))?;
     let mut report = RestoreReport {
         set: set.id.clone(),
         database: None,
@@ -81,7 +81,11 @@ fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
         opts.to_attachments.is_some(),
     );
     if !findings.is_empty() {
-        bail!("set {} cannot be restored: {}", set.id, findings.summary());
+        return damaged(format!(
+            "set {} cannot be restored: {}",
+            set.id,
+            findings.summary()
+        ));
     }
     let db_target = opts.to_database.as_ref().map(|name| {
         let mut target = opts.mysql.clone().unwrap_or_else(|| settings.mysql.clone());

@@ -24,6 +24,7 @@ use crate::dump::refs::RefsWriter;
 use crate::dump::scanner::{DumpFindings, Scanner};
 use crate::layout::Layout;
 use crate::progress::Progress;
+use crate::repo::chunk_list;
 use crate::repo::digest::{HashReader, HashWriter, file_digest};
 use crate::repo::manifest::{MANIFEST, MANIFEST_SUM, Manifest};
 use crate::repo::objects::{Encoding, ObjectStore};
@@ -167,10 +168,10 @@ fn check_set(
     progress.start("verify", None);
     let rescanned = thread::scope(|scope| {
         let dump = scope.spawn(|| {
-            if manifest.database.chunks.is_empty() {
+            if manifest.database.chunk_list.is_empty() {
                 rescan_dump(set, manifest, &refs, &lob, found)
             } else {
-                rescan_chunks(&store, manifest, &refs, &lob, found, progress)
+                rescan_chunks(set, &store, manifest, &refs, &lob, found, progress)
             }
         });
         check_objects(&store, set, manifest, found, progress);
@@ -247,6 +248,7 @@ fn compare_set_file(manifest: &Manifest, name: &str, bytes: u64, sha256: &str, f
 /// corrupt object is moved aside, as any other). After the first bad chunk
 /// the rest are still checked but not scanned, and the result is `None`.
 fn rescan_chunks(
+    set: &SetInfo,
     store: &ObjectStore,
     manifest: &Manifest,
     refs: &Path,
@@ -265,10 +267,22 @@ fn rescan_chunks(
     let mut whole = HashWriter::new(io::sink());
     let mut buf = Vec::new();
     let mut quarantined = std::collections::HashSet::new();
-    for chunk in &db.chunks {
+    let chunks = match chunk_list::open(set.local_dir(), manifest) {
+        Ok(chunks) => chunks,
+        Err(e) => {
+            // `restorable` has named the list already.
+            tracing::debug!("dump not rescanned: {e:#}");
+            return None;
+        }
+    };
+    for chunk in chunks {
         if crate::signals::received().is_some() {
             return None;
         }
+        let Ok(chunk) = chunk else {
+            return None;
+        };
+        let chunk = &chunk;
         match reader::read_chunk(store, chunk, &mut buf) {
             Ok(()) => {
                 found.checked(chunk.size);

@@ -27,7 +27,8 @@ use crate::progress::Progress;
 use crate::repo::ObjectStore;
 use crate::repo::config::ChunkerParams;
 use crate::repo::digest::HashWriter;
-use crate::repo::manifest::{BinlogPosition, DumpChunk};
+use crate::repo::chunk_list::ChunkListWriter;
+use crate::repo::manifest::BinlogPosition;
 use crate::settings::MysqlTarget;
 use crate::watchdog::Watchdog;
 use chunks::{ChunkPool, Chunker};
@@ -51,11 +52,12 @@ const HEAD: usize = 1 << 20;
 /// The first table's header: the dump's transaction is open by then.
 const TABLE_MARK: &[u8] = b"-- Table structure for table";
 
-/// Where the dump's per-row findings go (the dump itself goes into the
-/// object store as chunks).
+/// Where the dump's per-row findings and its ordered chunk list go (the
+/// dump itself goes into the object store as chunks).
 pub struct DumpFiles<'a> {
     pub singleinstances: &'a Path,
     pub lob: &'a Path,
+    pub chunk_list: &'a Path,
 }
 
 /// What the dump produced.
@@ -69,9 +71,10 @@ pub struct DumpReport {
     pub transaction_started: Option<DateTime<Utc>>,
     pub bytes: u64,
     pub sha256: String,
-    /// The dump's chunks in order, and what they take in the store (shared
+    /// How many chunks the dump was cut into (their list is in
+    /// `DumpFiles::chunk_list`), and what they take in the store (shared
     /// chunks included, each distinct chunk once).
-    pub chunks: Vec<DumpChunk>,
+    pub chunks: u64,
     pub stored_bytes: u64,
     /// Chunks, and their stored bytes, this dump added to the store.
     pub new_chunks: u64,
@@ -268,6 +271,13 @@ pub fn run(
         );
     }
     let (_, bytes, sha256) = plain.finish();
+    // Written once the pool has the stored size of every chunk (known only
+    // as each worker commits), from its in-memory list, in dump order.
+    let mut list = ChunkListWriter::create(files.chunk_list)?;
+    for chunk in &stored.chunks {
+        list.push(chunk)?;
+    }
+    let chunk_count = list.finish()?;
 
     let mut command = vec![
         program
@@ -285,7 +295,7 @@ pub fn run(
         transaction_started,
         bytes,
         sha256,
-        chunks: stored.chunks,
+        chunks: chunk_count,
         stored_bytes: stored.stored_bytes,
         new_chunks: stored.new_chunks,
         new_bytes: stored.new_bytes,

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::error::Damaged;
+use crate::repo::chunk_list::{self, ChunkLines};
 use crate::repo::digest::sha256_hex;
 use crate::repo::manifest::{DumpChunk, Manifest};
 use crate::repo::objects::{Encoding, ObjectStore};
@@ -119,8 +121,7 @@ pub fn read_chunk(
 enum Source<'a> {
     Chunks {
         store: &'a ObjectStore,
-        chunks: &'a [DumpChunk],
-        next: usize,
+        chunks: ChunkLines,
         buf: Vec<u8>,
         pos: usize,
     },
@@ -141,17 +142,17 @@ pub struct DumpReader<'a> {
 /// What a set's dump is stored as, for messages: its file, or its chunks.
 pub fn describe(set_dir: &Path, manifest: &Manifest) -> String {
     let db = &manifest.database;
-    if db.chunks.is_empty() {
+    if db.chunk_list.is_empty() {
         set_dir.join(&db.file).display().to_string()
     } else {
-        format!("the dump's {} chunks", db.chunks.len())
+        format!("the dump's {} chunks", db.chunk_count)
     }
 }
 
 /// The legacy single file of a set written before chunking.
 pub fn legacy_file(set_dir: &Path, manifest: &Manifest) -> Option<PathBuf> {
     let db = &manifest.database;
-    db.chunks.is_empty().then(|| set_dir.join(&db.file))
+    db.chunk_list.is_empty().then(|| set_dir.join(&db.file))
 }
 
 /// Opens the dump of the set in `set_dir`.
@@ -171,8 +172,7 @@ pub fn open<'a>(
         }
         None => Source::Chunks {
             store,
-            chunks: &db.chunks,
-            next: 0,
+            chunks: chunk_list::open(set_dir, manifest).map_err(Damaged::from)?,
             buf: Vec::new(),
             pos: 0,
         },
@@ -197,14 +197,16 @@ impl Read for DumpReader<'_> {
             Source::Chunks {
                 store,
                 chunks,
-                next,
                 buf,
                 pos,
             } => {
-                while *pos == buf.len() && *next < chunks.len() {
-                    read_chunk(store, &chunks[*next], buf).map_err(io::Error::other)?;
+                while *pos == buf.len() {
+                    let Some(chunk) = chunks.next() else {
+                        break;
+                    };
+                    let chunk = chunk.map_err(|e| io::Error::other(Damaged::from(e)))?;
+                    read_chunk(store, &chunk, buf).map_err(io::Error::other)?;
                     *pos = 0;
-                    *next += 1;
                 }
                 let n = (buf.len() - *pos).min(out.len());
                 out[..n].copy_from_slice(&buf[*pos..*pos + n]);
@@ -216,11 +218,11 @@ impl Read for DumpReader<'_> {
             self.checked = true;
             let sha256 = hex::encode(self.hasher.clone().finalize());
             if self.bytes != self.expect_bytes || sha256 != self.expect_sha256 {
-                return Err(io::Error::other(format!(
+                return Err(io::Error::other(Damaged(format!(
                     "the dump read back is {} bytes with SHA-256 {sha256}; the set records {} \
                      bytes, {}",
                     self.bytes, self.expect_bytes, self.expect_sha256
-                )));
+                ))));
             }
         }
         self.hasher.update(&out[..n]);

@@ -73,7 +73,7 @@ pub struct DatabaseInfo {
     /// When the dump's consistent snapshot was open (first table data seen).
     pub transaction_started: Option<DateTime<Utc>>,
     /// Name of the stored, zstd-compressed dump within the set; empty for
-    /// a chunked dump (see `chunks`).
+    /// a chunked dump (see `chunk_list`).
     pub file: String,
     /// Uncompressed size and SHA-256 of the SQL text.
     pub bytes: u64,
@@ -86,10 +86,14 @@ pub struct DatabaseInfo {
     pub stored_sha256: String,
     /// Name of the file holding every `singleinstances` row (JSON lines, zstd).
     pub references_file: String,
-    /// The dump as content-defined chunks in the shared object store, in
-    /// order (sets written before chunking have none and keep `file`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub chunks: Vec<DumpChunk>,
+    /// Name of the set file listing the dump's content-defined chunks in
+    /// the shared object store, in order (`repo::chunk_list`); empty for
+    /// sets written before chunking, which keep `file`.
+    #[serde(default)]
+    pub chunk_list: String,
+    /// How many chunks that list holds.
+    #[serde(default)]
+    pub chunk_count: u64,
     /// Name of the file holding every `lob` instance summary (JSON lines, zstd).
     pub lob_file: String,
     pub findings: DumpFindings,

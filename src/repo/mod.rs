@@ -5,6 +5,7 @@
 //! Keys: `config`, `lock`, `holders/`, `sets/<id>/` (`sets/.trash-<id>/` while prune removes it), `objects/<h0h1>/...`,
 //! `drills/<set>--<time>.json` (README "Repository layout").
 
+pub mod chunk_list;
 pub mod config;
 pub mod contents;
 pub mod digest;

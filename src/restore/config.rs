@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use super::files::{TreeRestore, set_dir_meta};
 use super::paths::{apply_attributes, create_parents, create_private, safe_join};
 use crate::attachments::{EntryKind, IndexEntry};
+use crate::error::damaged;
 use crate::repo::digest::HashWriter;
 
 /// Extracts `archive` into `target` (prepared by the caller).
@@ -45,9 +46,9 @@ pub fn restore_config(
             .to_string();
         let path = safe_join(target, Path::new(&rel))?;
         let Some(entry) = listed.get(rel.as_str()) else {
-            bail!(
+            return damaged(format!(
                 "{rel} is in the config archive but not in the manifest: the set was tampered with"
-            );
+            ));
         };
         seen.insert(entry.path.as_str());
         match item.header().entry_type() {
@@ -72,7 +73,9 @@ pub fn restore_config(
                     || entry.size != bytes
                 {
                     let _ = fs::remove_file(&path);
-                    bail!("{rel}: the restored config file does not match the manifest's checksum");
+                    return damaged(format!(
+                        "{rel}: the restored config file does not match the manifest's checksum"
+                    ));
                 }
                 apply_attributes(&out, entry, as_root)?;
                 report.files += 1;

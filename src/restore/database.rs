@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::dump::reader;
-use crate::error::config_error;
+use crate::error::{config_error, damaged};
 use crate::mysql::{Client, client_program};
 use crate::repo::digest::file_digest;
 use crate::repo::manifest::Manifest;
@@ -122,11 +122,11 @@ pub fn load(
         if stored_sha256 != manifest.database.stored_sha256
             || stored_bytes != manifest.database.stored_bytes
         {
-            bail!(
+            return damaged(format!(
                 "{} does not match the manifest's checksum: the set is damaged, nothing was \
                  loaded",
                 dump_path.display()
-            );
+            ));
         }
     }
     let dump_name = reader::describe(set_dir, manifest);
@@ -188,7 +188,9 @@ pub fn load(
     // A bad chunk (or the dump's checksum) stopped the copy, and the client
     // was killed for it: that is the cause to tell, not the client's death.
     if let Err(Pumped::Read(e)) = &copied {
-        bail!("while reading {dump_name}: {e}; the set is damaged; {partial}");
+        return damaged(format!(
+            "while reading {dump_name}: {e}; the set is damaged; {partial}"
+        ));
     }
     if !status.success() {
         let hint = if client_err.contains("max_allowed_packet")

@@ -17,7 +17,7 @@ use super::paths::{
     apply_attributes, check_link, check_rel, create_parents, create_private, mtime_of, safe_join,
 };
 use crate::attachments::{EntryKind, IndexEntry};
-use crate::error::config_error;
+use crate::error::{Damaged, config_error, damaged};
 use crate::repo::digest::HashWriter;
 use crate::repo::objects::{Encoding, ObjectStore};
 use crate::walk::{Walked, Walker, cmp_paths};
@@ -277,6 +277,17 @@ pub fn set_dir_meta(path: &Path, entry: &IndexEntry, as_root: bool) -> Result<()
     Ok(())
 }
 
+/// A reader of a stored object whose read errors say the set is damaged.
+struct DamageOnRead<R>(R);
+
+impl<R: io::Read> io::Read for DamageOnRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .read(buf)
+            .map_err(|e| io::Error::other(Damaged(format!("while reading the stored object: {e}"))))
+    }
+}
+
 /// Copies one object out through a temporary name, checking it on the way;
 /// a mismatch stops the restore naming the path.
 fn restore_file(store: &ObjectStore, entry: &IndexEntry, path: &Path, as_root: bool) -> Result<()> {
@@ -293,18 +304,21 @@ fn restore_file(store: &ObjectStore, entry: &IndexEntry, path: &Path, as_root: b
     let _ = fs::remove_file(&tmp);
     let file = create_private(&tmp)?;
     let mut out = HashWriter::new(io::BufWriter::with_capacity(256 * 1024, file));
+    // The object's faults (missing, undecodable, another content) are the
+    // set's damage; the target's are not.
     let copied = store
         .reader(sha256, encoding)
-        .and_then(|mut r| io::copy(&mut r, &mut out).map_err(Into::into));
+        .map_err(|e| anyhow::Error::new(Damaged::from(e)))
+        .and_then(|r| io::copy(&mut DamageOnRead(r), &mut out).map_err(Into::into));
     let (buf, bytes, actual) = out.finish();
     let file = buf.into_inner().map_err(|e| e.into_error());
     let checked = copied.and_then(|_| {
         if bytes != entry.size || &actual != sha256 {
-            bail!(
+            return damaged(format!(
                 "{}: the restored data does not match the set (size {bytes} vs {}, sha256 {actual} vs {sha256})",
                 entry.path,
                 entry.size
-            );
+            ));
         }
         Ok(())
     });
