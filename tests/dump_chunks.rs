@@ -16,7 +16,8 @@ use kcbackup::layout::Layout;
 use kcbackup::repo::digest::sha256_hex;
 use kcbackup::repo::manifest::{DumpChunk, Manifest};
 use serde_json::Value;
-use support::tamper::{chunk_file, make_legacy, read_dump};
+use kcbackup::repo::contents::CHUNK_LIST_FILE;
+use support::tamper::{chunk_file, chunks, edit_chunk_list, make_legacy, read_dump};
 use support::{Env, Run, env, env_with, flip_byte, num, problems, text};
 
 fn manifest(env: &Env, set: &str) -> Manifest {
@@ -88,8 +89,8 @@ fn named(c: &DumpChunk) -> String {
 }
 
 /// A chunk from the middle of the set's dump, used by it once.
-fn middle_chunk(m: &Manifest) -> DumpChunk {
-    let chunks = &m.database.chunks;
+fn middle_chunk(env: &Env, set: &str) -> DumpChunk {
+    let chunks = &chunks(&env.set_dir(set));
     assert!(chunks.len() >= 3, "{} chunks", chunks.len());
     let mid = chunks.len() / 2;
     chunks[mid..]
@@ -123,11 +124,10 @@ fn a_night_of_scattered_updates_stores_a_small_fraction_of_the_dump_again() {
     add_message_flags(common::server(), &mut env.store).unwrap();
     let (first, report) = backup_ok(&env);
     let m1 = manifest(&env, &first);
-    assert!(
-        m1.database.chunks.len() >= 50,
-        "{}",
-        m1.database.chunks.len()
-    );
+    let chunks1 = chunks(&env.set_dir(&first));
+    assert!(chunks1.len() >= 50, "{}", chunks1.len());
+    assert_eq!(m1.database.chunk_count, chunks1.len() as u64);
+    assert_manifest_is_small(&env, &first);
     assert!(
         m1.database.file.is_empty(),
         "no db.sql.zst for a chunked set"
@@ -146,16 +146,10 @@ fn a_night_of_scattered_updates_stores_a_small_fraction_of_the_dump_again() {
         m1.database.sha256, m2.database.sha256,
         "the night changed the dump"
     );
-    let before: BTreeSet<&str> = m1
-        .database
-        .chunks
-        .iter()
-        .map(|c| c.sha256.as_str())
-        .collect();
-    let chunks = m2.database.chunks.len() as u64;
-    let new = m2
-        .database
-        .chunks
+    let before: BTreeSet<&str> = chunks1.iter().map(|c| c.sha256.as_str()).collect();
+    let chunks2 = chunks(&env.set_dir(&second));
+    let chunks = chunks2.len() as u64;
+    let new = chunks2
         .iter()
         .filter(|c| !before.contains(c.sha256.as_str()))
         .count() as u64;
@@ -184,7 +178,7 @@ fn a_night_of_scattered_updates_stores_a_small_fraction_of_the_dump_again() {
     // The first set as the release before chunking wrote it: its own
     // db.sql.zst. It still verifies and restores.
     make_legacy(&env.set_dir(&first));
-    assert!(manifest(&env, &first).database.chunks.is_empty());
+    assert!(manifest(&env, &first).database.chunk_list.is_empty());
     let v = env.verify(&first);
     assert_eq!(v.code, 0, "{:#}", v.json);
     let db = common::unique_db("legacy");
@@ -197,7 +191,7 @@ fn a_night_of_scattered_updates_stores_a_small_fraction_of_the_dump_again() {
 fn a_missing_chunk_is_named_refused_and_written_again_by_the_next_backup() {
     let env = env(Layout::FilesV1 { l1: 10, l2: 20 });
     let (set, _) = backup_ok(&env);
-    let gone = middle_chunk(&manifest(&env, &set));
+    let gone = middle_chunk(&env, &set);
     fs::remove_file(chunk_file(&env.set_dir(&set), &gone.sha256)).unwrap();
 
     let list = env.run(&["list", "--json"]);
@@ -221,7 +215,7 @@ fn a_missing_chunk_is_named_refused_and_written_again_by_the_next_backup() {
 
     let db = common::unique_db("missing");
     let run = restore_db(&env, &set, &db);
-    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.code, 3, "damaged set data: {}", run.stderr);
     assert!(run.stderr.contains(&named(&gone)), "{}", run.stderr);
     assert!(!database_exists(&db), "refused before anything was written");
 
@@ -240,9 +234,8 @@ fn a_missing_chunk_is_named_refused_and_written_again_by_the_next_backup() {
 fn damaged_chunks_fail_the_load_and_verify_names_every_one() {
     let env = env(Layout::FilesV1 { l1: 10, l2: 20 });
     let (set, _) = backup_ok(&env);
-    let m = manifest(&env, &set);
-    let first = m.database.chunks[0].clone();
-    let later = middle_chunk(&m);
+    let first = chunks(&env.set_dir(&set))[0].clone();
+    let later = middle_chunk(&env, &set);
     for c in [&first, &later] {
         // Inside the compressed data: the size stays, so only reading tells.
         flip_byte(&chunk_file(&env.set_dir(&set), &c.sha256), -8);
@@ -252,7 +245,7 @@ fn damaged_chunks_fail_the_load_and_verify_names_every_one() {
     // before its bytes reach the database, naming it.
     let db = common::unique_db("flipped");
     let run = restore_db(&env, &set, &db);
-    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.code, 3, "damaged set data: {}", run.stderr);
     assert!(run.stderr.contains(&named(&first)), "{}", run.stderr);
     assert!(run.stderr.contains("partial load"), "{}", run.stderr);
     let tables = common::query_one(&format!(
@@ -281,7 +274,7 @@ fn damaged_chunks_fail_the_load_and_verify_names_every_one() {
 fn a_drill_that_meets_a_damaged_chunk_fails_and_moves_it_aside() {
     let env = env(Layout::FilesV1 { l1: 10, l2: 20 });
     let (set, _) = backup_ok(&env);
-    let bad = middle_chunk(&manifest(&env, &set));
+    let bad = middle_chunk(&env, &set);
     let path = chunk_file(&env.set_dir(&set), &bad.sha256);
     flip_byte(&path, -8);
     let d = drill(&env, &set);
@@ -307,7 +300,7 @@ fn a_drill_that_meets_a_damaged_chunk_fails_and_moves_it_aside() {
 fn a_chunk_truncated_in_the_store_is_written_again_not_trusted() {
     let env = env(Layout::FilesV1 { l1: 10, l2: 20 });
     let (set, _) = backup_ok(&env);
-    let victim = middle_chunk(&manifest(&env, &set));
+    let victim = middle_chunk(&env, &set);
     let path = chunk_file(&env.set_dir(&set), &victim.sha256);
     let bytes = fs::read(&path).unwrap();
     fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
@@ -327,20 +320,102 @@ fn a_chunk_list_with_a_gap_is_refused_before_anything_is_read() {
     let (set, _) = backup_ok(&env);
     // One chunk left out of the list, the manifest resealed: every chunk
     // named is intact, but the list no longer makes the recorded dump.
-    support::tamper::reseal(&env.set_dir(&set), |m| {
-        let chunks = m["database"]["chunks"].as_array_mut().unwrap();
+    edit_chunk_list(&env.set_dir(&set), |chunks| {
         chunks.remove(1);
     });
     let v = env.verify(&set);
     assert_eq!(v.code, 3, "{:#}", v.json);
     let found = problems(&v.json);
     assert!(
-        found.iter().any(|p| p.contains("database.chunks")),
+        found
+            .iter()
+            .any(|p| p.contains(CHUNK_LIST_FILE) && p.contains("the chunk before it ends")),
         "{found:#?}"
     );
     let db = common::unique_db("gap");
     let run = restore_db(&env, &set, &db);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("database.chunks"), "{}", run.stderr);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains(CHUNK_LIST_FILE), "{}", run.stderr);
     assert!(!database_exists(&db), "refused before anything was written");
+}
+
+#[test]
+fn a_tampered_chunk_list_is_found_by_verify_refused_by_restore_and_stops_the_sweep() {
+    let env = env(Layout::FilesV1 { l1: 10, l2: 20 });
+    let (set, _) = backup_ok(&env);
+    assert_manifest_is_small(&env, &set);
+    // The list rewritten (one chunk named twice in place of another, sizes
+    // kept) but the manifest not resealed: its file list still holds the
+    // list's old size and SHA-256.
+    let dir = env.set_dir(&set);
+    let path = dir.join(CHUNK_LIST_FILE);
+    let original = fs::read(&path).unwrap();
+    let mut list = chunks(&dir);
+    let victim = list[1].clone();
+    let size = list[2].size;
+    list[2] = DumpChunk {
+        offset: list[2].offset,
+        size,
+        ..victim.clone()
+    };
+    let text: String = list
+        .iter()
+        .map(|c| serde_json::to_string(c).unwrap() + "\n")
+        .collect();
+    fs::write(&path, zstd::encode_all(text.as_bytes(), 3).unwrap()).unwrap();
+
+    let v = env.verify(&set);
+    assert_eq!(v.code, 3, "{:#}", v.json);
+    let found = problems(&v.json);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains(CHUNK_LIST_FILE) && p.contains("SHA-256")),
+        "{found:#?}"
+    );
+    let db = common::unique_db("tamperedlist");
+    let run = restore_db(&env, &set, &db);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains(CHUNK_LIST_FILE), "{}", run.stderr);
+    assert!(!database_exists(&db), "refused before anything was written");
+
+    // Garbage collection cannot know what the set needs: it stops, deletes
+    // nothing, and says why.
+    let objects_before = support::tamper::object_files(&env.repo).len();
+    let prune = env.run_any(&["prune", "--keep-last", "1"]);
+    assert_ne!(prune.code, 0, "{}", prune.stderr);
+    assert!(prune.stderr.contains(CHUNK_LIST_FILE), "{}", prune.stderr);
+    assert_eq!(
+        support::tamper::object_files(&env.repo).len(),
+        objects_before
+    );
+
+    // Put back, the set is whole again.
+    fs::write(&path, original).unwrap();
+    assert_eq!(env.verify(&set).code, 0);
+}
+
+/// The manifest of a chunked set carries no per-chunk entry: the list is
+/// the set file the manifest names, with its size and SHA-256.
+fn assert_manifest_is_small(env: &Env, set: &str) {
+    let dir = env.set_dir(set);
+    let raw = fs::read(dir.join("manifest.json")).unwrap();
+    let json: Value = serde_json::from_slice(&raw).unwrap();
+    let db = &json["database"];
+    assert!(db.get("chunks").is_none(), "{db:#}");
+    assert_eq!(db["chunk_list"], CHUNK_LIST_FILE);
+    let count = chunks(&dir).len();
+    assert_eq!(db["chunk_count"], count);
+    let text = String::from_utf8_lossy(&raw);
+    let first = &chunks(&dir)[0].sha256;
+    assert!(!text.contains(first.as_str()), "a chunk named in the manifest");
+    assert!(
+        json["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == CHUNK_LIST_FILE && f["sha256"].is_string()),
+        "{:#}",
+        json["files"]
+    );
 }

@@ -455,12 +455,12 @@ fn an_incomplete_set_keeps_its_objects_until_three_newer_complete_sets_exist() {
     // The attachments purged since the first set (its dump chunks differ
     // from the others' too, and are nobody else's: they go at once).
     let chunks = |set: &str| -> BTreeSet<String> {
-        Manifest::load(&fx.set_dir(set))
+        let dir = fx.set_dir(set);
+        let m = Manifest::load(&dir).unwrap();
+        kcbackup::repo::chunk_list::read_all(&dir, &m)
             .unwrap()
-            .database
-            .chunks
-            .iter()
-            .map(|c| c.sha256.clone())
+            .into_iter()
+            .map(|c| c.sha256)
             .collect()
     };
     let first_chunks = chunks(&first);

@@ -220,7 +220,7 @@ fn a_zeroed_stored_dump_checksum_is_refused_alike_by_verify_restore_and_drill() 
 
     let db = common::unique_db("zeroed");
     let restore = env.run_any(&["restore", &set, "--to-database", &db]);
-    assert_eq!(restore.code, 1, "{}", restore.stderr);
+    assert_eq!(restore.code, 3, "{}", restore.stderr);
     assert!(
         restore.stderr.contains(&detail),
         "{}\n{detail}",

@@ -67,7 +67,7 @@ fn refused(edit: impl FnOnce(&mut kcbackup::attachments::IndexEntry), needle: &s
     );
 
     let run = restore_tree(&env, &set, &att);
-    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stderr.contains("refusing"), "{}", run.stderr);
     assert!(run.stderr.contains(needle), "{}", run.stderr);
     assert_eq!(
@@ -136,7 +136,7 @@ fn a_symlink_pointing_outside_is_created_as_a_link_and_nothing_goes_through_it()
     reseal(&set_dir, |_| {});
     let fresh = work.path().join("fresh");
     let run = restore_tree(&env, &set, &fresh);
-    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stderr.contains("refusing"), "{}", run.stderr);
     assert!(run.stderr.contains("below the symlink"), "{}", run.stderr);
     assert_eq!(entries(&fresh), Vec::<String>::new());
@@ -158,7 +158,7 @@ fn a_corrupted_object_stops_the_restore_naming_the_path() {
     let att = work.path().join("att");
     let run = restore_tree(&env, &set, &att);
     assert_ne!(run.code, 0, "{}", run.stderr);
-    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(
         paths.iter().any(|p| run.stderr.contains(p.as_str())),
         "none of {paths:?} named in: {}",
@@ -197,7 +197,7 @@ fn a_damaged_dump_is_not_loaded() {
         "--mysql-password-file",
         pw.to_str().unwrap(),
     ]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stderr.contains("db.sql.zst"), "{}", run.stderr);
     let made = common::query(&format!(
         "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{db}'"

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use kcbackup::attachments::IndexEntry;
 use kcbackup::repo::ObjectStore;
 use kcbackup::repo::digest::{file_digest, sha256_hex};
-use kcbackup::repo::manifest::Manifest;
+use kcbackup::repo::manifest::{DumpChunk, Manifest};
 use serde_json::Value;
 
 /// Decompresses `path` (zstd), lets `edit` change the bytes, recompresses.
@@ -80,6 +80,31 @@ pub fn read_dump(set_dir: &Path) -> Vec<u8> {
     sql
 }
 
+/// The chunks of a set's dump in order, from its chunk list (none for a
+/// set written before chunking).
+pub fn chunks(set_dir: &Path) -> Vec<DumpChunk> {
+    let manifest = Manifest::load(set_dir).unwrap();
+    kcbackup::repo::chunk_list::read_all(set_dir, &manifest).unwrap()
+}
+
+/// Rewrites the set's chunk list with `edit` applied to its chunks and
+/// reseals the manifest (`files[]` and the chunk count): only the checks
+/// of the list's content can then notice.
+pub fn edit_chunk_list(set_dir: &Path, edit: impl FnOnce(&mut Vec<DumpChunk>)) {
+    let mut list = chunks(set_dir);
+    edit(&mut list);
+    let mut text = String::new();
+    for c in &list {
+        text.push_str(&serde_json::to_string(c).unwrap());
+        text.push('\n');
+    }
+    let path = set_dir.join(kcbackup::repo::contents::CHUNK_LIST_FILE);
+    rewrite_zst(&path, |_| text.into_bytes());
+    reseal(set_dir, |m| {
+        m["database"]["chunk_count"] = list.len().into();
+    });
+}
+
 /// The object file of a dump chunk.
 pub fn chunk_file(set_dir: &Path, sha256: &str) -> PathBuf {
     set_dir
@@ -107,8 +132,16 @@ pub fn make_legacy(set_dir: &Path) {
         db["file"] = "db.sql.zst".into();
         db["stored_bytes"] = bytes.into();
         db["stored_sha256"] = sha.into();
-        db.as_object_mut().unwrap().remove("chunks");
+        let db = db.as_object_mut().unwrap();
+        db.remove("chunk_list");
+        db.remove("chunk_count");
+        m["files"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|f| f["name"] != kcbackup::repo::contents::CHUNK_LIST_FILE);
     });
+    // After the reseal, which digests every file still listed.
+    let _ = fs::remove_file(set_dir.join(kcbackup::repo::contents::CHUNK_LIST_FILE));
 }
 
 /// Rewrites the stored dump with `edit` on its SQL text and reseals the
