@@ -99,7 +99,10 @@ fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
         .then(|| set.local_path(&manifest.attachments.index_file));
     if let Some(dir) = &opts.to_attachments {
         if let Some(index) = &index {
-            check_index(read_index(index)?)?;
+            // The set's own index refused (a path through a link): damage.
+            read_index(index)
+                .and_then(check_index)
+                .map_err(Damaged::from)?;
         }
         refuse_non_empty(dir, opts.force)?;
     }
