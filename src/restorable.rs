@@ -352,10 +352,7 @@ fn check_chunks(dir: &Path, store: &ObjectStore, m: &Manifest, found: &mut Findi
         found.add(
             "set-file",
             list,
-            format!(
-                "{count} chunks; the manifest says {}",
-                db.chunk_count
-            ),
+            format!("{count} chunks; the manifest says {}", db.chunk_count),
         );
     }
 }

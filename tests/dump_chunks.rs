@@ -13,10 +13,10 @@ use std::process::Command;
 
 use kcbackup::generator::nightly::{Night, add_message_flags, night};
 use kcbackup::layout::Layout;
+use kcbackup::repo::contents::CHUNK_LIST_FILE;
 use kcbackup::repo::digest::sha256_hex;
 use kcbackup::repo::manifest::{DumpChunk, Manifest};
 use serde_json::Value;
-use kcbackup::repo::contents::CHUNK_LIST_FILE;
 use support::tamper::{chunk_file, chunks, edit_chunk_list, make_legacy, read_dump};
 use support::{Env, Run, env, env_with, flip_byte, num, problems, text};
 
@@ -408,7 +408,10 @@ fn assert_manifest_is_small(env: &Env, set: &str) {
     assert_eq!(db["chunk_count"], count);
     let text = String::from_utf8_lossy(&raw);
     let first = &chunks(&dir)[0].sha256;
-    assert!(!text.contains(first.as_str()), "a chunk named in the manifest");
+    assert!(
+        !text.contains(first.as_str()),
+        "a chunk named in the manifest"
+    );
     assert!(
         json["files"]
             .as_array()
