@@ -110,3 +110,27 @@ pub fn exit_for(err: &anyhow::Error) -> Exit {
     }
     Exit::Failure
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn damage_exits_3_also_inside_an_io_error_and_under_context() {
+        let direct: anyhow::Error = Damaged("chunk x is missing".into()).into();
+        assert_eq!(
+            exit_for(&direct.context("while restoring")),
+            Exit::Incomplete
+        );
+        let wrapped = std::io::Error::other(Damaged("bad".into()));
+        let e = Err::<(), _>(wrapped)
+            .context("while reading the dump")
+            .unwrap_err();
+        assert_eq!(exit_for(&e), Exit::Incomplete);
+        // A target's problem is not damage.
+        let target = anyhow::anyhow!("database server not answering");
+        assert_eq!(exit_for(&target), Exit::Failure);
+        assert_eq!(exit_for(&ConfigError("x".into()).into()), Exit::Usage);
+    }
+}
