@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use kcbackup::generator::{self, StoreSpec};
+use kcbackup::generator;
 use kcbackup::layout::Layout;
 use kcbackup::mysql::{ClientDefaults, dump_program};
 use kcbackup::sandbox::{Sandbox, SandboxOptions};
@@ -113,24 +113,7 @@ fn main() -> Result<()> {
     let root = work.path().to_path_buf();
     println!("work directory: {}", root.display());
 
-    // A store of about the requested size: 1.5 attachments per message on average.
-    let users = 20u32;
-    let messages = (a.attachments as f64 / 1.5).ceil() as u64;
-    let spec = StoreSpec {
-        layout: a.layout,
-        users,
-        messages_per_user: (messages / u64::from(users)).max(1) as u32,
-        max_attachments_per_message: 3,
-        seed: 1,
-        attachment_bytes: a.attachment_kb * 1024,
-        lob_chunk: 384 * 1024,
-        body_bytes: (a.db_mb << 20) as usize / messages.max(1) as usize,
-        imap_copies: false,
-        extras: 10,
-        leftovers: true,
-        database: "kopano".into(),
-        config_attachment_storage: None,
-    };
+    let spec = support::bench_spec(a.layout, a.attachments, a.attachment_kb, a.db_mb);
     let sandbox = Sandbox::start(&SandboxOptions {
         parent_dir: Some(a.dir.clone()),
         keep: false,

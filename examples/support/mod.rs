@@ -47,3 +47,31 @@ pub fn phase(report: &Value, name: &str) -> f64 {
         .and_then(|p| p["seconds"].as_f64())
         .unwrap_or(f64::NAN)
 }
+
+/// The benchmarks' store of about the requested size: 20 users, 1.5
+/// attachments per message on average, the database's text spread over
+/// the messages.
+pub fn bench_spec(
+    layout: kcbackup::layout::Layout,
+    attachments: u64,
+    attachment_kb: u64,
+    db_mb: u64,
+) -> kcbackup::generator::StoreSpec {
+    let users = 20u32;
+    let messages = (attachments as f64 / 1.5).ceil() as u64;
+    kcbackup::generator::StoreSpec {
+        layout,
+        users,
+        messages_per_user: (messages / u64::from(users)).max(1) as u32,
+        max_attachments_per_message: 3,
+        seed: 1,
+        attachment_bytes: attachment_kb * 1024,
+        lob_chunk: 384 * 1024,
+        body_bytes: (db_mb << 20) as usize / messages.max(1) as usize,
+        imap_copies: false,
+        extras: 10,
+        leftovers: true,
+        database: "kopano".into(),
+        config_attachment_storage: None,
+    }
+}

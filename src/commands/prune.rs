@@ -90,6 +90,34 @@ pub struct PruneReport {
     pub seconds: f64,
 }
 
+impl PruneReport {
+    /// The plan, before anything is executed: the counts are filled in as it is.
+    fn planned(
+        command: &'static str,
+        dry_run: bool,
+        sets: Vec<SetVerdict>,
+        removed_leftovers: Vec<String>,
+    ) -> PruneReport {
+        PruneReport {
+            command,
+            dry_run,
+            rules: Vec::new(),
+            time_zone: None,
+            sets,
+            sets_removed: Vec::new(),
+            finished_earlier: Vec::new(),
+            objects_deleted: 0,
+            bytes_reclaimed: 0,
+            objects_live: 0,
+            sweep_skipped: None,
+            quarantined_objects: 0,
+            drill_reports_removed: 0,
+            removed_leftovers,
+            seconds: 0.0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SetVerdict {
     pub id: String,
@@ -144,23 +172,9 @@ pub fn prune(settings: &Settings, opts: &PruneOptions) -> Result<PruneReport> {
             )
         })
         .collect();
-    let report = PruneReport {
-        command: "prune",
-        dry_run: opts.dry_run,
-        rules: policy.describe(),
-        time_zone: Some(if opts.utc { "utc" } else { "local" }),
-        sets: verdicts,
-        sets_removed: Vec::new(),
-        finished_earlier: Vec::new(),
-        objects_deleted: 0,
-        bytes_reclaimed: 0,
-        objects_live: 0,
-        sweep_skipped: None,
-        quarantined_objects: 0,
-        drill_reports_removed: 0,
-        removed_leftovers,
-        seconds: 0.0,
-    };
+    let mut report = PruneReport::planned("prune", opts.dry_run, verdicts, removed_leftovers);
+    report.rules = policy.describe();
+    report.time_zone = Some(if opts.utc { "utc" } else { "local" });
     execute(&repo, &held, &sets, report, clock)
 }
 
@@ -197,23 +211,8 @@ pub fn forget(settings: &Settings, opts: &ForgetOptions) -> Result<PruneReport> 
             verdict(s, keep, reasons)
         })
         .collect();
-    let report = PruneReport {
-        command: "forget",
-        dry_run: opts.dry_run,
-        rules: named.iter().cloned().collect(),
-        time_zone: None,
-        sets: verdicts,
-        sets_removed: Vec::new(),
-        finished_earlier: Vec::new(),
-        objects_deleted: 0,
-        bytes_reclaimed: 0,
-        objects_live: 0,
-        sweep_skipped: None,
-        quarantined_objects: 0,
-        drill_reports_removed: 0,
-        removed_leftovers,
-        seconds: 0.0,
-    };
+    let mut report = PruneReport::planned("forget", opts.dry_run, verdicts, removed_leftovers);
+    report.rules = named.iter().cloned().collect();
     execute(&repo, &held, &sets, report, clock)
 }
 
