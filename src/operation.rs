@@ -282,11 +282,11 @@ fn set_status(settings: &Settings, set: &str) -> Option<String> {
 }
 
 pub fn backup_facts(settings: &Settings, r: &BackupReport) -> Facts {
-    let stored = Repository::open(&settings.repository)
+    let added = Repository::open(&settings.repository)
         .and_then(|repo| repo.resolve(&r.set))
         .ok()
         .and_then(|s| s.manifest.ok())
-        .map_or(0, |m| m.stored_bytes());
+        .map_or(0, |m| m.added_bytes());
     Facts {
         set: Some(r.set.clone()),
         status: Some(r.status.as_str().to_owned()),
@@ -298,7 +298,7 @@ pub fn backup_facts(settings: &Settings, r: &BackupReport) -> Facts {
         set_bytes: vec![
             ("dump", r.db.bytes),
             ("attachments", r.attachments.capture.bytes),
-            ("added", stored + r.attachments.capture.written_bytes),
+            ("added", added),
         ],
         attachments: Some(r.attachments.proof.clone()),
         recovery_seconds: None,

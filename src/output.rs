@@ -360,7 +360,7 @@ impl SetStats {
     pub fn of(m: &crate::repo::manifest::Manifest) -> SetStats {
         let c = &m.attachments.capture;
         let logical = m.database.bytes + c.bytes;
-        let added = m.stored_bytes() + c.written_bytes;
+        let added = m.added_bytes();
         SetStats {
             set: m.set.clone(),
             status: m.status.as_str().to_owned(),

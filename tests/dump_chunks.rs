@@ -162,6 +162,16 @@ fn a_night_of_scattered_updates_stores_a_small_fraction_of_the_dump_again() {
         num(&report, "db.new_bytes") * 4 < num(&report, "db.stored_bytes"),
         "{report:#}"
     );
+    // What `list` says each set added counts the dump chunks it stored.
+    assert_eq!(m2.database.new_bytes, num(&report, "db.new_bytes"));
+    let list = env.run(&["list", "--json"]);
+    let added = |id: &str| {
+        let line = list.json.as_array().unwrap().iter().find(|l| l["id"] == id);
+        line.and_then(|l| l["added_bytes"].as_u64()).unwrap()
+    };
+    assert!(added(&first) >= m1.database.new_bytes, "{:#}", list.json);
+    assert!(added(&second) >= m2.database.new_bytes, "{:#}", list.json);
+    assert!(m1.database.new_bytes > 0 && m1.database.new_bytes == m1.database.stored_bytes);
 
     // Every set reads back byte for byte the dump it recorded, verifies,
     // and restores (restore checks each chunk and the whole checksum).

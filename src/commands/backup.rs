@@ -405,6 +405,8 @@ fn database_info(settings: &Settings, db: &DumpReport) -> DatabaseInfo {
         references_file: REFERENCES_FILE.into(),
         chunk_list: CHUNK_LIST_FILE.into(),
         chunk_count: db.chunks,
+        new_chunks: db.new_chunks,
+        new_bytes: db.new_bytes,
         lob_file: LOB_FILE.into(),
         findings: db.findings.clone(),
     }

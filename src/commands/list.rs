@@ -74,7 +74,7 @@ pub fn run(settings: &Settings) -> Result<Vec<SetLine>> {
                         status,
                         bytes: m.stored_bytes(),
                         logical_bytes: m.database.bytes + m.attachments.capture.bytes,
-                        added_bytes: m.stored_bytes() + m.attachments.capture.written_bytes,
+                        added_bytes: m.added_bytes(),
                         problem,
                         last_drill,
                     }

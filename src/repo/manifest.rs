@@ -94,6 +94,12 @@ pub struct DatabaseInfo {
     /// How many chunks that list holds.
     #[serde(default)]
     pub chunk_count: u64,
+    /// Chunks this backup stored (the others were in the store already),
+    /// and their stored bytes: what the dump added to the repository.
+    #[serde(default)]
+    pub new_chunks: u64,
+    #[serde(default)]
+    pub new_bytes: u64,
     /// Name of the file holding every `lob` instance summary (JSON lines, zstd).
     pub lob_file: String,
     pub findings: DumpFindings,
@@ -238,6 +244,12 @@ impl Manifest {
     /// Total bytes of the set's own files (not shared objects).
     pub fn stored_bytes(&self) -> u64 {
         self.files.iter().map(|f| f.bytes).sum()
+    }
+
+    /// What the set added to the repository: its own files, the dump
+    /// chunks and attachment objects it was the first to store.
+    pub fn added_bytes(&self) -> u64 {
+        self.stored_bytes() + self.database.new_bytes + self.attachments.capture.written_bytes
     }
 }
 
