@@ -36,6 +36,7 @@ pub mod restore;
 pub mod retention;
 pub mod sandbox;
 pub mod scratch;
+pub mod services;
 pub mod settings;
 pub mod signals;
 pub mod snapshot;
