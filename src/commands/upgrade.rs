@@ -1,0 +1,437 @@
+//! `kcbackup upgrade prepare` and `finish`: the manual's upgrade procedure
+//! (kopano-facts.md section 5) as two commands. A failed preparation starts
+//! again whatever it stopped, so the mail system is never left down.
+
+use anyhow::{Context, Result, anyhow};
+use serde::Serialize;
+
+use crate::census::{Census, Change};
+use crate::commands::{backup, verify};
+use crate::error::{Damaged, Exit};
+use crate::preflight;
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::repo::manifest::{SetStatus, UpgradeMark};
+use crate::services::{self, Outcome, ServiceManager};
+use crate::settings::Settings;
+use crate::signals;
+
+/// The tag of the sets `prepare` takes.
+pub const TAG: &str = "pre-upgrade";
+/// Where the censuses live in the repository: `censuses/<set>.json`.
+pub const CENSUS_DIR: &str = "censuses";
+
+#[derive(Debug, Clone, Default)]
+pub struct PrepareOptions {
+    /// A hot backup: nothing is stopped.
+    pub keep_running: bool,
+}
+
+/// One service and what was done to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceLine {
+    pub name: String,
+    /// `stopped`, `started`, `was not running`, `already running`, `not installed`.
+    pub done: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PrepareReport {
+    pub set: String,
+    /// `true` with `--keep-running`.
+    pub hot: bool,
+    /// What was stopped, in stop order; it stays stopped for the upgrade.
+    pub stopped: Vec<String>,
+    pub services: Vec<ServiceLine>,
+    pub space: preflight::Space,
+    pub verified_files: u64,
+    pub census: Census,
+    /// The census's key in the repository.
+    pub census_record: String,
+    pub rollback_command: String,
+    pub warnings: Vec<String>,
+}
+
+/// Runs the preparation; on any failure after something was stopped, the
+/// stopped services are started again (start order) before the error returns.
+pub fn prepare(
+    settings: &Settings,
+    opts: &PrepareOptions,
+    progress: &dyn Progress,
+) -> Result<PrepareReport> {
+    signals::install()?;
+    // 1. Nothing stops before every check passed.
+    preflight::check(settings).context("preflight failed; nothing was stopped")?;
+    let space = preflight::check_space(settings)?;
+    let manager = ServiceManager::new(&settings.upgrade);
+    let mut stopped = Vec::new();
+    let mut lines = Vec::new();
+    let result = prepare_stopped(
+        settings,
+        opts,
+        progress,
+        &manager,
+        &mut stopped,
+        &mut lines,
+        space,
+    );
+    match result {
+        Ok(report) => Ok(report),
+        Err(err) if stopped.is_empty() => Err(err),
+        Err(err) => {
+            let restarted = start_again(settings, &manager, &stopped);
+            Err(err.context(restarted))
+        }
+    }
+}
+
+fn prepare_stopped(
+    settings: &Settings,
+    opts: &PrepareOptions,
+    progress: &dyn Progress,
+    manager: &ServiceManager,
+    stopped: &mut Vec<String>,
+    lines: &mut Vec<ServiceLine>,
+    space: preflight::Space,
+) -> Result<PrepareReport> {
+    // 2. MTA, services, optional services; each really down before the next.
+    if !opts.keep_running {
+        for name in services::stop_order(&settings.upgrade) {
+            signals::check()?;
+            let outcome = manager
+                .stop(&name)
+                .with_context(|| format!("while stopping {name}"))?;
+            let done = match outcome {
+                Outcome::Changed => {
+                    stopped.push(name.clone());
+                    "stopped"
+                }
+                Outcome::Already => "was not running",
+                Outcome::NotInstalled => "not installed, skipped",
+            };
+            tracing::info!("{name}: {done}");
+            lines.push(ServiceLine {
+                name,
+                done: done.into(),
+            });
+        }
+        signals::check()?;
+    }
+
+    // 3. The backup of a quiescent database, then a full verify.
+    let backup_opts = backup::BackupOptions {
+        tag: Some(TAG.into()),
+        upgrade: Some(UpgradeMark {
+            services_stopped: !opts.keep_running,
+            stopped: stopped.clone(),
+        }),
+        ..Default::default()
+    };
+    let report = backup::run(settings, &backup_opts, progress)?;
+    if report.status != SetStatus::Complete {
+        return Err(Damaged(format!(
+            "the pre-upgrade set {} is incomplete: {}",
+            report.set,
+            report.warnings.join("; ")
+        ))
+        .into());
+    }
+    signals::check()?;
+    let checked = verify::run(
+        settings,
+        &verify::VerifyOptions {
+            set: report.set.clone(),
+        },
+        progress,
+    )?;
+    if !checked.ok {
+        let first: Vec<String> = checked
+            .problems
+            .iter()
+            .take(5)
+            .map(|p| format!("{} {}: {}", p.kind, p.path, p.detail))
+            .collect();
+        return Err(Damaged(format!(
+            "verify of the pre-upgrade set {} found {} problems: {}",
+            report.set,
+            checked.problems_total,
+            first.join("; ")
+        ))
+        .into());
+    }
+    signals::check()?;
+
+    // 4. The census beside the set.
+    let census = Census::take(settings)?;
+    let repo = Repository::open(&settings.repository)?;
+    let lock = repo.lock_shared("upgrade prepare")?;
+    let census_record = repo
+        .write_record(
+            &lock,
+            CENSUS_DIR,
+            &report.set,
+            &serde_json::to_vec_pretty(&census)?,
+        )
+        .context("while recording the census")?;
+    drop(lock);
+    signals::check()?;
+
+    let mut warnings = report.warnings.clone();
+    if opts.keep_running {
+        warnings.push(
+            "--keep-running: a hot backup, taken while the services ran (marked so in the manifest)"
+                .into(),
+        );
+    }
+    Ok(PrepareReport {
+        rollback_command: rollback_command(settings, &report.set),
+        set: report.set,
+        hot: opts.keep_running,
+        stopped: stopped.clone(),
+        services: lines.clone(),
+        space,
+        verified_files: checked.checked_files,
+        census,
+        census_record,
+        warnings,
+    })
+}
+
+/// Starts `stopped` again in the manual's start order; says what happened.
+fn start_again(settings: &Settings, manager: &ServiceManager, stopped: &[String]) -> String {
+    let mut started = Vec::new();
+    let mut failed = Vec::new();
+    for name in services::start_order(&settings.upgrade, stopped) {
+        match manager.start(&name) {
+            Ok(_) => started.push(name),
+            Err(e) => failed.push(format!("{name} ({e:#})")),
+        }
+    }
+    let mut text = format!("started again: {}", started.join(", "));
+    if !failed.is_empty() {
+        text.push_str(&format!(
+            "; COULD NOT START {}: start them by hand",
+            failed.join(", ")
+        ));
+    }
+    text
+}
+
+/// The restore that puts the set back into production (services stopped).
+pub fn rollback_command(settings: &Settings, set: &str) -> String {
+    let mut argv = vec!["kcbackup".to_string()];
+    if let Some(file) = &settings.config_file {
+        argv.push("--config".into());
+        argv.push(quote(&file.display().to_string()));
+    }
+    argv.extend([
+        "restore".into(),
+        quote(set),
+        "--to-database".into(),
+        quote(&settings.mysql.database),
+        "--to-attachments".into(),
+        quote(&settings.attachment_path.display().to_string()),
+        "--to-config".into(),
+        quote(&settings.config_dir.display().to_string()),
+        "--force".into(),
+    ]);
+    argv.join(" ")
+}
+
+/// A word as a POSIX shell reads it back: plain words as they are, others
+/// in single quotes.
+fn quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@+,".contains(&b));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FinishReport {
+    /// The pre-upgrade set whose census is compared.
+    pub set: String,
+    pub services: Vec<ServiceLine>,
+    /// Services that would not start.
+    pub failed: Vec<String>,
+    pub before: Census,
+    pub after: Census,
+    pub changes: Vec<Change>,
+    pub notes: Vec<String>,
+}
+
+impl FinishReport {
+    /// 1 when a service failed to start, else 3 when a count differs, else 0.
+    pub fn exit(&self) -> Exit {
+        if !self.failed.is_empty() {
+            Exit::Failure
+        } else if !self.changes.is_empty() {
+            Exit::Incomplete
+        } else {
+            Exit::Ok
+        }
+    }
+}
+
+/// Starts the services in the manual's order, then compares the census
+/// with the newest pre-upgrade set's.
+pub fn finish(settings: &Settings) -> Result<FinishReport> {
+    signals::install()?;
+    let repo = Repository::open(&settings.repository)?;
+    let (set, stopped) = repo
+        .sets()?
+        .into_iter()
+        .rev()
+        .find_map(|s| {
+            let m = s.manifest.ok()?;
+            (m.tag.as_deref() == Some(TAG) && m.status == SetStatus::Complete)
+                .then(|| (s.id, m.upgrade.map(|u| u.stopped).unwrap_or_default()))
+        })
+        .ok_or_else(|| {
+            anyhow!("the repository holds no complete pre-upgrade set; run `kcbackup upgrade prepare` first")
+        })?;
+    let before: Census = repo
+        .records(CENSUS_DIR)?
+        .into_iter()
+        .filter(|(key, _)| key == &format!("{CENSUS_DIR}/{set}.json"))
+        .find_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
+        .with_context(|| format!("set {set} has no readable census in {CENSUS_DIR}/"))?;
+
+    // kopano-server, kopano-spooler, the optional ones prepare stopped, the MTA.
+    let u = &settings.upgrade;
+    let mut order: Vec<String> = u.services.iter().rev().cloned().collect();
+    order.extend(
+        u.optional_services
+            .iter()
+            .filter(|s| stopped.contains(s))
+            .cloned(),
+    );
+    order.extend(u.mta.iter().cloned());
+    let manager = ServiceManager::new(u);
+    let mut lines = Vec::new();
+    let mut failed = Vec::new();
+    for name in order {
+        let done = match manager.start(&name) {
+            Ok(Outcome::Changed) => "started".to_string(),
+            Ok(Outcome::Already) => "already running".to_string(),
+            Ok(Outcome::NotInstalled) => "not installed, skipped".to_string(),
+            Err(e) => {
+                failed.push(name.clone());
+                format!("FAILED: {e:#}")
+            }
+        };
+        lines.push(ServiceLine { name, done });
+    }
+
+    let after = Census::take(settings)?;
+    let changes = after.changes_since(&before);
+    let mut notes = Vec::new();
+    if after.version == before.version {
+        notes.push(format!(
+            "the versions row did not advance ({}): was the server upgraded and started?",
+            after.version.as_deref().unwrap_or("none")
+        ));
+    }
+    if before
+        .version
+        .as_deref()
+        .and_then(major_minor)
+        .is_some_and(|v| v < (8, 2))
+    {
+        notes.push(
+            "upgraded from a version below 8.2.0: run kopano-search-upgrade-findroots.py".into(),
+        );
+    }
+    if after.user_safe_mode {
+        notes.push(
+            "user_safe_mode = yes in server.cfg: switch it off once the upgrade is tested".into(),
+        );
+    }
+    Ok(FinishReport {
+        set,
+        services: lines,
+        failed,
+        before,
+        after,
+        changes,
+        notes,
+    })
+}
+
+fn major_minor(version: &str) -> Option<(u32, u32)> {
+    let mut parts = version.split(['.', ' ']);
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// `prepare`'s human output.
+pub fn print_prepare(r: &PrepareReport) {
+    for s in &r.services {
+        println!("{}: {}", s.name, s.done);
+    }
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "pre-upgrade set {} written and verified ({} files checked){}",
+        r.set,
+        r.verified_files,
+        if r.hot { ", hot backup" } else { "" }
+    );
+    println!("census ({}):\n{}", r.census_record, r.census.render());
+    if r.stopped.is_empty() {
+        println!("nothing was stopped");
+    } else {
+        println!(
+            "stopped for the upgrade: {} (run `kcbackup upgrade finish` afterwards)",
+            r.stopped.join(", ")
+        );
+    }
+    println!(
+        "to roll back (with the services stopped):\n  {}",
+        r.rollback_command
+    );
+}
+
+/// `finish`'s human output: the checklist side by side.
+pub fn print_finish(r: &FinishReport) {
+    for s in &r.services {
+        println!("{}: {}", s.name, s.done);
+    }
+    println!("checklist against pre-upgrade set {}:", r.set);
+    let mut items: Vec<(&String, u64)> = r
+        .before
+        .users
+        .iter()
+        .chain(&r.before.stores)
+        .chain(r.before.relations.iter().flatten())
+        .map(|(k, v)| (k, *v))
+        .collect();
+    for c in &r.changes {
+        if !items.iter().any(|(k, _)| *k == &c.item) {
+            items.push((&c.item, 0));
+        }
+    }
+    for (item, before) in items {
+        match r.changes.iter().find(|c| &c.item == item) {
+            Some(c) => println!(
+                "  {item}: {before} -> {} ({:+})",
+                c.after,
+                c.after as i64 - c.before as i64
+            ),
+            None => println!("  {item}: {before} (equal)"),
+        }
+    }
+    println!(
+        "  version: {} -> {}",
+        r.before.version.as_deref().unwrap_or("none"),
+        r.after.version.as_deref().unwrap_or("none")
+    );
+    for n in &r.notes {
+        println!("note: {n}");
+    }
+}

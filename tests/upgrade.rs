@@ -1,0 +1,384 @@
+//! `kcbackup upgrade prepare` and `finish` against a generated store in the
+//! sandboxed MariaDB, with the `db` plugin's directory added by the generator.
+//!
+//! STAND-INS: Kopano's daemons cannot be installed here (not in Debian), and
+//! postfix is not installed on these machines, so every service, the MTA
+//! included, is a stand-in: a real long-running process (`sleep`) managed by
+//! a small test service script with pid files, through
+//! `service_manager = "command"`. The script logs each start and stop; the
+//! dump command is a wrapper around the real mariadb-dump that logs when the
+//! dump begins and which stand-ins were still running then.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kcbackup::census::{class_name, relation_name, store_type_name};
+use kcbackup::generator::GeneratedStore;
+use kcbackup::generator::users::{Directory, add_directory};
+use kcbackup::layout::Layout;
+use kcbackup::repo::manifest::Manifest;
+use serde_json::Value;
+
+/// Installed stand-ins; kopano-gateway, -ical and -monitor are "not installed".
+const INSTALLED: &[&str] = &[
+    "postfix",
+    "kopano-spooler",
+    "kopano-server",
+    "kopano-dagent",
+    "kopano-search",
+];
+const STOP_ORDER: &[&str] = INSTALLED;
+const START_ORDER: &[&str] = &[
+    "kopano-server",
+    "kopano-spooler",
+    "kopano-dagent",
+    "kopano-search",
+    "postfix",
+];
+
+const SERVICE_SCRIPT: &str = r#"#!/bin/sh
+# Test service manager: $1 state dir, $2 service, $3 action (LSB status codes).
+d=$1; n=$2; a=$3
+[ -e "$d/installed/$n" ] || exit 4
+pid=$(cat "$d/$n.pid" 2>/dev/null)
+# a zombie nobody reaped yet is not running
+running() { [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && ! grep -q ') Z' "/proc/$pid/stat"; }
+case $a in
+status) running && exit 0; exit 3 ;;
+start) echo "start $n" >> "$d/log"; running && exit 0
+  sleep 100000 >/dev/null 2>&1 </dev/null & echo $! > "$d/$n.pid"; exit 0 ;;
+stop) echo "stop $n" >> "$d/log"; running && kill "$pid"; exit 0 ;;
+esac
+exit 2
+"#;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    _store_dir: tempfile::TempDir,
+    store: GeneratedStore,
+    truth: Directory,
+    state: PathBuf,
+    script: PathBuf,
+    repo: PathBuf,
+    config: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let (store_dir, mut store) = common::new_store(Layout::FilesV1 { l1: 10, l2: 20 }, |_| {});
+        let truth = add_directory(common::server(), &mut store).expect("adding the directory");
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("services");
+        fs::create_dir_all(state.join("installed")).unwrap();
+        for name in INSTALLED {
+            fs::write(state.join("installed").join(name), "").unwrap();
+        }
+        let script = dir.path().join("service");
+        write_executable(&script, SERVICE_SCRIPT);
+        let pids: Vec<String> = INSTALLED
+            .iter()
+            .map(|n| format!("'{}'", state.join(format!("{n}.pid")).display()))
+            .collect();
+        let dump = dir.path().join("dump");
+        write_executable(
+            &dump,
+            &format!(
+                "#!/bin/bash\nd='{d}'\necho dump-begin >> \"$d/log\"\n\
+                 for p in {pids}; do pid=$(cat \"$p\" 2>/dev/null); \
+                 [ -n \"$pid\" ] && kill -0 \"$pid\" 2>/dev/null && \
+                 ! grep -q ') Z' /proc/$pid/stat && echo \"running-at-dump $p\" >> \"$d/log\"; done\n\
+                 [ -e \"$d/dump-fail\" ] && {{ echo 'dump made to fail' >&2; exit 1; }}\n\
+                 [ -e \"$d/dump-pause\" ] && {{ : > \"$d/dump-started\"; exec sleep 60; }}\n\
+                 exec mariadb-dump \"$@\"\n",
+                d = state.display(),
+                pids = pids.join(" "),
+            ),
+        );
+        let repo = dir.path().join("repo");
+        let config = dir.path().join("kcbackup.toml");
+        let q = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
+        let text = format!(
+            "{}\n[mysql]\ndump_command = {}\n\n[upgrade]\nservice_manager = \"command\"\n\
+             command = [{}, {}, \"{{service}}\", \"{{action}}\"]\nstop_timeout_s = 20\n",
+            store.tool_config(&repo, "none"),
+            q(&dump),
+            q(&script),
+            q(&state),
+        );
+        fs::write(&config, text).unwrap();
+        let f = Fixture {
+            _dir: dir,
+            _store_dir: store_dir,
+            store,
+            truth,
+            state,
+            script,
+            repo,
+            config,
+        };
+        for name in INSTALLED {
+            assert!(f.service(name, "start").success());
+        }
+        fs::write(f.state.join("log"), "").unwrap();
+        f
+    }
+
+    fn service(&self, name: &str, action: &str) -> std::process::ExitStatus {
+        Command::new(&self.script)
+            .args([self.state.to_str().unwrap(), name, action])
+            .status()
+            .unwrap()
+    }
+
+    fn running(&self, name: &str) -> bool {
+        self.service(name, "status").code() == Some(0)
+    }
+
+    fn log(&self) -> Vec<String> {
+        fs::read_to_string(self.state.join("log"))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn clear_log(&self) {
+        fs::write(self.state.join("log"), "").unwrap();
+    }
+
+    fn kcbackup(&self, args: &[&str]) -> (i32, Value, String) {
+        let mut argv = vec!["--config", self.config.to_str().unwrap()];
+        argv.extend(args);
+        let out = common::kcbackup(&argv);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+        (out.status.code().unwrap_or(-1), json, stderr)
+    }
+
+    fn lines_with(&self, prefix: &str) -> Vec<String> {
+        self.log()
+            .iter()
+            .filter_map(|l| l.strip_prefix(prefix).map(str::to_string))
+            .collect()
+    }
+
+    fn assert_all_running(&self) {
+        for name in INSTALLED {
+            assert!(self.running(name), "{name} is not running again");
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for name in INSTALLED {
+            let _ = self.service(name, "stop");
+        }
+    }
+}
+
+fn write_executable(path: &Path, text: &str) {
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn counts(v: &Value) -> BTreeMap<String, u64> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .iter()
+        .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn prepare_stops_in_order_backs_up_a_quiescent_database_and_finish_finds_a_missing_user() {
+    let f = Fixture::new();
+    let (code, report, stderr) = f.kcbackup(&["upgrade", "prepare", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+
+    // The manual's stop order; what is not installed is skipped and said so.
+    assert_eq!(f.lines_with("stop "), names(STOP_ORDER));
+    assert_eq!(report["stopped"], serde_json::json!(STOP_ORDER));
+    let skipped: Vec<&str> = report["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["done"].as_str().unwrap().starts_with("not installed"))
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped, ["kopano-gateway", "kopano-ical", "kopano-monitor"]);
+
+    // Every service was down before the dump began, and stays down.
+    let log = f.log();
+    let begin = log.iter().position(|l| l == "dump-begin").expect("no dump");
+    assert_eq!(
+        log[..begin]
+            .iter()
+            .filter(|l| l.starts_with("stop "))
+            .count(),
+        STOP_ORDER.len()
+    );
+    assert!(
+        !log.iter().any(|l| l.starts_with("running-at-dump")),
+        "{log:?}"
+    );
+    assert!(!log.iter().any(|l| l.starts_with("start ")), "{log:?}");
+    for name in INSTALLED {
+        assert!(!f.running(name), "{name} runs after prepare");
+    }
+
+    // A verified, complete set tagged pre-upgrade, marked as taken cold.
+    let set = report["set"].as_str().unwrap();
+    let manifest = Manifest::load(&f.repo.join("sets").join(set)).unwrap();
+    assert_eq!(manifest.tag.as_deref(), Some("pre-upgrade"));
+    let mark = manifest.upgrade.expect("no upgrade mark in the manifest");
+    assert!(mark.services_stopped);
+    assert_eq!(mark.stopped, names(STOP_ORDER));
+    assert!(report["verified_files"].as_u64().unwrap() > 0);
+    let (code, _, stderr) = f.kcbackup(&["verify", set, "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        report["rollback_command"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("restore {set} --to-database {}", f.store.database)),
+        "{report}"
+    );
+
+    // The census is the generator's truth.
+    let census = &report["census"];
+    let users: BTreeMap<String, u64> = f
+        .truth
+        .users
+        .iter()
+        .map(|(c, n)| (class_name(*c), *n))
+        .collect();
+    assert_eq!(counts(&census["users"]), users);
+    let relations: BTreeMap<String, u64> = f
+        .truth
+        .relations
+        .iter()
+        .map(|(t, n)| (relation_name(*t), *n))
+        .collect();
+    assert_eq!(counts(&census["relations"]), relations);
+    let stores: BTreeMap<String, u64> = f
+        .truth
+        .stores
+        .iter()
+        .map(|(t, n)| (store_type_name(*t), *n))
+        .collect();
+    assert_eq!(counts(&census["stores"]), stores);
+    assert_eq!(
+        census["version"].as_str(),
+        Some(f.store.expected.kopano_version.to_string().as_str())
+    );
+    assert_eq!(census["user_safe_mode"], false);
+    assert!(
+        f.repo
+            .join("censuses")
+            .join(format!("{set}.json"))
+            .is_file()
+    );
+
+    // The "upgrade" loses a user and a group.
+    let db = &f.store.database;
+    let user = f.truth.added_active_users[0];
+    common::query(&format!("DELETE FROM `{db}`.users WHERE id = {user}"));
+    common::query(&format!(
+        "DELETE FROM `{db}`.users WHERE objectclass = 196609 LIMIT 1"
+    ));
+    f.clear_log();
+    let (code, finish, stderr) = f.kcbackup(&["upgrade", "finish", "--json"]);
+    assert_eq!(code, 3, "{stderr}\n{finish}");
+    assert_eq!(f.lines_with("start "), names(START_ORDER));
+    f.assert_all_running();
+    let changed: Vec<(&str, u64, u64)> = finish["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["item"].as_str().unwrap(),
+                c["before"].as_u64().unwrap(),
+                c["after"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let active = f.truth.users[&0x10001];
+    let groups = f.truth.users[&0x30001];
+    assert_eq!(
+        changed,
+        [
+            ("active users", active, active - 1),
+            ("groups", groups, groups - 1)
+        ]
+    );
+    let notes = finish["notes"].to_string();
+    assert!(notes.contains("did not advance"), "{notes}");
+}
+
+#[test]
+fn a_failing_backup_starts_every_stopped_service_again_in_start_order() {
+    let f = Fixture::new();
+    fs::write(f.state.join("dump-fail"), "").unwrap();
+    let (code, _, stderr) = f.kcbackup(&["upgrade", "prepare"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("started again"), "{stderr}");
+    assert_eq!(f.lines_with("stop "), names(STOP_ORDER));
+    assert_eq!(f.lines_with("start "), names(START_ORDER));
+    f.assert_all_running();
+    assert!(common::snapbackup::published_sets(&f.repo).is_empty());
+}
+
+#[test]
+fn sigterm_during_the_backup_starts_every_stopped_service_again() {
+    let f = Fixture::new();
+    fs::write(f.state.join("dump-pause"), "").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kcbackup"))
+        .args(["--config", f.config.to_str().unwrap(), "upgrade", "prepare"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_, err) = common::drain_output(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !f.state.join("dump-started").exists() {
+        assert!(Instant::now() < deadline, "the dump never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    let stderr = err.map(|h| h.join().unwrap()).unwrap_or_default();
+    assert_eq!(status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("started again"), "{stderr}");
+    assert_eq!(f.lines_with("start "), names(START_ORDER));
+    f.assert_all_running();
+}
+
+#[test]
+fn keep_running_takes_a_hot_backup_marked_so() {
+    let f = Fixture::new();
+    let (code, report, stderr) = f.kcbackup(&["upgrade", "prepare", "--keep-running", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(f.lines_with("stop ").is_empty());
+    f.assert_all_running();
+    assert_eq!(report["hot"], true);
+    let set = report["set"].as_str().unwrap();
+    let manifest = Manifest::load(&f.repo.join("sets").join(set)).unwrap();
+    assert_eq!(manifest.upgrade.map(|u| u.services_stopped), Some(false));
+}
