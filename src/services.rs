@@ -42,7 +42,11 @@ pub struct UpgradeSettings {
     pub web_servers: Vec<String>,
     pub manager: Manager,
     pub stop_timeout: Duration,
+    /// The new packages' example configs, compared by `upgrade finish`.
+    pub example_config_dir: PathBuf,
 }
+
+pub const DEFAULT_EXAMPLE_CONFIG_DIR: &str = "/usr/share/doc/kopano/example-config";
 
 fn strings(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
@@ -63,6 +67,7 @@ impl Default for UpgradeSettings {
             web_servers: strings(&["apache2", "httpd"]),
             manager: Manager::Auto,
             stop_timeout: Duration::from_secs(DEFAULT_STOP_TIMEOUT_S),
+            example_config_dir: PathBuf::from(DEFAULT_EXAMPLE_CONFIG_DIR),
         }
     }
 }
@@ -108,6 +113,7 @@ impl UpgradeSettings {
             web_servers: s.web_servers.clone().unwrap_or(d.web_servers),
             manager,
             stop_timeout: Duration::from_secs(stop_timeout_s),
+            example_config_dir: s.example_config_dir.clone().unwrap_or(d.example_config_dir),
         })
     }
 }

@@ -34,6 +34,8 @@ const INSTALLED: &[&str] = &[
     "kopano-search",
 ];
 const STOP_ORDER: &[&str] = INSTALLED;
+/// A web server stand-in: finish restarts it (php-mapi changes with upgrades).
+const WEB_SERVER: &str = "apache2";
 const START_ORDER: &[&str] = &[
     "kopano-server",
     "kopano-spooler",
@@ -53,7 +55,8 @@ case $a in
 status) running && exit 0; exit 3 ;;
 start) echo "start $n" >> "$d/log"; running && exit 0
   sleep 100000 >/dev/null 2>&1 </dev/null & echo $! > "$d/$n.pid"; exit 0 ;;
-stop) echo "stop $n" >> "$d/log"; running && kill "$pid"; exit 0 ;;
+stop) echo "stop $n" >> "$d/log"; [ -e "$d/$n.nostop" ] && exit 0
+  running && kill "$pid"; exit 0 ;;
 esac
 exit 2
 "#;
@@ -76,9 +79,15 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("services");
         fs::create_dir_all(state.join("installed")).unwrap();
-        for name in INSTALLED {
+        for name in INSTALLED.iter().chain(&[WEB_SERVER]) {
             fs::write(state.join("installed").join(name), "").unwrap();
         }
+        // The new packages' examples: the live server.cfg plus one new option.
+        let examples = dir.path().join("example-config");
+        fs::create_dir(&examples).unwrap();
+        let mut example = fs::read_to_string(&store.server_cfg).unwrap();
+        example.push_str("\n# new in this version\nbrand_new_option = yes\n");
+        fs::write(examples.join("server.cfg"), example).unwrap();
         let script = dir.path().join("service");
         write_executable(&script, SERVICE_SCRIPT);
         let pids: Vec<String> = INSTALLED
@@ -105,11 +114,12 @@ impl Fixture {
         let q = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
         let text = format!(
             "{}\n[mysql]\ndump_command = {}\n\n[upgrade]\nservice_manager = \"command\"\n\
-             command = [{}, {}, \"{{service}}\", \"{{action}}\"]\nstop_timeout_s = 20\n",
+             command = [{}, {}, \"{{service}}\", \"{{action}}\"]\nstop_timeout_s = 20\nexample_config_dir = {}\n",
             store.tool_config(&repo, "none"),
             q(&dump),
             q(&script),
             q(&state),
+            q(&examples),
         );
         fs::write(&config, text).unwrap();
         let f = Fixture {
@@ -122,7 +132,7 @@ impl Fixture {
             repo,
             config,
         };
-        for name in INSTALLED {
+        for name in INSTALLED.iter().chain(&[WEB_SERVER]) {
             assert!(f.service(name, "start").success());
         }
         fs::write(f.state.join("log"), "").unwrap();
@@ -130,10 +140,20 @@ impl Fixture {
     }
 
     fn service(&self, name: &str, action: &str) -> std::process::ExitStatus {
-        Command::new(&self.script)
-            .args([self.state.to_str().unwrap(), name, action])
-            .status()
-            .unwrap()
+        // A test running in parallel may have forked while our script was
+        // still open for writing: ETXTBSY until that child execs.
+        for _ in 0..100 {
+            match Command::new(&self.script)
+                .args([self.state.to_str().unwrap(), name, action])
+                .status()
+            {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                other => return other.unwrap(),
+            }
+        }
+        panic!("{} stayed busy", self.script.display());
     }
 
     fn running(&self, name: &str) -> bool {
@@ -178,7 +198,8 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        for name in INSTALLED {
+        for name in INSTALLED.iter().chain(&[WEB_SERVER]) {
+            let _ = fs::remove_file(self.state.join(format!("{name}.nostop")));
             let _ = self.service(name, "stop");
         }
     }
@@ -301,8 +322,20 @@ fn prepare_stops_in_order_backs_up_a_quiescent_database_and_finish_finds_a_missi
     f.clear_log();
     let (code, finish, stderr) = f.kcbackup(&["upgrade", "finish", "--json"]);
     assert_eq!(code, 3, "{stderr}\n{finish}");
-    assert_eq!(f.lines_with("start "), names(START_ORDER));
+    let mut started = names(START_ORDER);
+    started.push(WEB_SERVER.into());
+    assert_eq!(f.lines_with("start "), started);
+    assert_eq!(
+        f.lines_with("stop "),
+        [WEB_SERVER],
+        "the web server is restarted"
+    );
     f.assert_all_running();
+    assert!(f.running(WEB_SERVER));
+    assert_eq!(
+        finish["configs"],
+        serde_json::json!([{"file": "server.cfg", "new_options": ["brand_new_option"], "unknown_options": []}])
+    );
     let changed: Vec<(&str, u64, u64)> = finish["changes"]
         .as_array()
         .unwrap()
@@ -339,6 +372,31 @@ fn a_failing_backup_starts_every_stopped_service_again_in_start_order() {
     assert_eq!(f.lines_with("start "), names(START_ORDER));
     f.assert_all_running();
     assert!(common::snapbackup::published_sets(&f.repo).is_empty());
+}
+
+#[test]
+fn a_service_that_will_not_stop_starts_the_others_again() {
+    let f = Fixture::new();
+    let text = fs::read_to_string(&f.config).unwrap();
+    fs::write(
+        &f.config,
+        text.replace("stop_timeout_s = 20", "stop_timeout_s = 1"),
+    )
+    .unwrap();
+    fs::write(f.state.join("kopano-server.nostop"), "").unwrap();
+    let (code, _, stderr) = f.kcbackup(&["upgrade", "prepare"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("kopano-server is still running"),
+        "{stderr}"
+    );
+    assert_eq!(
+        f.lines_with("stop "),
+        ["postfix", "kopano-spooler", "kopano-server"]
+    );
+    assert_eq!(f.lines_with("start "), ["kopano-spooler", "postfix"]);
+    assert!(!f.log().contains(&"dump-begin".to_string()));
+    f.assert_all_running();
 }
 
 #[test]

@@ -2,6 +2,9 @@
 //! (kopano-facts.md section 5) as two commands. A failed preparation starts
 //! again whatever it stopped, so the mail system is never left down.
 
+use std::collections::BTreeSet;
+use std::path::Path;
+
 use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
 
@@ -12,7 +15,7 @@ use crate::preflight;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::manifest::{SetStatus, UpgradeMark};
-use crate::services::{self, Outcome, ServiceManager};
+use crate::services::{self, Outcome, ServiceManager, State};
 use crate::settings::Settings;
 use crate::signals;
 
@@ -262,7 +265,86 @@ pub struct FinishReport {
     pub before: Census,
     pub after: Census,
     pub changes: Vec<Change>,
+    /// `/etc/kopano/*.cfg` against the new examples (when they are there).
+    pub configs: Vec<ConfigDiff>,
     pub notes: Vec<String>,
+}
+
+/// One config file against its new example.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigDiff {
+    pub file: String,
+    /// Options the example has (set or commented out) that the live file
+    /// does not mention.
+    pub new_options: Vec<String>,
+    /// Options the live file sets that the example no longer knows.
+    pub unknown_options: Vec<String>,
+}
+
+/// Compares every `*.cfg` in `examples` with the file of that name in
+/// `live`; files equal in their options are left out. A missing example
+/// directory is no finding (not every package ships one).
+pub fn compare_example_configs(live: &Path, examples: &Path) -> Result<Vec<ConfigDiff>> {
+    let Ok(entries) = std::fs::read_dir(examples) else {
+        return Ok(Vec::new());
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".cfg"))
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let live_file = live.join(&name);
+        let Ok(live_text) = std::fs::read(&live_file) else {
+            continue;
+        };
+        let example_file = examples.join(&name);
+        let example_text = std::fs::read(&example_file)
+            .with_context(|| format!("while reading {}", example_file.display()))?;
+        let (live_set, live_mentioned) = options(&String::from_utf8_lossy(&live_text));
+        let (_, example_known) = options(&String::from_utf8_lossy(&example_text));
+        let diff = ConfigDiff {
+            new_options: example_known.difference(&live_mentioned).cloned().collect(),
+            unknown_options: live_set.difference(&example_known).cloned().collect(),
+            file: name,
+        };
+        if !diff.new_options.is_empty() || !diff.unknown_options.is_empty() {
+            out.push(diff);
+        }
+    }
+    Ok(out)
+}
+
+/// The options a Kopano config file sets, and those it sets or shows
+/// commented out (`#name = value`, as the examples document defaults).
+fn options(text: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut set = BTreeSet::new();
+    let mut mentioned = BTreeSet::new();
+    for line in text.lines() {
+        let line = line.trim();
+        let (commented, rest) = match line.strip_prefix('#') {
+            Some(rest) => (true, rest.trim_start()),
+            None => (false, line),
+        };
+        let Some((key, _)) = rest.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        let is_key = !key.is_empty()
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !is_key {
+            continue;
+        }
+        if !commented {
+            set.insert(key.to_string());
+        }
+        mentioned.insert(key.to_string());
+    }
+    (set, mentioned)
 }
 
 impl FinishReport {
@@ -327,6 +409,26 @@ pub fn finish(settings: &Settings) -> Result<FinishReport> {
         };
         lines.push(ServiceLine { name, done });
     }
+    // php-mapi changes with upgrades: a running web server is restarted.
+    for name in &u.web_servers {
+        let done = match manager.status(name) {
+            Ok(State::Running) => match manager.stop(name).and_then(|_| manager.start(name)) {
+                Ok(_) => "restarted".to_string(),
+                Err(e) => {
+                    failed.push(name.clone());
+                    format!("FAILED to restart: {e:#}")
+                }
+            },
+            Ok(State::Stopped) => "not running, left alone".to_string(),
+            Ok(State::NotInstalled) => "not installed, skipped".to_string(),
+            Err(e) => format!("status unknown, left alone: {e:#}"),
+        };
+        lines.push(ServiceLine {
+            name: name.clone(),
+            done,
+        });
+    }
+    let configs = compare_example_configs(&settings.config_dir, &u.example_config_dir)?;
 
     let after = Census::take(settings)?;
     let changes = after.changes_since(&before);
@@ -359,6 +461,7 @@ pub fn finish(settings: &Settings) -> Result<FinishReport> {
         before,
         after,
         changes,
+        configs,
         notes,
     })
 }
@@ -431,7 +534,63 @@ pub fn print_finish(r: &FinishReport) {
         r.before.version.as_deref().unwrap_or("none"),
         r.after.version.as_deref().unwrap_or("none")
     );
+    for c in &r.configs {
+        for o in &c.new_options {
+            println!(
+                "config: {} lacks the new option {o} (see the example)",
+                c.file
+            );
+        }
+        for o in &c.unknown_options {
+            println!(
+                "config: {} sets {o}, which the new example no longer knows",
+                c.file
+            );
+        }
+    }
     for n in &r.notes {
         println!("note: {n}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_configs_name_new_and_dropped_options() {
+        let live = tempfile::tempdir().unwrap();
+        let examples = tempfile::tempdir().unwrap();
+        std::fs::write(
+            live.path().join("server.cfg"),
+            "# comment\nserver_name = x\nold_option = 1\n#documented = yes\n",
+        )
+        .unwrap();
+        std::fs::write(
+            examples.path().join("server.cfg"),
+            "server_name = Kopano\n#documented = no\n#new_option = 3\nfresh = 1\n",
+        )
+        .unwrap();
+        std::fs::write(examples.path().join("gateway.cfg"), "a = 1\n").unwrap();
+        let diffs = compare_example_configs(live.path(), examples.path()).unwrap();
+        assert_eq!(
+            diffs,
+            vec![ConfigDiff {
+                file: "server.cfg".into(),
+                new_options: vec!["fresh".into(), "new_option".into()],
+                unknown_options: vec!["old_option".into()],
+            }]
+        );
+        assert!(
+            compare_example_configs(live.path(), &live.path().join("absent"))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_rollback_command_quotes_what_a_shell_would_split() {
+        assert_eq!(quote("/var/lib/kopano"), "/var/lib/kopano");
+        assert_eq!(quote("it's here"), "'it'\\''s here'");
     }
 }

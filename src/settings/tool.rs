@@ -40,6 +40,8 @@ pub struct UpgradeSection {
     /// The argv template of `service_manager = "command"`.
     pub command: Option<Vec<String>>,
     pub stop_timeout_s: Option<u64>,
+    /// Where the new packages' example configs are (`upgrade finish`).
+    pub example_config_dir: Option<PathBuf>,
 }
 
 /// `[retention]`: what `kcbackup prune` keeps when the command line names
@@ -281,7 +283,7 @@ fn describe_toml_error(text: &str, path: &Path, e: &toml::de::Error) -> String {
 }
 
 impl ToolConfig {
-    fn paths_mut(&mut self) -> [&mut Option<PathBuf>; 7] {
+    fn paths_mut(&mut self) -> [&mut Option<PathBuf>; 8] {
         [
             &mut self.kopano.server_cfg,
             &mut self.kopano.config_dir,
@@ -290,6 +292,7 @@ impl ToolConfig {
             &mut self.mysql.password_file,
             &mut self.mysql.socket,
             &mut self.metrics.textfile_dir,
+            &mut self.upgrade.example_config_dir,
         ]
     }
 
@@ -422,7 +425,8 @@ mod tests {
                 && c.upgrade.optional_services.is_some()
                 && c.upgrade.web_servers.is_some()
                 && c.upgrade.service_manager.is_some()
-                && c.upgrade.stop_timeout_s.is_some(),
+                && c.upgrade.stop_timeout_s.is_some()
+                && c.upgrade.example_config_dir.is_some(),
             "{:?}",
             c.upgrade
         );
