@@ -439,4 +439,24 @@ fn keep_running_takes_a_hot_backup_marked_so() {
     let set = report["set"].as_str().unwrap();
     let manifest = Manifest::load(&f.repo.join("sets").join(set)).unwrap();
     assert_eq!(manifest.upgrade.map(|u| u.services_stopped), Some(false));
+    // No set yet: the free space was estimated from the live sizes.
+    assert_eq!(
+        report["space"]["estimated_from"],
+        "the database and attachment sizes"
+    );
+
+    // Nothing changed: finish finds every service running and exits 0.
+    let (code, finish, stderr) = f.kcbackup(&["upgrade", "finish", "--json"]);
+    assert_eq!(code, 0, "{stderr}\n{finish}");
+    assert_eq!(finish["changes"], serde_json::json!([]));
+    assert_eq!(finish["set"].as_str(), Some(set));
+    f.assert_all_running();
+
+    // The next preparation estimates from the newest set.
+    let (code, again, stderr) = f.kcbackup(&["upgrade", "prepare", "--keep-running", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        again["space"]["estimated_from"].as_str(),
+        Some(format!("set {set}").as_str())
+    );
 }
