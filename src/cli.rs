@@ -265,6 +265,22 @@ pub enum UpgradeCommand {
     /// the pre-upgrade one (exit 0 equal, 3 a count differs, 1 a service
     /// failed to start).
     Finish(UpgradeFinishArgs),
+    /// After a failed upgrade: stop the services, restore the newest (or
+    /// the named) pre-upgrade set into production (database, attachments with
+    /// stale files quarantined, /etc/kopano with the current one kept beside
+    /// it), start the services as `finish` does. Packages are not touched.
+    Rollback(UpgradeRollbackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeRollbackArgs {
+    /// The set: its id [default: the newest complete pre-upgrade set].
+    pub set: Option<String>,
+    /// Really replace the live database, attachments and config.
+    #[arg(long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub output: JsonArg,
 }
 
 #[derive(Debug, Args)]

@@ -237,6 +237,20 @@ pub fn run(cli: Cli) -> Result<Exit> {
             }
             Ok(report.exit())
         }
+        Command::Upgrade(cli::UpgradeCommand::Rollback(args)) => {
+            let settings = settings()?;
+            let report = commands::upgrade::rollback(&settings, args.set.as_deref(), args.yes)?;
+            if args.output.json {
+                output::json(&report)?;
+            } else {
+                commands::upgrade::print_rollback(&report);
+            }
+            Ok(if report.failed.is_empty() {
+                Exit::Ok
+            } else {
+                Exit::Failure
+            })
+        }
         Command::Demo(args) => {
             let progress = progress::for_terminal();
             let opts = commands::demo::DemoOptions { keep: args.keep };

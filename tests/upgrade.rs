@@ -273,7 +273,7 @@ fn prepare_stops_in_order_backs_up_a_quiescent_database_and_finish_finds_a_missi
         report["rollback_command"]
             .as_str()
             .unwrap()
-            .contains(&format!("restore {set} --to-database {}", f.store.database)),
+            .ends_with(&format!("upgrade rollback {set} --yes")),
         "{report}"
     );
 
@@ -458,5 +458,101 @@ fn keep_running_takes_a_hot_backup_marked_so() {
     assert_eq!(
         again["space"]["estimated_from"].as_str(),
         Some(format!("set {set}").as_str())
+    );
+}
+
+/// Every table's checksum: row for row, the database's content.
+fn checksums(db: &str) -> BTreeMap<String, String> {
+    let tables: Vec<String> = common::query(&format!("SHOW TABLES FROM `{db}`"))
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    tables
+        .iter()
+        .map(|t| {
+            let rows = common::query(&format!("CHECKSUM TABLE `{db}`.`{t}` EXTENDED"));
+            (t.clone(), rows[0][1].clone())
+        })
+        .collect()
+}
+
+/// Every file below `root` with its bytes.
+fn tree(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    common::verify::list_files(root)
+        .into_iter()
+        .map(|rel| {
+            let bytes = fs::read(root.join(&rel)).unwrap();
+            (rel, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn rollback_puts_database_attachments_and_config_back_and_keeps_what_the_upgrade_left() {
+    let f = Fixture::new();
+    let (code, report, stderr) = f.kcbackup(&["upgrade", "prepare", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let set = report["set"].as_str().unwrap().to_string();
+    let db = f.store.database.clone();
+    let (sums, attachments, config) = (
+        checksums(&db),
+        tree(&f.store.attachment_path),
+        tree(&f.store.config_dir),
+    );
+
+    // A failed upgrade: the schema moved on, users went, the config changed,
+    // a stray attachment appeared and one data file was damaged; the
+    // server was started again.
+    common::query(&format!(
+        "INSERT INTO `{db}`.versions VALUES (99,0,0,0,1,'2030-01-01 00:00:00')"
+    ));
+    common::query(&format!(
+        "DELETE FROM `{db}`.users WHERE objectclass = 65541"
+    ));
+    let cfg = f.store.config_dir.join("server.cfg");
+    let mut text = fs::read_to_string(&cfg).unwrap();
+    text.push_str("\nnew_upgrade_option = 1\n");
+    fs::write(&cfg, &text).unwrap();
+    let stray = f.store.attachment_path.join("stray-after-upgrade");
+    fs::write(&stray, "left by the upgrade").unwrap();
+    let (victim, _) = attachments.iter().next().unwrap();
+    fs::write(f.store.attachment_path.join(victim), "damaged").unwrap();
+    assert!(f.service("kopano-server", "start").success());
+    assert_ne!(checksums(&db), sums);
+
+    let (code, _, stderr) = f.kcbackup(&["upgrade", "rollback"]);
+    assert_eq!(code, 2, "refused without --yes: {stderr}");
+    assert!(stderr.contains("--yes"), "{stderr}");
+    assert!(f.running("kopano-server"), "a refusal stops nothing");
+
+    f.clear_log();
+    let (code, rb, stderr) = f.kcbackup(&["upgrade", "rollback", "--yes", "--json"]);
+    assert_eq!(code, 0, "{stderr}\n{rb}");
+    assert_eq!(rb["set"].as_str(), Some(set.as_str()));
+    assert_eq!(f.lines_with("stop "), ["kopano-server", WEB_SERVER]);
+    let mut started = names(START_ORDER);
+    started.push(WEB_SERVER.into());
+    assert_eq!(f.lines_with("start "), started);
+    f.assert_all_running();
+
+    assert_eq!(checksums(&db), sums, "the database row for row");
+    assert_eq!(tree(&f.store.attachment_path), attachments);
+    assert_eq!(tree(&f.store.config_dir), config);
+    // What the upgrade left is kept aside, not lost.
+    let kept = PathBuf::from(rb["config_kept"].as_str().unwrap());
+    assert_eq!(fs::read_to_string(kept.join("server.cfg")).unwrap(), text);
+    let quarantine = PathBuf::from(
+        rb["restore"]["attachments"]["quarantine"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no quarantine: {rb}")),
+    );
+    assert!(
+        tree(&quarantine)
+            .values()
+            .any(|b| b == b"left by the upgrade")
+    );
+    assert_eq!(
+        rb["downgrade_to"].as_str(),
+        Some(f.store.expected.kopano_version.to_string().as_str())
     );
 }

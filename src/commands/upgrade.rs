@@ -3,7 +3,7 @@
 //! again whatever it stopped, so the mail system is never left down.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
@@ -220,7 +220,7 @@ fn start_again(settings: &Settings, manager: &ServiceManager, stopped: &[String]
     text
 }
 
-/// The restore that puts the set back into production (services stopped).
+/// The command that puts the set back into production.
 pub fn rollback_command(settings: &Settings, set: &str) -> String {
     let mut argv = vec!["kcbackup".to_string()];
     if let Some(file) = &settings.config_file {
@@ -228,15 +228,10 @@ pub fn rollback_command(settings: &Settings, set: &str) -> String {
         argv.push(quote(&file.display().to_string()));
     }
     argv.extend([
-        "restore".into(),
+        "upgrade".into(),
+        "rollback".into(),
         quote(set),
-        "--to-database".into(),
-        quote(&settings.mysql.database),
-        "--to-attachments".into(),
-        quote(&settings.attachment_path.display().to_string()),
-        "--to-config".into(),
-        quote(&settings.config_dir.display().to_string()),
-        "--force".into(),
+        "--yes".into(),
     ]);
     argv.join(" ")
 }
@@ -384,51 +379,10 @@ pub fn finish(settings: &Settings) -> Result<FinishReport> {
         .find_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
         .with_context(|| format!("set {set} has no readable census in {CENSUS_DIR}/"))?;
 
-    // kopano-server, kopano-spooler, the optional ones prepare stopped, the MTA.
-    let u = &settings.upgrade;
-    let mut order: Vec<String> = u.services.iter().rev().cloned().collect();
-    order.extend(
-        u.optional_services
-            .iter()
-            .filter(|s| stopped.contains(s))
-            .cloned(),
-    );
-    order.extend(u.mta.iter().cloned());
-    let manager = ServiceManager::new(u);
-    let mut lines = Vec::new();
-    let mut failed = Vec::new();
-    for name in order {
-        let done = match manager.start(&name) {
-            Ok(Outcome::Changed) => "started".to_string(),
-            Ok(Outcome::Already) => "already running".to_string(),
-            Ok(Outcome::NotInstalled) => "not installed, skipped".to_string(),
-            Err(e) => {
-                failed.push(name.clone());
-                format!("FAILED: {e:#}")
-            }
-        };
-        lines.push(ServiceLine { name, done });
-    }
-    // php-mapi changes with upgrades: a running web server is restarted.
-    for name in &u.web_servers {
-        let done = match manager.status(name) {
-            Ok(State::Running) => match manager.stop(name).and_then(|_| manager.start(name)) {
-                Ok(_) => "restarted".to_string(),
-                Err(e) => {
-                    failed.push(name.clone());
-                    format!("FAILED to restart: {e:#}")
-                }
-            },
-            Ok(State::Stopped) => "not running, left alone".to_string(),
-            Ok(State::NotInstalled) => "not installed, skipped".to_string(),
-            Err(e) => format!("status unknown, left alone: {e:#}"),
-        };
-        lines.push(ServiceLine {
-            name: name.clone(),
-            done,
-        });
-    }
-    let configs = compare_example_configs(&settings.config_dir, &u.example_config_dir)?;
+    let manager = ServiceManager::new(&settings.upgrade);
+    let (lines, failed) = start_after_upgrade(settings, &manager, &stopped);
+    let configs =
+        compare_example_configs(&settings.config_dir, &settings.upgrade.example_config_dir)?;
 
     let after = Census::take(settings)?;
     let changes = after.changes_since(&before);
@@ -464,6 +418,212 @@ pub fn finish(settings: &Settings) -> Result<FinishReport> {
         configs,
         notes,
     })
+}
+
+/// `finish`'s start phase (also rollback's): kopano-server, kopano-spooler,
+/// the optional services `prepare` stopped, the MTA, each checked running;
+/// then a running web server restarted. What was done, and what failed.
+fn start_after_upgrade(
+    settings: &Settings,
+    manager: &ServiceManager,
+    stopped: &[String],
+) -> (Vec<ServiceLine>, Vec<String>) {
+    // kopano-server, kopano-spooler, the optional ones prepare stopped, the MTA.
+    let u = &settings.upgrade;
+    let mut order: Vec<String> = u.services.iter().rev().cloned().collect();
+    order.extend(
+        u.optional_services
+            .iter()
+            .filter(|s| stopped.contains(s))
+            .cloned(),
+    );
+    order.extend(u.mta.iter().cloned());
+    let mut lines = Vec::new();
+    let mut failed = Vec::new();
+    for name in order {
+        let done = match manager.start(&name) {
+            Ok(Outcome::Changed) => "started".to_string(),
+            Ok(Outcome::Already) => "already running".to_string(),
+            Ok(Outcome::NotInstalled) => "not installed, skipped".to_string(),
+            Err(e) => {
+                failed.push(name.clone());
+                format!("FAILED: {e:#}")
+            }
+        };
+        lines.push(ServiceLine { name, done });
+    }
+    // php-mapi changes with upgrades: a running web server is restarted.
+    for name in &u.web_servers {
+        let done = match manager.status(name) {
+            Ok(State::Running) => match manager.stop(name).and_then(|_| manager.start(name)) {
+                Ok(_) => "restarted".to_string(),
+                Err(e) => {
+                    failed.push(name.clone());
+                    format!("FAILED to restart: {e:#}")
+                }
+            },
+            Ok(State::Stopped) => "not running, left alone".to_string(),
+            Ok(State::NotInstalled) => "not installed, skipped".to_string(),
+            Err(e) => format!("status unknown, left alone: {e:#}"),
+        };
+        lines.push(ServiceLine {
+            name: name.clone(),
+            done,
+        });
+    }
+    (lines, failed)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackReport {
+    pub set: String,
+    /// Services found running and stopped before the restore.
+    pub stopped: Vec<String>,
+    pub restore: crate::commands::restore::RestoreReport,
+    /// The whole /etc/kopano as it was before the rollback.
+    pub config_kept: PathBuf,
+    pub services: Vec<ServiceLine>,
+    pub failed: Vec<String>,
+    /// The Kopano version the set was taken from: what to downgrade to.
+    pub downgrade_to: Option<String>,
+}
+
+/// Puts the newest (or the named) pre-upgrade set back into production
+/// with the services stopped, then starts them as `finish` does. A failed
+/// restore leaves the services stopped: they must not run on half a restore.
+pub fn rollback(settings: &Settings, set: Option<&str>, yes: bool) -> Result<RollbackReport> {
+    if !yes {
+        return Err(crate::error::ConfigError(
+            "upgrade rollback replaces the live database, attachments and /etc/kopano: \
+             run it again with --yes"
+                .into(),
+        )
+        .into());
+    }
+    signals::install()?;
+    let repo = Repository::open(&settings.repository)?;
+    let info = match set {
+        Some(id) => repo.resolve(id)?,
+        None => repo
+            .sets()?
+            .into_iter()
+            .rev()
+            .find(|s| {
+                s.manifest
+                    .as_ref()
+                    .is_ok_and(|m| m.tag.as_deref() == Some(TAG) && m.status == SetStatus::Complete)
+            })
+            .ok_or_else(|| anyhow!("the repository holds no complete pre-upgrade set"))?,
+    };
+    let manifest = info
+        .manifest
+        .clone()
+        .map_err(|e| Damaged(format!("set {} cannot be restored: {e}", info.id)))?;
+    let prepared_stopped = manifest
+        .upgrade
+        .clone()
+        .map(|u| u.stopped)
+        .unwrap_or_default();
+    drop(repo);
+
+    let manager = ServiceManager::new(&settings.upgrade);
+    let mut stopped = Vec::new();
+    for name in services::stop_order(&settings.upgrade) {
+        if manager
+            .stop(&name)
+            .with_context(|| format!("while stopping {name}; nothing was restored"))?
+            == Outcome::Changed
+        {
+            stopped.push(name);
+        }
+    }
+    signals::check()?;
+    let config_kept = keep_config(&settings.config_dir)?;
+    let restore = crate::commands::restore::run(
+        settings,
+        &crate::commands::restore::RestoreOptions {
+            set: info.id.clone(),
+            to_database: Some(settings.mysql.database.clone()),
+            to_attachments: Some(settings.attachment_path.clone()),
+            to_config: Some(settings.config_dir.clone()),
+            mysql: None,
+            force: true,
+        },
+    )
+    .with_context(|| {
+        format!(
+            "the rollback to set {} failed; the services stay stopped (the config before it is in {})",
+            info.id,
+            config_kept.display()
+        )
+    })?;
+    let mut all_stopped = prepared_stopped;
+    all_stopped.extend(stopped.iter().cloned());
+    let (services, failed) = start_after_upgrade(settings, &manager, &all_stopped);
+    Ok(RollbackReport {
+        set: info.id,
+        stopped,
+        restore,
+        config_kept,
+        services,
+        failed,
+        downgrade_to: manifest.kopano.version.clone(),
+    })
+}
+
+/// Copies the config directory as it is now beside it
+/// (`<dir>.before-rollback-<time>`), links as links.
+fn keep_config(dir: &Path) -> Result<PathBuf> {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let name = format!(
+        "{}.before-rollback-{stamp}",
+        dir.file_name()
+            .map_or("config".into(), |n| n.to_string_lossy())
+    );
+    let target = dir.with_file_name(name);
+    copy_tree(dir, &target).with_context(|| {
+        format!(
+            "while keeping {} as {} before the rollback",
+            dir.display(),
+            target.display()
+        )
+    })?;
+    Ok(target)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+        } else if kind.is_file() {
+            std::fs::copy(&src, &dst)?;
+        }
+    }
+    Ok(())
+}
+
+/// `rollback`'s human output.
+pub fn print_rollback(r: &RollbackReport) {
+    println!("set {} restored into production", r.set);
+    println!(
+        "the config before the rollback: {}",
+        r.config_kept.display()
+    );
+    for s in &r.services {
+        println!("{}: {}", s.name, s.done);
+    }
+    println!(
+        "kcbackup does not touch packages: downgrade the Kopano packages to {}",
+        r.downgrade_to
+            .as_deref()
+            .unwrap_or("the version the set was taken from")
+    );
 }
 
 fn major_minor(version: &str) -> Option<(u32, u32)> {
