@@ -556,3 +556,17 @@ fn rollback_puts_database_attachments_and_config_back_and_keeps_what_the_upgrade
         Some(f.store.expected.kopano_version.to_string().as_str())
     );
 }
+
+#[test]
+fn a_failed_preflight_stops_nothing() {
+    let f = Fixture::new();
+    let text = fs::read_to_string(&f.config).unwrap();
+    let dump = f.state.parent().unwrap().join("dump").display().to_string();
+    fs::write(&f.config, text.replace(&dump, "/nonexistent/mariadb-dump")).unwrap();
+    let (code, _, stderr) = f.kcbackup(&["upgrade", "prepare"]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("nothing was stopped"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line why: {stderr}");
+    assert!(f.log().is_empty(), "{:?}", f.log());
+    f.assert_all_running();
+}
