@@ -360,24 +360,33 @@ impl FinishReport {
 pub fn finish(settings: &Settings) -> Result<FinishReport> {
     signals::install()?;
     let repo = Repository::open(&settings.repository)?;
-    let (set, stopped) = repo
+    // The newest complete pre-upgrade set with a census: a set of the APT
+    // hook (`backup --tag pre-upgrade`) has none and is passed over.
+    let censuses: std::collections::BTreeMap<String, Vec<u8>> =
+        repo.records(CENSUS_DIR)?.into_iter().collect();
+    let (set, stopped, before) = repo
         .sets()?
         .into_iter()
         .rev()
         .find_map(|s| {
             let m = s.manifest.ok()?;
-            (m.tag.as_deref() == Some(TAG) && m.status == SetStatus::Complete)
-                .then(|| (s.id, m.upgrade.map(|u| u.stopped).unwrap_or_default()))
+            if m.tag.as_deref() != Some(TAG) || m.status != SetStatus::Complete {
+                return None;
+            }
+            let bytes = censuses.get(&format!("{CENSUS_DIR}/{}.json", s.id))?;
+            let census: Census = serde_json::from_slice(bytes).ok()?;
+            Some((
+                s.id,
+                m.upgrade.map(|u| u.stopped).unwrap_or_default(),
+                census,
+            ))
         })
         .ok_or_else(|| {
-            anyhow!("the repository holds no complete pre-upgrade set; run `kcbackup upgrade prepare` first")
+            anyhow!(
+                "the repository holds no complete pre-upgrade set with a census; \
+                 run `kcbackup upgrade prepare` before the upgrade"
+            )
         })?;
-    let before: Census = repo
-        .records(CENSUS_DIR)?
-        .into_iter()
-        .filter(|(key, _)| key == &format!("{CENSUS_DIR}/{set}.json"))
-        .find_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
-        .with_context(|| format!("set {set} has no readable census in {CENSUS_DIR}/"))?;
 
     let manager = ServiceManager::new(&settings.upgrade);
     let (lines, failed) = start_after_upgrade(settings, &manager, &stopped);
