@@ -63,6 +63,9 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Start a throwaway MariaDB with a generated Kopano store, back it up, clean up.
     Demo(DemoArgs),
+    /// The manual's upgrade procedure: `prepare` before, `finish` after.
+    #[command(subcommand)]
+    Upgrade(UpgradeCommand),
     /// Write man pages or shell completions (used when packaging).
     #[command(hide = true, subcommand)]
     Generate(GenerateCommand),
@@ -248,6 +251,51 @@ pub struct ListArgs {
     /// One JSON document on stdout instead of the human summary.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UpgradeCommand {
+    /// Stop the MTA and the Kopano services ([upgrade] in the config), take a
+    /// verified `pre-upgrade` backup of the quiescent database, record a census
+    /// of users, groups and stores, and print the rollback command. The
+    /// services stay stopped for the upgrade; on any failure they are started
+    /// again and the exit code is non-zero.
+    Prepare(UpgradePrepareArgs),
+    /// Start the Kopano services, then the MTA, and compare the census with
+    /// the pre-upgrade one (exit 0 equal, 3 a count differs, 1 a service
+    /// failed to start).
+    Finish(UpgradeFinishArgs),
+    /// After a failed upgrade: stop the services, restore the newest (or
+    /// the named) pre-upgrade set into production (database, attachments with
+    /// stale files quarantined, /etc/kopano with the current one kept beside
+    /// it), start the services as `finish` does. Packages are not touched.
+    Rollback(UpgradeRollbackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeRollbackArgs {
+    /// The set: its id [default: the newest complete pre-upgrade set].
+    pub set: Option<String>,
+    /// Really replace the live database, attachments and config.
+    #[arg(long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub output: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradePrepareArgs {
+    /// Stop nothing: a hot backup, marked so in the manifest.
+    #[arg(long)]
+    pub keep_running: bool,
+    #[command(flatten)]
+    pub output: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeFinishArgs {
+    #[command(flatten)]
+    pub output: JsonArg,
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@
 //! ([`attachments::IndexEntry`]) and the proof ([`crossref::CrossRef`]).
 
 pub mod attachments;
+pub mod census;
 pub mod cli;
 pub mod commands;
 pub mod config_archive;
@@ -36,6 +37,7 @@ pub mod restore;
 pub mod retention;
 pub mod sandbox;
 pub mod scratch;
+pub mod services;
 pub mod settings;
 pub mod signals;
 pub mod snapshot;
@@ -72,6 +74,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
                     tag: args.tag.clone(),
                     rehash: args.rehash,
                     lock_wait: std::time::Duration::from_secs(args.lock.lock_wait),
+                    upgrade: None,
                 };
                 let report = commands::backup::run(&settings, &opts, progress.as_ref())?;
                 for w in &report.warnings {
@@ -209,6 +212,44 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 output::list(&lines, metrics::tree_bytes(&settings.repository));
             }
             Ok(Exit::Ok)
+        }
+        Command::Upgrade(cli::UpgradeCommand::Prepare(args)) => {
+            let settings = settings()?;
+            let progress = progress::for_terminal();
+            let opts = commands::upgrade::PrepareOptions {
+                keep_running: args.keep_running,
+            };
+            let report = commands::upgrade::prepare(&settings, &opts, progress.as_ref())?;
+            if args.output.json {
+                output::json(&report)?;
+            } else {
+                commands::upgrade::print_prepare(&report);
+            }
+            Ok(Exit::Ok)
+        }
+        Command::Upgrade(cli::UpgradeCommand::Finish(args)) => {
+            let settings = settings()?;
+            let report = commands::upgrade::finish(&settings)?;
+            if args.output.json {
+                output::json(&report)?;
+            } else {
+                commands::upgrade::print_finish(&report);
+            }
+            Ok(report.exit())
+        }
+        Command::Upgrade(cli::UpgradeCommand::Rollback(args)) => {
+            let settings = settings()?;
+            let report = commands::upgrade::rollback(&settings, args.set.as_deref(), args.yes)?;
+            if args.output.json {
+                output::json(&report)?;
+            } else {
+                commands::upgrade::print_rollback(&report);
+            }
+            Ok(if report.failed.is_empty() {
+                Exit::Ok
+            } else {
+                Exit::Failure
+            })
         }
         Command::Demo(args) => {
             let progress = progress::for_terminal();

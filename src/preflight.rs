@@ -51,6 +51,102 @@ pub fn check(settings: &Settings) -> Result<Ready> {
     }
 }
 
+/// Free space against what a full set may take (`upgrade prepare`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Space {
+    /// Bytes a full set may take, before deduplication.
+    pub needed: u64,
+    /// Where the estimate came from.
+    pub estimated_from: String,
+    /// Bytes free for root's use where the repository is.
+    pub available: u64,
+}
+
+/// Estimates a full set from the newest set with a readable manifest (its
+/// dump and attachments, uncompressed: an upper bound), else from the live
+/// database's table sizes and the attachment tree, and compares it with
+/// the free space where the repository is. Not enough is an error.
+pub fn check_space(settings: &Settings) -> Result<Space> {
+    let newest = crate::repo::Repository::open(&settings.repository)
+        .ok()
+        .and_then(|repo| repo.sets().ok())
+        .and_then(|sets| {
+            sets.into_iter()
+                .rev()
+                .find_map(|s| s.manifest.ok().map(|m| (s.id, m)))
+        });
+    let (needed, estimated_from) = match newest {
+        Some((id, m)) => (
+            m.database.bytes + m.attachments.capture.bytes,
+            format!("set {id}"),
+        ),
+        None => {
+            let client = mysql::Client::new(&settings.mysql)?;
+            let db: u64 = client
+                .query_value(
+                    "SELECT COALESCE(SUM(data_length + index_length), 0) \
+                     FROM information_schema.tables WHERE table_schema = DATABASE()",
+                )?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut files = 0u64;
+            for entry in walkdir_sizes(&settings.attachment_path) {
+                files += entry;
+            }
+            (db + files, "the database and attachment sizes".into())
+        }
+    };
+    let existing = settings
+        .repository
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    let vfs = nix::sys::statvfs::statvfs(existing).map_err(|e| {
+        anyhow!(
+            "while checking the free space on {}: {e}",
+            existing.display()
+        )
+    })?;
+    let available = vfs.blocks_available() as u64 * vfs.fragment_size() as u64;
+    let space = Space {
+        needed,
+        estimated_from,
+        available,
+    };
+    if available < needed {
+        return Err(anyhow!(
+            "not enough space for a full set in {}: {} free, up to {} needed (estimated from {}); nothing was stopped",
+            settings.repository.display(),
+            crate::output::bytes(available),
+            crate::output::bytes(needed),
+            space.estimated_from
+        ));
+    }
+    Ok(space)
+}
+
+/// Sizes of the regular files below `root` (symlinks not followed).
+fn walkdir_sizes(root: &Path) -> impl Iterator<Item = u64> {
+    let mut stack = vec![root.to_path_buf()];
+    std::iter::from_fn(move || {
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut total = 0;
+            for e in entries.flatten() {
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => stack.push(e.path()),
+                    Ok(t) if t.is_file() => total += e.metadata().map_or(0, |m| m.len()),
+                    _ => {}
+                }
+            }
+            return Some(total);
+        }
+        None
+    })
+}
+
 /// One error for every problem found: one line each, exit 2 when any of
 /// them is the configuration's to fix.
 fn refusal(problems: Vec<anyhow::Error>) -> anyhow::Error {

@@ -43,6 +43,8 @@ pub struct BackupOptions {
     pub rehash: bool,
     /// How long to wait for another run's lock (`--lock-wait`); zero fails at once.
     pub lock_wait: std::time::Duration,
+    /// `upgrade prepare`'s note on the services, recorded in the manifest.
+    pub upgrade: Option<crate::repo::manifest::UpgradeMark>,
 }
 
 /// What `backup` reports (also its `--json` output).
@@ -301,6 +303,7 @@ pub fn run(
         snapshot: Some(snapshot_info.clone()),
         warnings: warnings.clone(),
         files: Vec::new(),
+        upgrade: opts.upgrade.clone(),
     };
     // `complete` only for a set restore would take: the same checks
     // restore applies, on the set as it will be published.

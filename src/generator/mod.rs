@@ -8,6 +8,7 @@ mod content;
 mod files;
 pub mod nightly;
 mod sql;
+pub mod users;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

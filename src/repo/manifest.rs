@@ -193,6 +193,19 @@ pub struct Manifest {
     pub warnings: Vec<String>,
     /// Every file of the set except the manifest and its checksum.
     pub files: Vec<FileEntry>,
+    /// Set by `upgrade prepare`: whether the services were stopped for this
+    /// backup, and which (absent in every other set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeMark>,
+}
+
+/// How the services stood while an `upgrade prepare` backup ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeMark {
+    /// `false`: a hot backup (`--keep-running`), services up.
+    pub services_stopped: bool,
+    /// What `prepare` stopped, in stop order.
+    pub stopped: Vec<String>,
 }
 
 impl Manifest {

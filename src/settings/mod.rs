@@ -150,6 +150,8 @@ pub struct Settings {
     pub rolling_days: u32,
     /// `[retention]`: what `prune` keeps when its command line names no rule.
     pub retention: crate::retention::Policy,
+    /// `[upgrade]`: the services around an upgrade and how to reach them.
+    pub upgrade: crate::services::UpgradeSettings,
 }
 
 /// What [`Settings::load`] takes from the process: environment variables
@@ -264,7 +266,10 @@ impl Settings {
             .retention
             .policy()
             .map_err(|e| ConfigError(format!("{}: {e}", hint_file.display())))?;
+        let upgrade = crate::services::UpgradeSettings::from_section(&tool.upgrade)
+            .map_err(|e| ConfigError(format!("{}: {e}", hint_file.display())))?;
         Ok(Settings {
+            upgrade,
             retention,
             rolling_days,
             snapshot_lvm_size,

@@ -24,6 +24,24 @@ pub struct ToolConfig {
     pub notify: NotifySection,
     pub verify: VerifySection,
     pub retention: RetentionSection,
+    pub upgrade: UpgradeSection,
+}
+
+/// `[upgrade]`: which services `kcbackup upgrade prepare` stops (and
+/// `finish` starts) and how; see [`crate::services`].
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpgradeSection {
+    pub mta: Option<Vec<String>>,
+    pub services: Option<Vec<String>>,
+    pub optional_services: Option<Vec<String>>,
+    pub web_servers: Option<Vec<String>>,
+    pub service_manager: Option<crate::services::ManagerKind>,
+    /// The argv template of `service_manager = "command"`.
+    pub command: Option<Vec<String>>,
+    pub stop_timeout_s: Option<u64>,
+    /// Where the new packages' example configs are (`upgrade finish`).
+    pub example_config_dir: Option<PathBuf>,
 }
 
 /// `[retention]`: what `kcbackup prune` keeps when the command line names
@@ -265,7 +283,7 @@ fn describe_toml_error(text: &str, path: &Path, e: &toml::de::Error) -> String {
 }
 
 impl ToolConfig {
-    fn paths_mut(&mut self) -> [&mut Option<PathBuf>; 7] {
+    fn paths_mut(&mut self) -> [&mut Option<PathBuf>; 8] {
         [
             &mut self.kopano.server_cfg,
             &mut self.kopano.config_dir,
@@ -274,6 +292,7 @@ impl ToolConfig {
             &mut self.mysql.password_file,
             &mut self.mysql.socket,
             &mut self.metrics.textfile_dir,
+            &mut self.upgrade.example_config_dir,
         ]
     }
 
@@ -391,6 +410,26 @@ mod tests {
             "{r:?}"
         );
         assert_eq!(r.policy(), Ok(crate::retention::Policy::recommended()));
+        // Every [upgrade] key is shown, each at its default.
+        let defaults = crate::services::UpgradeSettings::default();
+        let u = crate::services::UpgradeSettings::from_section(&c.upgrade)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(u, defaults);
+        assert_eq!(
+            (u.manager.clone(), c.upgrade.command.is_some()),
+            (crate::services::Manager::Auto, true),
+        );
+        assert!(
+            c.upgrade.mta.is_some()
+                && c.upgrade.services.is_some()
+                && c.upgrade.optional_services.is_some()
+                && c.upgrade.web_servers.is_some()
+                && c.upgrade.service_manager.is_some()
+                && c.upgrade.stop_timeout_s.is_some()
+                && c.upgrade.example_config_dir.is_some(),
+            "{:?}",
+            c.upgrade
+        );
         assert_eq!(
             ToolConfig::default().retention.policy(),
             Ok(crate::retention::Policy::recommended())
