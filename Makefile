@@ -17,7 +17,8 @@ demo: deps
 		./target/release/kcbackup demo; \
 	fi
 
-test: deps
+test:
+	@scripts/install-deps --tests
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	scripts/run-tests

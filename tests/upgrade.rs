@@ -1,13 +1,16 @@
 //! `kcbackup upgrade prepare` and `finish` against a generated store in the
 //! sandboxed MariaDB, with the `db` plugin's directory added by the generator.
 //!
-//! STAND-INS: Kopano's daemons cannot be installed here (not in Debian), and
-//! postfix is not installed on these machines, so every service, the MTA
-//! included, is a stand-in: a real long-running process (`sleep`) managed by
-//! a small test service script with pid files, through
-//! `service_manager = "command"`. The script logs each start and stop; the
-//! dump command is a wrapper around the real mariadb-dump that logs when the
-//! dump begins and which stand-ins were still running then.
+//! STAND-INS: Kopano's daemons cannot be installed here (not in Debian), so
+//! every Kopano service is a stand-in: a real long-running process (`sleep`)
+//! managed by a small test service script with pid files, through
+//! `service_manager = "command"`. The MTA is a stand-in too, except in
+//! `the_real_postfix_...`, where the script hands `postfix` to Debian's real
+//! postfix and its init script (`scripts/install-deps --tests` installs it
+//! where no other MTA is; the test says SKIPPED without it). The script logs
+//! each start and stop; the dump command is a wrapper around the real
+//! mariadb-dump that logs when the dump begins and which services were
+//! still running then.
 
 mod common;
 
@@ -48,6 +51,11 @@ const SERVICE_SCRIPT: &str = r#"#!/bin/sh
 # Test service manager: $1 state dir, $2 service, $3 action (LSB status codes).
 d=$1; n=$2; a=$3
 [ -e "$d/installed/$n" ] || exit 4
+# a real service: its own init script (LSB codes too)
+if [ -e "$d/real/$n" ]; then
+  case $a in start|stop) echo "$a $n" >> "$d/log" ;; esac
+  exec "/etc/init.d/$n" "$a" >/dev/null 2>&1
+fi
 pid=$(cat "$d/$n.pid" 2>/dev/null)
 # a zombie nobody reaped yet is not running
 running() { [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && ! grep -q ') Z' "/proc/$pid/stat"; }
@@ -74,11 +82,20 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
+        Fixture::build(&[])
+    }
+
+    /// The fixture with `real` services run by their own init scripts.
+    fn build(real: &[&str]) -> Fixture {
         let (store_dir, mut store) = common::new_store(Layout::FilesV1 { l1: 10, l2: 20 }, |_| {});
         let truth = add_directory(common::server(), &mut store).expect("adding the directory");
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("services");
         fs::create_dir_all(state.join("installed")).unwrap();
+        fs::create_dir_all(state.join("real")).unwrap();
+        for name in real {
+            fs::write(state.join("real").join(name), "").unwrap();
+        }
         for name in INSTALLED.iter().chain(&[WEB_SERVER]) {
             fs::write(state.join("installed").join(name), "").unwrap();
         }
@@ -102,6 +119,8 @@ impl Fixture {
                  for p in {pids}; do pid=$(cat \"$p\" 2>/dev/null); \
                  [ -n \"$pid\" ] && kill -0 \"$pid\" 2>/dev/null && \
                  ! grep -q ') Z' /proc/$pid/stat && echo \"running-at-dump $p\" >> \"$d/log\"; done\n\
+                 for r in \"$d\"/real/*; do [ -e \"$r\" ] && /etc/init.d/\"${{r##*/}}\" status >/dev/null 2>&1 && \
+                 echo \"running-at-dump ${{r##*/}}\" >> \"$d/log\"; done\n\
                  [ -e \"$d/dump-fail\" ] && {{ echo 'dump made to fail' >&2; exit 1; }}\n\
                  [ -e \"$d/dump-pause\" ] && {{ : > \"$d/dump-started\"; exec sleep 60; }}\n\
                  exec mariadb-dump \"$@\"\n",
@@ -570,4 +589,55 @@ fn a_failed_preflight_stops_nothing() {
     assert_eq!(stderr.trim().lines().count(), 1, "one line why: {stderr}");
     assert!(f.log().is_empty(), "{:?}", f.log());
     f.assert_all_running();
+}
+
+#[test]
+fn the_real_postfix_is_stopped_before_the_dump_and_started_again_by_finish() {
+    if !Path::new("/etc/init.d/postfix").exists() {
+        eprintln!("SKIPPED: postfix is not installed (scripts/install-deps --tests)");
+        return;
+    }
+    let f = Fixture::build(&["postfix"]);
+    let postfix = |action: &str| {
+        Command::new("/etc/init.d/postfix")
+            .arg(action)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .code()
+    };
+    assert_eq!(postfix("status"), Some(0), "the fixture started postfix");
+    let (code, report, stderr) = f.kcbackup(&["upgrade", "prepare", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(report["stopped"], serde_json::json!(STOP_ORDER));
+    assert_eq!(
+        postfix("status"),
+        Some(3),
+        "postfix stays down for the upgrade"
+    );
+    let log = f.log();
+    let begin = log.iter().position(|l| l == "dump-begin").expect("no dump");
+    assert_eq!(
+        log.first().map(String::as_str),
+        Some("stop postfix"),
+        "{log:?}"
+    );
+    assert!(begin > 0, "{log:?}");
+    assert!(
+        !log.iter().any(|l| l.starts_with("running-at-dump")),
+        "{log:?}"
+    );
+
+    f.clear_log();
+    let (code, finish, stderr) = f.kcbackup(&["upgrade", "finish", "--json"]);
+    assert_eq!(code, 0, "{stderr}\n{finish}");
+    let mut started = names(START_ORDER);
+    started.push(WEB_SERVER.into());
+    assert_eq!(f.lines_with("start "), started);
+    assert_eq!(
+        postfix("status"),
+        Some(0),
+        "finish started the real postfix"
+    );
 }

@@ -85,6 +85,8 @@ pub struct PruneReport {
     /// Objects in `objects/.corrupt/` (kept for inspection, never deleted).
     pub quarantined_objects: u64,
     pub drill_reports_removed: u64,
+    /// Upgrade censuses (`upgrade prepare`) of removed sets.
+    pub censuses_removed: u64,
     /// Work directories and unfinished objects of crashed runs removed.
     pub removed_leftovers: Vec<String>,
     pub seconds: f64,
@@ -112,6 +114,7 @@ impl PruneReport {
             sweep_skipped: None,
             quarantined_objects: 0,
             drill_reports_removed: 0,
+            censuses_removed: 0,
             removed_leftovers,
             seconds: 0.0,
         }
@@ -391,6 +394,7 @@ fn sweep(repo: &Repository, lock: &ExclusiveLock, report: &mut PruneReport) -> R
     pause_at("trash-deleted");
     let ids: BTreeSet<String> = remaining.into_iter().map(|s| s.id).collect();
     report.drill_reports_removed = repo.delete_orphan_drill_reports(lock, &ids)? as u64;
+    report.censuses_removed = repo.delete_orphan_censuses(lock, &ids)? as u64;
     Ok(())
 }
 

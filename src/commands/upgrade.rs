@@ -22,7 +22,7 @@ use crate::signals;
 /// The tag of the sets `prepare` takes.
 pub const TAG: &str = "pre-upgrade";
 /// Where the censuses live in the repository: `censuses/<set>.json`.
-pub const CENSUS_DIR: &str = "censuses";
+pub use crate::repo::storage::CENSUSES as CENSUS_DIR;
 
 #[derive(Debug, Clone, Default)]
 pub struct PrepareOptions {

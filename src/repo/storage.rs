@@ -44,6 +44,8 @@ pub use local::LocalStorage;
 pub const SETS: &str = "sets";
 /// Where drill reports live, as a key prefix.
 pub const DRILLS: &str = "drills";
+/// Where upgrade censuses live (`upgrade prepare`), as a key prefix.
+pub const CENSUSES: &str = "censuses";
 /// The repository's config, as a key.
 pub const CONFIG: &str = "config";
 

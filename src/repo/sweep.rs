@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use anyhow::Result;
 
 use super::objects::{CORRUPT_DIR, Encoding, ObjectStore};
-use super::storage::{DRILLS, SETS};
+use super::storage::{CENSUSES as CENSUS_DIR, DRILLS, SETS};
 use super::{ExclusiveLock, Repository};
 
 /// One object of the store.
@@ -63,11 +63,54 @@ impl Repository {
         lock: &ExclusiveLock,
         sets: &BTreeSet<String>,
     ) -> Result<usize> {
+        self.delete_orphan_records(
+            lock,
+            DRILLS,
+            &|name| name.split_once("--").map(|(set, _)| vec![set]),
+            sets,
+        )
+    }
+
+    /// Deletes upgrade censuses (`censuses/<set>[-<n>].json`) of sets not
+    /// in `sets`. A name such as `<id>-2.json` may be the second census of
+    /// `<id>` or the census of set `<id>-2`: it stays if either remains.
+    pub fn delete_orphan_censuses(
+        &self,
+        lock: &ExclusiveLock,
+        sets: &BTreeSet<String>,
+    ) -> Result<usize> {
+        self.delete_orphan_records(
+            lock,
+            CENSUS_DIR,
+            &|name| {
+                let stem = name.strip_suffix(".json")?;
+                let mut owners = vec![stem];
+                if let Some((set, n)) = stem.rsplit_once('-')
+                    && n.bytes().all(|b| b.is_ascii_digit())
+                {
+                    owners.push(set);
+                }
+                Some(owners)
+            },
+            sets,
+        )
+    }
+
+    /// Deletes the records under `prefix` whose possible owners (from
+    /// `owners` of the file name; `None`: not a record of a set) are all
+    /// gone from `sets`; returns how many.
+    fn delete_orphan_records(
+        &self,
+        lock: &ExclusiveLock,
+        prefix: &str,
+        owners: &dyn Fn(&str) -> Option<Vec<&str>>,
+        sets: &BTreeSet<String>,
+    ) -> Result<usize> {
         let mut orphans = Vec::new();
-        self.storage().list(DRILLS, &mut |key, _| {
+        self.storage().list(prefix, &mut |key, _| {
             let name = key.rsplit('/').next().unwrap_or(key);
-            if let Some((set, _)) = name.split_once("--")
-                && !sets.contains(set)
+            if let Some(owners) = owners(name)
+                && !owners.iter().any(|set| sets.contains(*set))
             {
                 orphans.push(key.to_owned());
             }
@@ -188,6 +231,27 @@ mod tests {
                 "notes.txt"
             ]
         );
+    }
+
+    #[test]
+    fn a_census_goes_when_no_set_it_may_belong_to_remains() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::open_or_create(dir.path()).unwrap();
+        let lock = repo.lock_exclusive("prune").unwrap();
+        let censuses = dir.path().join(CENSUS_DIR);
+        fs::create_dir(&censuses).unwrap();
+        for name in ["A.json", "A-2.json", "B-2.json", "C.json", "notes.txt"] {
+            fs::write(censuses.join(name), b"{}").unwrap();
+        }
+        // B-2 is a set; A-2 is A's second census; C is gone.
+        let keep = BTreeSet::from(["A".to_owned(), "B-2".to_owned()]);
+        assert_eq!(repo.delete_orphan_censuses(&lock, &keep).unwrap(), 1);
+        let mut left: Vec<_> = fs::read_dir(&censuses)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["A-2.json", "A.json", "B-2.json", "notes.txt"]);
     }
 
     #[test]
