@@ -325,6 +325,36 @@ fn a_chunk_truncated_in_the_store_is_written_again_not_trusted() {
 }
 
 #[test]
+fn a_same_size_flip_in_a_stored_chunk_is_caught_by_rolling_verification_and_written_again() {
+    let env = env(Layout::FilesV1 { l1: 10, l2: 20 });
+    // Every slice every backup: each reused chunk is read back.
+    let mut config = fs::read_to_string(&env.config).unwrap();
+    config.push_str("\n[verify]\nrolling_days = 1\n");
+    fs::write(&env.config, config).unwrap();
+    let (set, _) = backup_ok(&env);
+    let victim = middle_chunk(&env, &set);
+    let path = chunk_file(&env.set_dir(&set), &victim.sha256);
+    let bytes = fs::read(&path).unwrap();
+    let mut flipped = bytes.clone();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 0x40;
+    fs::write(&path, &flipped).unwrap();
+    // Its size is what the set recorded: only reading it shows the damage.
+    let (next, report) = backup_ok(&env);
+    let warnings = report["warnings"].to_string();
+    assert!(
+        warnings.contains(&victim.sha256) && warnings.contains("written again"),
+        "{warnings}"
+    );
+    assert_eq!(env.verify(&next).code, 0, "the new set is intact");
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        bytes,
+        "written again from the dump"
+    );
+}
+
+#[test]
 fn a_chunk_list_with_a_gap_is_refused_before_anything_is_read() {
     let env = env(Layout::FilesV1 { l1: 10, l2: 20 });
     let (set, _) = backup_ok(&env);

@@ -135,13 +135,20 @@ pub fn run(
         chunk_list: &set.path(CHUNK_LIST_FILE),
     };
     let mut taken = None;
-    let recorded = recorded_chunks(&repo)?;
+    // This backup's turn of rolling verification, for the dump's chunks
+    // here and the attachment objects after the capture.
+    let rolling_counter = next_rolling_counter(&repo)?;
+    let days = settings.rolling_days.max(1);
+    let reuse = dump::Reuse {
+        recorded: recorded_chunks(&repo)?,
+        rolling: Some((days, (rolling_counter % u64::from(days)) as u32)),
+    };
     let dumped = dump::run(
         &settings.mysql,
         &files,
         &store,
         &chunker,
-        &recorded,
+        &reuse,
         progress,
         |_| match taken.insert(snapshot::take(&plan, set.id())) {
             Ok(_) => ControlFlow::Continue(()),
@@ -201,6 +208,12 @@ pub fn run(
         )
     })?;
     phases.push(phase("attachments", capture.seconds));
+    for sha in &db.rewritten_chunks {
+        warnings.push(format!(
+            "dump chunk {sha} was corrupt: moved to objects/{}/ and written again from this dump",
+            objects::CORRUPT_DIR
+        ));
+    }
     for sha in &capture.corrupt_objects {
         warnings.push(format!(
             "object {sha} was corrupt: moved to objects/{}/ and written again from the live store",
@@ -219,7 +232,7 @@ pub fn run(
         &snap.view_path(&settings.attachment_path),
         &RollingOptions {
             days: settings.rolling_days,
-            counter: next_rolling_counter(&repo)?,
+            counter: rolling_counter,
         },
         progress,
     )

@@ -13,6 +13,7 @@ use std::thread::{Scope, ScopedJoinHandle};
 use anyhow::{Context, Result, anyhow, bail};
 use fastcdc::v2020::{self, Normalization};
 
+use crate::attachments::rolling::slice_of;
 use crate::repo::config::ChunkerParams;
 use crate::repo::digest::sha256_hex;
 use crate::repo::manifest::DumpChunk;
@@ -115,12 +116,28 @@ impl Chunker {
 #[derive(Debug, Clone, Default)]
 pub struct StoredChunks {
     pub chunks: Vec<DumpChunk>,
+    /// Stored chunks rolling verification found corrupt: moved aside and
+    /// written again from this dump's bytes.
+    pub rewritten: Vec<String>,
     /// Bytes the dump's distinct chunks take in the store, whether this run
     /// wrote them or an earlier one did (what restoring the set needs).
     pub stored_bytes: u64,
     /// Chunks, and their stored bytes, that this run added to the store.
     pub new_chunks: u64,
     pub new_bytes: u64,
+}
+
+/// What a backup may take from the store without writing a chunk again.
+#[derive(Debug, Default)]
+pub struct Reuse {
+    /// Stored sizes an earlier set recorded for its chunks: a stored chunk
+    /// of another size is written again rather than trusted.
+    pub recorded: HashMap<String, u64>,
+    /// Rolling verification (`[verify] rolling_days`, this backup's slice):
+    /// a stored chunk in the slice is read back before it is trusted, and
+    /// written again from the dump's bytes when it no longer hashes to its
+    /// name, as attachment objects are (`attachments::rolling`).
+    pub rolling: Option<(u32, u32)>,
 }
 
 struct Job {
@@ -136,6 +153,8 @@ struct Done {
     /// this run claimed first: filled in from that one's record).
     stored: Option<u64>,
     written: Option<u64>,
+    /// Rolling verification found the stored copy corrupt.
+    rewritten: bool,
 }
 
 /// Workers that hash, look up, compress and store chunks.
@@ -156,7 +175,7 @@ impl<'scope> ChunkPool<'scope> {
     pub fn start<'env>(
         scope: &'scope Scope<'scope, 'env>,
         store: &'scope ObjectStore,
-        recorded: &'scope HashMap<String, u64>,
+        reuse: &'scope Reuse,
         workers: usize,
     ) -> ChunkPool<'scope> {
         let workers = workers.max(1);
@@ -170,7 +189,7 @@ impl<'scope> ChunkPool<'scope> {
                 let (rx, claimed) = (rx.clone(), claimed.clone());
                 let (failed, why) = (failed.clone(), why.clone());
                 scope.spawn(move || {
-                    let result = work(store, recorded, &rx, &claimed);
+                    let result = work(store, reuse, &rx, &claimed);
                     if let Err(e) = &result {
                         if let Ok(mut why) = why.lock() {
                             why.get_or_insert_with(|| format!("{e:#}"));
@@ -251,6 +270,9 @@ impl<'scope> ChunkPool<'scope> {
             if counted.insert(d.chunk.sha256.clone()) {
                 out.stored_bytes += stored;
             }
+            if d.rewritten {
+                out.rewritten.push(d.chunk.sha256.clone());
+            }
             if let Some(written) = d.written {
                 out.new_chunks += 1;
                 out.new_bytes += written;
@@ -266,7 +288,7 @@ impl<'scope> ChunkPool<'scope> {
 /// is recorded, any other written (replacing a damaged stored copy).
 fn work(
     store: &ObjectStore,
-    recorded: &HashMap<String, u64>,
+    reuse: &Reuse,
     rx: &Mutex<Receiver<Job>>,
     claimed: &Mutex<HashSet<String>>,
 ) -> Result<Vec<Done>> {
@@ -297,20 +319,35 @@ fn work(
                 chunk,
                 stored: None,
                 written: None,
+                rewritten: false,
             });
             continue;
         }
         let stored = store
             .stat(&sha256, Encoding::Zst)
-            .filter(|(_, bytes)| recorded.get(&sha256).is_none_or(|want| want == bytes));
+            .filter(|(_, bytes)| reuse.recorded.get(&sha256).is_none_or(|want| want == bytes));
+        let in_slice = reuse
+            .rolling
+            .is_some_and(|(days, slice)| slice_of(&sha256, days) == slice);
+        let mut rewritten = false;
         if let Some((_, stored)) = stored {
-            done.push(Done {
-                index: job.index,
-                chunk,
-                stored: Some(stored),
-                written: None,
-            });
-            continue;
+            let intact =
+                !in_slice || store.check(&sha256, Encoding::Zst).ok().flatten() == Some(chunk.size);
+            if intact {
+                done.push(Done {
+                    index: job.index,
+                    chunk,
+                    stored: Some(stored),
+                    written: None,
+                    rewritten: false,
+                });
+                continue;
+            }
+            // Out of the way first, so the fresh copy is a new object.
+            store
+                .quarantine(&sha256, Encoding::Zst)
+                .with_context(|| format!("while moving the corrupt dump chunk {sha256} aside"))?;
+            rewritten = true;
         }
         let mut writer = store.writer(Encoding::Zst, &mut packer)?;
         writer
@@ -327,6 +364,7 @@ fn work(
             chunk,
             stored: None,
             written: None,
+            rewritten,
         });
         if staged_bytes >= COMMIT_BATCH_BYTES {
             commit(store, &mut staged, &mut done)?;
@@ -433,7 +471,7 @@ mod tests {
         let block: Vec<u8> = (0..100_000).map(|_| rng.random::<u8>() % 8).collect();
         // The same content twice within one dump, and again in a second one.
         let data = [block.clone(), block.clone()].concat();
-        let recorded = HashMap::new();
+        let recorded = Reuse::default();
         let run = |data: &[u8]| {
             std::thread::scope(|scope| {
                 let mut pool = ChunkPool::start(scope, &store, &recorded, 2);

@@ -9,7 +9,6 @@ pub mod refs;
 pub mod scanner;
 pub mod sql_lexer;
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::ops::ControlFlow;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -31,6 +30,7 @@ use crate::repo::digest::HashWriter;
 use crate::repo::manifest::BinlogPosition;
 use crate::settings::MysqlTarget;
 use crate::watchdog::Watchdog;
+pub use chunks::Reuse;
 use chunks::{ChunkPool, Chunker};
 use refs::RefsWriter;
 use scanner::{DumpFindings, Scanner};
@@ -79,14 +79,16 @@ pub struct DumpReport {
     /// Chunks, and their stored bytes, this dump added to the store.
     pub new_chunks: u64,
     pub new_bytes: u64,
+    /// Stored chunks rolling verification found corrupt and wrote again.
+    pub rewritten_chunks: Vec<String>,
     pub findings: DumpFindings,
     pub seconds: f64,
 }
 
 /// Checks the connection, then runs the dump: cut into chunks with `params`
 /// into `store` (committed, not synced: the caller syncs the store before a
-/// manifest names them; `recorded`: stored sizes of an earlier set's chunks,
-/// see [`ChunkPool::start`]), its findings into `files`. `on_transaction_open`
+/// manifest names them; `reuse`: what may be taken from the store unread,
+/// see [`Reuse`]), its findings into `files`. `on_transaction_open`
 /// is called once, from the streaming loop, as soon as table data begins;
 /// `Break` stops the dump at once (the caller knows why).
 pub fn run(
@@ -94,7 +96,7 @@ pub fn run(
     files: &DumpFiles<'_>,
     store: &ObjectStore,
     params: &ChunkerParams,
-    recorded: &HashMap<String, u64>,
+    reuse: &Reuse,
     progress: &dyn Progress,
     mut on_transaction_open: impl FnMut(DateTime<Utc>) -> ControlFlow<()>,
 ) -> Result<DumpReport> {
@@ -158,7 +160,7 @@ pub fn run(
     let pgid = child.id();
     let stream_result = thread::scope(|scope| {
         scope.spawn(|| dog.watch(|| crate::signals::kill_group(pgid)));
-        let mut pool = ChunkPool::start(scope, store, recorded, chunk_workers());
+        let mut pool = ChunkPool::start(scope, store, reuse, chunk_workers());
         let result = (|| -> Result<()> {
             loop {
                 crate::signals::check()?;
@@ -297,6 +299,7 @@ pub fn run(
         sha256,
         chunks: chunk_count,
         stored_bytes: stored.stored_bytes,
+        rewritten_chunks: stored.rewritten,
         new_chunks: stored.new_chunks,
         new_bytes: stored.new_bytes,
         findings,
