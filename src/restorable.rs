@@ -89,10 +89,16 @@ pub fn check_parts(dir: &Path, manifest: &Manifest, store: &ObjectStore, tree: b
     check_chunks(dir, store, manifest, &mut found);
     let name = &manifest.attachments.index_file;
     if tree && !name.is_empty() && manifest.files.iter().any(|f| &f.name == name) {
+        let s3 = is_s3(manifest);
+        let mut previous: Option<String> = None;
         match read_index(&dir.join(name)) {
             Ok(index) => {
                 for entry in index {
                     match entry {
+                        Ok(entry) if s3 => {
+                            check_key(store, previous.as_deref(), &entry, &mut found);
+                            previous = Some(entry.path);
+                        }
                         Ok(entry) => check_entry(store, &entry, &mut found),
                         Err(e) => {
                             found.add("index", name, format!("{e:#}"));
@@ -213,6 +219,7 @@ fn check_manifest(dir: &Path, m: &Manifest, found: &mut Findings) {
                 m.kopano.storage_backend, m.kopano.configured_storage
             ),
         ),
+        Some(Layout::S3) if is_s3(m) => {}
         Some(Layout::S3) => found.add("manifest", "kopano.layout", crate::layout::S3_UNSUPPORTED),
         Some(_) => {}
     }
@@ -360,6 +367,28 @@ fn check_chunks(dir: &Path, store: &ObjectStore, m: &Manifest, found: &mut Findi
 /// One index entry: restore's own path and link checks, then its object.
 fn check_entry(store: &ObjectStore, entry: &IndexEntry, found: &mut Findings) {
     if let Err(e) = check_index(std::iter::once(Ok(entry.clone()))) {
+        found.add("index", &entry.path, format!("{e:#}"));
+        return;
+    }
+    check_object(store, entry, found);
+}
+
+/// True for a set of an s3 attachment store: its index holds one object
+/// per key, checked by the key rules, not the tree's path rules.
+pub fn is_s3(m: &Manifest) -> bool {
+    m.kopano.layout == Some(Layout::S3)
+}
+
+/// The key prefix of an s3 set's objects: kopano-server's key for instance
+/// `id` is this followed by `id` (kopano-facts.md, section 3).
+pub fn s3_prefix(m: &Manifest) -> String {
+    format!("{}/", m.attachments.source.display())
+}
+
+/// One entry of an s3 set's index: restore's own key checks (in listing
+/// order after `previous`), then its object.
+fn check_key(store: &ObjectStore, previous: Option<&str>, entry: &IndexEntry, found: &mut Findings) {
+    if let Err(e) = crate::restore::s3::check_entry(previous, entry) {
         found.add("index", &entry.path, format!("{e:#}"));
         return;
     }

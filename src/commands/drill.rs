@@ -269,6 +269,7 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
     });
 
     let attachments = scratch.path().join("attachments");
+    let s3 = restorable::is_s3(&manifest);
     at.doing = "restoring the attachments into its scratch directory";
     let t = Instant::now();
     let tree_ok = if manifest.attachments.index_file.is_empty() {
@@ -289,8 +290,10 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
                 passed(
                     "attachment restore",
                     format!(
-                        "{} files, {} bytes, every checksum verified",
-                        tree.files, tree.bytes
+                        "{} {}, {} bytes, every checksum verified",
+                        tree.files,
+                        if s3 { "objects by key" } else { "files" },
+                        tree.bytes
                     ),
                 )
             }
@@ -344,7 +347,14 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
             &mut report.tables,
             &mut report.rows,
         )?);
-        if tree_ok {
+        if tree_ok && s3 {
+            report.checks.push(checks::check_s3_references(
+                &client,
+                &restorable::s3_prefix(&manifest),
+                &checks::ObjectsInDir(&attachments),
+                &mut report.referenced,
+            )?);
+        } else if tree_ok {
             report.checks.push(checks::check_references(
                 &client,
                 &manifest,
@@ -354,10 +364,11 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
         }
     }
     if tree_ok && !manifest.attachments.index_file.is_empty() {
-        report.checks.push(checks::check_files(
-            &set.local_path(&manifest.attachments.index_file),
-            &attachments,
-        )?);
+        let index = set.local_path(&manifest.attachments.index_file);
+        report.checks.push(match s3 {
+            true => checks::check_s3_objects(&index, &checks::ObjectsInDir(&attachments))?,
+            false => checks::check_files(&index, &attachments)?,
+        });
     }
     report.durations.checks = t.elapsed().as_secs_f64();
 

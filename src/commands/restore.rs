@@ -14,6 +14,7 @@ use crate::repo::{Repository, SetInfo};
 use crate::restorable;
 use crate::restore::config::restore_config;
 use crate::restore::database::{self, DatabaseRestore};
+use crate::restore::s3;
 use crate::restore::files::{TreeRestore, check_index, is_non_empty, prepare_target, restore_tree};
 use crate::settings::{MysqlTarget, Settings};
 
@@ -99,9 +100,13 @@ fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
         .then(|| set.local_path(&manifest.attachments.index_file));
     if let Some(dir) = &opts.to_attachments {
         if let Some(index) = &index {
-            // The set's own index refused (a path through a link): damage.
+            // The set's own index refused (a path through a link, a key out
+            // of order): damage.
             read_index(index)
-                .and_then(check_index)
+                .and_then(|entries| match restorable::is_s3(&manifest) {
+                    true => s3::check_index(entries),
+                    false => check_index(entries),
+                })
                 .map_err(Damaged::from)?;
         }
         refuse_non_empty(dir, opts.force)?;
@@ -180,8 +185,16 @@ pub fn attachments(
     force: bool,
 ) -> Result<TreeRestore> {
     let index = set.local_path(&manifest.attachments.index_file);
-    check_index(read_index(&index)?)?;
     let mut tree = TreeRestore::default();
+    if restorable::is_s3(manifest) {
+        // Objects by key, not a tree: written as files named by key.
+        s3::check_index(read_index(&index)?)?;
+        s3::prepare_dir(dir, force, &mut tree)?;
+        s3::restore_to_dir(&repo.objects()?, read_index(&index)?, dir, &mut tree)
+            .with_context(|| format!("while restoring objects into {}", dir.display()))?;
+        return Ok(tree);
+    }
+    check_index(read_index(&index)?)?;
     prepare_target(dir, read_index(&index)?, force, &mut tree)?;
     let store = repo.objects()?;
     restore_tree(&store, read_index(&index)?, dir, &mut tree)

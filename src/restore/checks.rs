@@ -299,3 +299,168 @@ fn check_file(path: &Path, entry: &IndexEntry) -> Result<()> {
     }
     Ok(())
 }
+
+/// Where a drill restored an s3 set's objects: a scratch directory by key,
+/// or a scratch bucket. Both answer by key, as kopano-server asks.
+pub trait RestoredObjects {
+    /// Whether an object is readable under `key` exactly.
+    fn exists(&self, key: &str) -> Result<bool>;
+    /// The object under `key` exactly, opened for reading; `None` when absent.
+    fn open(&self, key: &str) -> Result<Option<Box<dyn io::Read + '_>>>;
+}
+
+/// The forms kopano-server's key may take in a bucket: as written, and
+/// with the leading `/` stripped or added (servers differ on keeping it).
+pub fn key_forms(key: &str) -> Vec<String> {
+    let bare = key.trim_start_matches('/');
+    let mut forms = vec![key.to_string()];
+    for form in [bare.to_string(), format!("/{bare}")] {
+        if !forms.contains(&form) {
+            forms.push(form);
+        }
+    }
+    forms
+}
+
+/// Every instance the RESTORED `singleinstances` references has an object
+/// at `prefix + id` (under either form of the key) where the drill restored
+/// the set's objects. `Err` only when a signal interrupted the check.
+pub fn check_s3_references(
+    client: &Client,
+    prefix: &str,
+    objects: &dyn RestoredObjects,
+    referenced: &mut u64,
+) -> Result<Check> {
+    let name = "attachments present";
+    let mut missing = Vec::new();
+    let mut missing_count = 0u64;
+    let mut problem = None;
+    let r = client.for_each_row(
+        "SELECT DISTINCT instanceid FROM singleinstances ORDER BY instanceid",
+        |row| {
+            crate::signals::check()?;
+            let id: u32 = row
+                .trim()
+                .parse()
+                .map_err(|_| anyhow!("bad instanceid in {row:?}"))?;
+            *referenced += 1;
+            let mut present = false;
+            for key in key_forms(&format!("{prefix}{id}")) {
+                match objects.exists(&key) {
+                    Ok(true) => {
+                        present = true;
+                        break;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        problem.get_or_insert_with(|| format!("{key}: {e:#}"));
+                    }
+                }
+            }
+            if !present {
+                missing_count += 1;
+                if missing.len() < LISTED {
+                    missing.push(id.to_string());
+                }
+            }
+            Ok(())
+        },
+    );
+    crate::signals::check()?;
+    let problem = problem.map(|p| format!(" (first error: {p})")).unwrap_or_default();
+    Ok(match r {
+        Err(e) => failed(name, format!("{e:#}")),
+        Ok(()) if missing_count == 0 => passed(
+            name,
+            format!("{referenced} referenced instances, all readable at their key (s3)"),
+        ),
+        Ok(()) => failed(
+            name,
+            format!(
+                "{missing_count} of {referenced} referenced instances have no object at their \
+                 key (s3): {}{problem}",
+                missing.join(", ")
+            ),
+        ),
+    })
+}
+
+/// Every object of an s3 set's index is read back from where the drill
+/// restored it, with the recorded size and checksum. `Err` only when a
+/// signal interrupted the check.
+pub fn check_s3_objects(index: &Path, objects: &dyn RestoredObjects) -> Result<Check> {
+    let name = "attachment checksums";
+    let mut bad = Vec::new();
+    let mut bad_count = 0u64;
+    let mut checked = 0u64;
+    let entries = match read_index(index) {
+        Ok(e) => e,
+        Err(e) => return Ok(failed(name, format!("{e:#}"))),
+    };
+    for entry in entries {
+        crate::signals::check()?;
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => return Ok(failed(name, format!("{e:#}"))),
+        };
+        checked += 1;
+        if let Err(e) = check_object(objects, &entry) {
+            bad_count += 1;
+            if bad.len() < LISTED {
+                bad.push(format!("{}: {e:#}", entry.path));
+            }
+        }
+    }
+    Ok(if bad.is_empty() {
+        passed(name, format!("{checked} objects re-read: checksums equal"))
+    } else {
+        failed(
+            name,
+            format!("{bad_count} of {checked} objects bad: {}", bad.join("; ")),
+        )
+    })
+}
+
+fn check_object(objects: &dyn RestoredObjects, entry: &IndexEntry) -> Result<()> {
+    for key in key_forms(&entry.path) {
+        let Some(body) = objects.open(&key)? else {
+            continue;
+        };
+        let mut reader = HashReader::new(io::BufReader::with_capacity(256 * 1024, body));
+        io::copy(&mut reader, &mut io::sink()).context("while reading it back")?;
+        let (bytes, sha) = reader.finish();
+        if Some(sha.as_str()) != entry.sha256.as_deref() || bytes != entry.size {
+            bail!("checksum differs from the set's");
+        }
+        return Ok(());
+    }
+    bail!("not found where the drill restored it")
+}
+
+/// An s3 set's objects restored into a directory as files named by key.
+pub struct ObjectsInDir<'a>(pub &'a Path);
+
+impl ObjectsInDir<'_> {
+    fn path(&self, key: &str) -> Option<std::path::PathBuf> {
+        super::s3::key_path(key)
+            .map(|rel| self.0.join(rel))
+            .filter(|p| readable(self.0, p))
+    }
+}
+
+impl RestoredObjects for ObjectsInDir<'_> {
+    fn exists(&self, key: &str) -> Result<bool> {
+        Ok(self.path(key).is_some())
+    }
+
+    fn open(&self, key: &str) -> Result<Option<Box<dyn io::Read + '_>>> {
+        match self.path(key) {
+            None => Ok(None),
+            Some(path) => {
+                let file =
+                    File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+                Ok(Some(Box::new(file)))
+            }
+        }
+    }
+}

@@ -169,7 +169,7 @@ pub fn prepare_target(
 
 /// A fresh `kcbackup-quarantine-<time>` beside `target`: never one that a
 /// restore in the same second already filled, so nothing is overwritten.
-fn new_quarantine(target: &Path) -> Result<PathBuf> {
+pub(crate) fn new_quarantine(target: &Path) -> Result<PathBuf> {
     let parent = target.parent().unwrap_or(Path::new("/"));
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
     for n in 0..1000 {

@@ -6,3 +6,4 @@ pub mod config;
 pub mod database;
 pub mod files;
 pub mod paths;
+pub mod s3;
