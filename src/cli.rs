@@ -209,8 +209,19 @@ pub struct RestoreArgs {
     /// Restore the Kopano config directory into this directory.
     #[arg(long, value_name = "DIR")]
     pub to_config: Option<PathBuf>,
+    /// For a set of an s3 attachment store: PUT its objects back under their
+    /// keys into this bucket (on the set's endpoint, or --s3-endpoint), with
+    /// the credentials backup uses. --to-attachments writes them as files
+    /// named by key instead, for inspection.
+    #[arg(long, value_name = "NAME")]
+    pub to_bucket: Option<String>,
+    /// The S3 server for --to-bucket, as a URL (`https://host:port`)
+    /// [default: the set's endpoint].
+    #[arg(long, value_name = "URL", requires = "to_bucket")]
+    pub s3_endpoint: Option<String>,
     /// Replace a non-empty database; move files the set does not hold into a
-    /// kcbackup-quarantine-<time> folder beside a non-empty directory.
+    /// kcbackup-quarantine-<time> folder beside a non-empty directory, and
+    /// objects it does not hold under a kcbackup-quarantine-<time>/ prefix.
     #[arg(long)]
     pub force: bool,
     #[arg(long, value_name = "PATH")]

@@ -124,6 +124,8 @@ pub fn run(cli: Cli) -> Result<Exit> {
                     to_database: args.to_database.clone(),
                     to_attachments: args.to_attachments.clone(),
                     to_config: args.to_config.clone(),
+                    to_bucket: args.to_bucket.clone(),
+                    s3_endpoint: args.s3_endpoint.clone(),
                     mysql: restore_target(&settings, args)?,
                     force: args.force,
                 };

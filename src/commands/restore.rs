@@ -26,6 +26,10 @@ pub struct RestoreOptions {
     pub to_database: Option<String>,
     pub to_attachments: Option<PathBuf>,
     pub to_config: Option<PathBuf>,
+    /// For an s3 set: PUT its objects into this bucket.
+    pub to_bucket: Option<String>,
+    /// The S3 server for `to_bucket` (default: the set's endpoint).
+    pub s3_endpoint: Option<String>,
     /// The server to restore into (default: the configured one).
     pub mysql: Option<MysqlTarget>,
     pub force: bool,

@@ -557,6 +557,7 @@ pub fn rollback(settings: &Settings, set: Option<&str>, yes: bool) -> Result<Rol
             to_config: Some(settings.config_dir.clone()),
             mysql: None,
             force: true,
+            ..Default::default()
         },
     )
     .with_context(|| {

@@ -152,6 +152,8 @@ pub struct Settings {
     pub retention: crate::retention::Policy,
     /// `[upgrade]`: the services around an upgrade and how to reach them.
     pub upgrade: crate::services::UpgradeSettings,
+    /// `[drill] s3_bucket`: the scratch bucket of drills of s3 sets.
+    pub drill_s3_bucket: Option<String>,
 }
 
 /// What [`Settings::load`] takes from the process: environment variables
@@ -270,6 +272,7 @@ impl Settings {
             .map_err(|e| ConfigError(format!("{}: {e}", hint_file.display())))?;
         Ok(Settings {
             upgrade,
+            drill_s3_bucket: tool.drill.s3_bucket.clone().filter(|b| !b.trim().is_empty()),
             retention,
             rolling_days,
             snapshot_lvm_size,

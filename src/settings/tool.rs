@@ -25,6 +25,17 @@ pub struct ToolConfig {
     pub verify: VerifySection,
     pub retention: RetentionSection,
     pub upgrade: UpgradeSection,
+    pub drill: DrillSection,
+}
+
+/// `[drill]`: where a drill restores what is not on this machine.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrillSection {
+    /// A bucket for drills only, on the endpoint of the s3 attachment
+    /// store: a drill of an s3 set restores its objects there, and empties
+    /// it before and after. Without it, objects go to the scratch directory.
+    pub s3_bucket: Option<String>,
 }
 
 /// `[upgrade]`: which services `kcbackup upgrade prepare` stops (and
