@@ -387,7 +387,12 @@ pub fn s3_prefix(m: &Manifest) -> String {
 
 /// One entry of an s3 set's index: restore's own key checks (in listing
 /// order after `previous`), then its object.
-fn check_key(store: &ObjectStore, previous: Option<&str>, entry: &IndexEntry, found: &mut Findings) {
+fn check_key(
+    store: &ObjectStore,
+    previous: Option<&str>,
+    entry: &IndexEntry,
+    found: &mut Findings,
+) {
     if let Err(e) = crate::restore::s3::check_entry(previous, entry) {
         found.add("index", &entry.path, format!("{e:#}"));
         return;

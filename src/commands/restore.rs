@@ -14,8 +14,8 @@ use crate::repo::{Repository, SetInfo};
 use crate::restorable;
 use crate::restore::config::restore_config;
 use crate::restore::database::{self, DatabaseRestore};
-use crate::restore::s3;
 use crate::restore::files::{TreeRestore, check_index, is_non_empty, prepare_target, restore_tree};
+use crate::restore::s3;
 use crate::settings::{MysqlTarget, Settings};
 
 #[derive(Debug, Clone, Default)]

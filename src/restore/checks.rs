@@ -367,7 +367,9 @@ pub fn check_s3_references(
         },
     );
     crate::signals::check()?;
-    let problem = problem.map(|p| format!(" (first error: {p})")).unwrap_or_default();
+    let problem = problem
+        .map(|p| format!(" (first error: {p})"))
+        .unwrap_or_default();
     Ok(match r {
         Err(e) => failed(name, format!("{e:#}")),
         Ok(()) if missing_count == 0 => passed(

@@ -141,7 +141,9 @@ impl Read for Checked {
             }
             return Ok(0);
         }
-        let cap = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let cap = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..cap]).map_err(|e| {
             io::Error::other(Damaged(format!(
                 "{}: while reading the stored object: {e}",
@@ -283,6 +285,8 @@ fn write_object(
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
@@ -313,6 +317,139 @@ mod tests {
             stored_bytes: None,
             target: None,
         }
+    }
+
+    /// A real object store holding `data` under each key of `keys`.
+    fn stored(data: &[u8], keys: &[&str]) -> (tempfile::TempDir, ObjectStore, Vec<IndexEntry>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        let (info, _) = store.put(&mut &data[..], Encoding::Zst).unwrap();
+        let entries = keys
+            .iter()
+            .map(|k| IndexEntry {
+                size: data.len() as u64,
+                sha256: Some(info.sha256.clone()),
+                stored: Some(Encoding::Zst),
+                mtime: 1_700_000_000,
+                ..object(k)
+            })
+            .collect();
+        (dir, store, entries)
+    }
+
+    #[test]
+    fn a_checked_read_withholds_the_last_bytes_of_a_wrong_object() {
+        let data = b"attachment data ".repeat(4096);
+        let (_dir, store, entries) = stored(&data, &["/a/1"]);
+        let mut good = Vec::new();
+        io::copy(&mut Checked::open(&store, &entries[0]).unwrap(), &mut good).unwrap();
+        assert_eq!(good, data);
+        // A stored object that no longer hashes to its name (one bit
+        // flipped on disk, raw so it still decodes), and one shorter than
+        // recorded: the read that would end it fails, so a receiver that
+        // stops at the announced length never has all of it.
+        let (_raw_dir, raw, _) = stored(b"", &[]);
+        let (info, _) = raw.put(&mut &data[..], Encoding::Raw).unwrap();
+        let path = raw.path(&info.sha256, Encoding::Raw);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[100] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        let flipped = IndexEntry {
+            stored: Some(Encoding::Raw),
+            sha256: Some(info.sha256.clone()),
+            ..entries[0].clone()
+        };
+        let longer = IndexEntry {
+            size: data.len() as u64 + 1,
+            ..entries[0].clone()
+        };
+        for (bad, store) in [(&flipped, &raw), (&longer, &store)] {
+            let mut out = Vec::new();
+            let err = io::copy(&mut Checked::open(store, &bad).unwrap(), &mut out).unwrap_err();
+            assert!(
+                (out.len() as u64) < bad.size,
+                "{} bytes handed on",
+                out.len()
+            );
+            let damaged = err.get_ref().and_then(|e| e.downcast_ref::<Damaged>());
+            assert!(damaged.is_some(), "{err}");
+        }
+        // A missing object is the set's damage too.
+        let missing = IndexEntry {
+            sha256: Some(crate::repo::digest::sha256_hex(b"other")),
+            ..entries[0].clone()
+        };
+        let err = Checked::open(&store, &missing).err().unwrap();
+        assert!(err.is::<Damaged>(), "{err:#}");
+    }
+
+    #[test]
+    fn objects_land_as_files_by_key_and_hostile_keys_stay_inside() {
+        let data = b"payload".to_vec();
+        let keys = [
+            "../../escape",
+            "/var/lib/kopano/attachments/1",
+            "/var/lib/kopano/attachments/2",
+            "a/../../../escape2",
+            "var/lib/kopano/attachments/1",
+        ];
+        let (_dir, store, entries) = stored(&data, &keys);
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("inspect");
+        let mut report = TreeRestore::default();
+        let err = restore_to_dir(
+            &store,
+            entries.clone().into_iter().map(Ok),
+            &target,
+            &mut report,
+        )
+        .unwrap_err();
+        // The bare twin of a key with a leading `/` names the same file:
+        // refused, the first one kept.
+        assert!(
+            format!("{err:#}").contains("already written for another key"),
+            "{err:#}"
+        );
+        assert_eq!(report.skipped, 2);
+        assert_eq!(report.files, 2);
+        let file = target.join("var/lib/kopano/attachments/1");
+        assert_eq!(fs::read(&file).unwrap(), data);
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        for escaped in ["escape", "escape2", "../escape"] {
+            assert!(!outside.path().join(escaped).exists(), "{escaped}");
+        }
+        let names: Vec<_> = fs::read_dir(outside.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("inspect")]);
+        // Nothing under a temporary name is left.
+        let dir = target.join("var/lib/kopano/attachments");
+        let left: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+    }
+
+    #[test]
+    fn a_non_empty_directory_is_refused_and_with_force_moved_aside_whole() {
+        let parent = tempfile::tempdir().unwrap();
+        let target = parent.path().join("t");
+        fs::create_dir_all(target.join("sub")).unwrap();
+        fs::write(target.join("sub/old"), b"old").unwrap();
+        let mut report = TreeRestore::default();
+        let err = prepare_dir(&target, false, &mut report).unwrap_err();
+        assert!(err.is::<crate::error::ConfigError>(), "{err:#}");
+        prepare_dir(&target, true, &mut report).unwrap();
+        assert!(!is_non_empty(&target).unwrap());
+        let q = report.quarantine.unwrap();
+        assert_eq!(fs::read(q.join("sub/old")).unwrap(), b"old");
     }
 
     #[test]

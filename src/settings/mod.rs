@@ -272,7 +272,11 @@ impl Settings {
             .map_err(|e| ConfigError(format!("{}: {e}", hint_file.display())))?;
         Ok(Settings {
             upgrade,
-            drill_s3_bucket: tool.drill.s3_bucket.clone().filter(|b| !b.trim().is_empty()),
+            drill_s3_bucket: tool
+                .drill
+                .s3_bucket
+                .clone()
+                .filter(|b| !b.trim().is_empty()),
             retention,
             rolling_days,
             snapshot_lvm_size,
