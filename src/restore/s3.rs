@@ -365,7 +365,7 @@ mod tests {
         };
         for (bad, store) in [(&flipped, &raw), (&longer, &store)] {
             let mut out = Vec::new();
-            let err = io::copy(&mut Checked::open(store, &bad).unwrap(), &mut out).unwrap_err();
+            let err = io::copy(&mut Checked::open(store, bad).unwrap(), &mut out).unwrap_err();
             assert!(
                 (out.len() as u64) < bad.size,
                 "{} bytes handed on",
