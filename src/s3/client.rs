@@ -3,7 +3,7 @@
 //! exponential backoff while the failure is one that may pass.
 
 use std::fs::File;
-use std::io::{Read, Seek};
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -202,16 +202,8 @@ impl Client {
     }
 
     fn bucket_or_error(&self, operation: &'static str, name: &str) -> Result<Bucket, Error> {
-        self.bucket(name).map_err(|e| {
-            Error(Box::new(Failure {
-                operation,
-                endpoint: self.config.endpoint.to_string(),
-                bucket: name.to_owned(),
-                key: None,
-                kind: ErrorKind::Response(e.0),
-                attempts: 0,
-            }))
-        })
+        self.bucket(name)
+            .map_err(|e| self.fail(operation, name, None, ErrorKind::Response(e.0)))
     }
 
     /// HEAD bucket: reachable, the bucket exists, the credentials are good.
@@ -323,31 +315,79 @@ impl Client {
     }
 
     /// PUT an object from a file, streamed. Objects above
-    /// [`SINGLE_PUT_LIMIT`] need multipart, which is not here yet.
+    /// [`SINGLE_PUT_LIMIT`] need multipart, which is not here yet (the seam
+    /// for the S3 repository).
     pub fn put_file(&self, bucket: &str, key: &str, path: &Path) -> Result<(), Error> {
+        let len = std::fs::metadata(path)
+            .map(|m| m.len())
+            .map_err(|e| self.local_error("PUT", bucket, key, path, e))?;
+        self.put_reader(bucket, key, len, &mut || {
+            let file = File::open(path).map_err(|e| {
+                anyhow::Error::new(e).context(format!("while opening {}", path.display()))
+            })?;
+            Ok(Box::new(file))
+        })
+    }
+
+    /// PUT an object of `len` bytes, streamed from the reader `open` gives;
+    /// `open` is called once per try, and its own failure is not tried
+    /// again.
+    pub fn put_reader(
+        &self,
+        bucket: &str,
+        key: &str,
+        len: u64,
+        open: &mut dyn FnMut() -> anyhow::Result<Box<dyn Read + Send>>,
+    ) -> Result<(), Error> {
         let b = self.bucket_or_error("PUT", bucket)?;
+        if len > SINGLE_PUT_LIMIT {
+            return Err(self.fail(
+                "PUT",
+                bucket,
+                Some(key),
+                ErrorKind::Response(format!(
+                    "{len} bytes is above the single PUT limit; multipart is not supported yet"
+                )),
+            ));
+        }
         self.retry("PUT", bucket, Some(key), || {
-            let mut file = File::open(path)
-                .map_err(|e| ErrorKind::Transport(format!("opening {}: {e}", path.display())))?;
-            let len = file
-                .metadata()
-                .map_err(|e| ErrorKind::Transport(format!("reading {}: {e}", path.display())))?
-                .len();
-            if len > SINGLE_PUT_LIMIT {
-                return Err(ErrorKind::Response(format!(
-                    "{} is {len} bytes, above the single PUT limit; multipart is not supported yet",
-                    path.display()
-                )));
-            }
-            file.rewind()
-                .map_err(|e| ErrorKind::Transport(e.to_string()))?;
+            let mut reader = open().map_err(|e| ErrorKind::Response(format!("{e:#}")))?;
             let url = b.put_object(Some(&self.credentials), key).sign(PRESIGN);
             let request = self
                 .agent
                 .put(url.as_str())
                 .header("content-length", len.to_string());
-            check(request.send(SendBody::from_reader(&mut file))).map(drop)
+            check(request.send(SendBody::from_reader(&mut reader))).map(drop)
         })
+    }
+
+    fn fail(
+        &self,
+        operation: &'static str,
+        bucket: &str,
+        key: Option<&str>,
+        kind: ErrorKind,
+    ) -> Error {
+        Error(Box::new(Failure {
+            operation,
+            endpoint: self.config.endpoint.to_string(),
+            bucket: bucket.to_owned(),
+            key: key.map(str::to_owned),
+            kind,
+            attempts: 0,
+        }))
+    }
+
+    fn local_error(
+        &self,
+        operation: &'static str,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        e: std::io::Error,
+    ) -> Error {
+        let why = format!("while reading {}: {e}", path.display());
+        self.fail(operation, bucket, Some(key), ErrorKind::Response(why))
     }
 
     /// PUT an object from memory (small objects: tests, markers).
