@@ -26,6 +26,8 @@ fn file(path: &str, sha: Option<&str>) -> IndexEntry {
         stored: None,
         stored_bytes: None,
         target: None,
+        etag: None,
+        version_id: None,
     }
 }
 

@@ -286,6 +286,22 @@ pub fn restore_summary(r: &RestoreReport) {
             }
         }
     }
+    if let Some(b) = &r.bucket {
+        println!(
+            "  objects     bucket {} at {}: {} objects, {} in {:.1}s, checksums verified",
+            b.bucket,
+            b.endpoint,
+            b.objects,
+            bytes(b.bytes),
+            b.seconds
+        );
+        if let Some(q) = &b.quarantine {
+            println!(
+                "              {} objects the set does not hold moved under {q}",
+                b.quarantined
+            );
+        }
+    }
     for note in &r.notes {
         println!("  note: {note}");
     }

@@ -220,7 +220,11 @@ fn check_manifest(dir: &Path, m: &Manifest, found: &mut Findings) {
             ),
         ),
         Some(Layout::S3) if is_s3(m) => {}
-        Some(Layout::S3) => found.add("manifest", "kopano.layout", crate::layout::S3_UNSUPPORTED),
+        Some(Layout::S3) => found.add(
+            "manifest",
+            "attachments.s3",
+            "the layout is s3 but the manifest names no bucket the objects came from",
+        ),
         Some(_) => {}
     }
     for f in &m.files {
@@ -376,13 +380,17 @@ fn check_entry(store: &ObjectStore, entry: &IndexEntry, found: &mut Findings) {
 /// True for a set of an s3 attachment store: its index holds one object
 /// per key, checked by the key rules, not the tree's path rules.
 pub fn is_s3(m: &Manifest) -> bool {
-    m.kopano.layout == Some(Layout::S3)
+    m.kopano.layout == Some(Layout::S3) && m.attachments.s3.is_some()
 }
 
 /// The key prefix of an s3 set's objects: kopano-server's key for instance
 /// `id` is this followed by `id` (kopano-facts.md, section 3).
 pub fn s3_prefix(m: &Manifest) -> String {
-    format!("{}/", m.attachments.source.display())
+    m.attachments
+        .s3
+        .as_ref()
+        .map(|s| s.prefix.clone())
+        .unwrap_or_default()
 }
 
 /// One entry of an s3 set's index: restore's own key checks (in listing

@@ -54,6 +54,13 @@ pub struct IndexEntry {
     /// place (README: "Symlinks in the attachment store").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// S3 objects: the ETag as listed (quotes included), which with key and
+    /// size decides whether the next backup downloads the object again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// S3 objects read from a versioned view: the version captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
 }
 
 impl IndexEntry {
@@ -86,6 +93,8 @@ impl IndexEntry {
             stored: None,
             stored_bytes: None,
             target: None,
+            etag: None,
+            version_id: None,
         }
     }
 
@@ -225,6 +234,8 @@ mod tests {
             stored: Some(Encoding::Raw),
             stored_bytes: Some(3),
             target: None,
+            etag: None,
+            version_id: None,
         }
     }
 

@@ -311,6 +311,7 @@ pub fn run(
             proof,
             capture,
             rolling: Some(rolling),
+            s3: None,
         },
         config,
         snapshot: Some(snapshot_info.clone()),

@@ -11,11 +11,11 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Interrupted;
+use crate::error::{Interrupted, config_error};
 use crate::mysql::Client;
 use crate::repo::{Repository, SharedLock};
 use crate::restorable;
-use crate::restore::checks;
+use crate::restore::{bucket, checks};
 use crate::restore::config::restore_config;
 use crate::restore::database;
 use crate::restore::files::TreeRestore;
@@ -215,6 +215,35 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
         "manifest fields, layout, paths and links, every object at its recorded size".into(),
     ));
 
+    // An s3 set goes into the scratch bucket when there is one (emptied
+    // first: a drill that was killed leaves its objects), else into the
+    // scratch directory as files by key.
+    let s3 = restorable::is_s3(&manifest);
+    let scratch_bucket = match (&manifest.attachments.s3, &settings.drill_s3_bucket) {
+        (Some(source), Some(bucket)) if s3 => {
+            let client = bucket::client_for(settings, source, None)?;
+            if *bucket == source.bucket {
+                return config_error(format!(
+                    "[drill] s3_bucket is {bucket}, the bucket the set's objects came from: a \
+                     drill empties its scratch bucket, so it must be one for drills only"
+                ));
+            }
+            match client.head_bucket(bucket) {
+                Err(e) if e.is_not_found() => client.create_bucket(bucket)?,
+                other => other?,
+            }
+            let left = bucket::empty_bucket(&client, bucket)?;
+            if left > 0 {
+                tracing::warn!(
+                    "removed {left} objects from the scratch bucket {bucket}, left by an earlier \
+                     drill that did not finish"
+                );
+            }
+            Some((client, bucket.clone(), source.clone()))
+        }
+        _ => None,
+    };
+
     // 1. A scratch directory and, inside it, a throwaway server: their
     // guards remove both on every way out (the server first, being younger).
     // Named after this run, so that the next one can remove it if this one
@@ -269,32 +298,42 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
     });
 
     let attachments = scratch.path().join("attachments");
-    let s3 = restorable::is_s3(&manifest);
     at.doing = "restoring the attachments into its scratch directory";
     let t = Instant::now();
     let tree_ok = if manifest.attachments.index_file.is_empty() {
         fs::create_dir_all(&attachments)?;
         true
     } else {
-        let restored = outcome(super::restore::attachments(
-            &repo,
-            &set,
-            &manifest,
-            &attachments,
-            false,
-        ))?;
+        let restored = match &scratch_bucket {
+            Some((client, bucket, source)) => {
+                let target = bucket::Target {
+                    client,
+                    bucket,
+                    prefix: &source.prefix,
+                };
+                let index = set.local_path(&manifest.attachments.index_file);
+                outcome(bucket::restore(&target, &store, &index, false))?
+                    .map(|b| (b.objects, b.bytes, format!("objects into bucket {bucket}")))
+            }
+            None => outcome(super::restore::attachments(
+                &repo,
+                &set,
+                &manifest,
+                &attachments,
+                false,
+            ))?
+            .map(|t| {
+                let what = if s3 { "objects as files by key" } else { "files" };
+                (t.files, t.bytes, what.to_string())
+            }),
+        };
         report.checks.push(match &restored {
-            Ok(tree) => {
-                report.files = tree.files;
-                report.attachment_bytes = tree.bytes;
+            Ok((files, bytes, what)) => {
+                report.files = *files;
+                report.attachment_bytes = *bytes;
                 passed(
                     "attachment restore",
-                    format!(
-                        "{} {}, {} bytes, every checksum verified",
-                        tree.files,
-                        if s3 { "objects by key" } else { "files" },
-                        tree.bytes
-                    ),
+                    format!("{files} {what}, {bytes} bytes, every checksum verified"),
                 )
             }
             Err(e) => {
@@ -339,6 +378,10 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
     // tree the restore check has already named the first bad file.
     at.doing = "checking the restored copy";
     let t = Instant::now();
+    let restored_objects: Box<dyn checks::RestoredObjects + '_> = match &scratch_bucket {
+        Some((client, bucket, _)) => Box::new(bucket::ObjectsInBucket { client, bucket }),
+        None => Box::new(checks::ObjectsInDir(&attachments)),
+    };
     if loaded.is_ok() {
         let client = Client::new(&target)?;
         report.checks.extend(checks::check_database(
@@ -351,7 +394,7 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
             report.checks.push(checks::check_s3_references(
                 &client,
                 &restorable::s3_prefix(&manifest),
-                &checks::ObjectsInDir(&attachments),
+                restored_objects.as_ref(),
                 &mut report.referenced,
             )?);
         } else if tree_ok {
@@ -366,10 +409,11 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
     if tree_ok && !manifest.attachments.index_file.is_empty() {
         let index = set.local_path(&manifest.attachments.index_file);
         report.checks.push(match s3 {
-            true => checks::check_s3_objects(&index, &checks::ObjectsInDir(&attachments))?,
+            true => checks::check_s3_objects(&index, restored_objects.as_ref())?,
             false => checks::check_files(&index, &attachments)?,
         });
     }
+    drop(restored_objects);
     report.durations.checks = t.elapsed().as_secs_f64();
 
     // 4. The verdict is in: that is the recovery time. Clean up (unless
@@ -386,6 +430,16 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
         );
     }
     sandbox.stop()?;
+    if let Some((client, bucket, _)) = &scratch_bucket
+        && !opts.keep
+    {
+        // Not emptied is a failed drill: it leaves copies behind.
+        if let Err(e) = bucket::empty_bucket(client, bucket) {
+            report
+                .checks
+                .push(failed("scratch bucket emptied", format!("{e:#}")));
+        }
+    }
     if opts.keep {
         report.kept = Some(scratch.keep());
     } else {

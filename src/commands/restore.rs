@@ -15,6 +15,7 @@ use crate::restorable;
 use crate::restore::config::restore_config;
 use crate::restore::database::{self, DatabaseRestore};
 use crate::restore::files::{TreeRestore, check_index, is_non_empty, prepare_target, restore_tree};
+use crate::restore::bucket::{self, BucketRestore};
 use crate::restore::s3;
 use crate::settings::{MysqlTarget, Settings};
 
@@ -40,6 +41,9 @@ pub struct RestoreReport {
     pub set: String,
     pub database: Option<DatabaseRestore>,
     pub attachments: Option<TreeRestore>,
+    /// An s3 set's objects PUT into a bucket (`--to-bucket`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<BucketRestore>,
     pub config: Option<TreeRestore>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
@@ -52,9 +56,14 @@ pub fn run(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
 }
 
 fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> {
-    if opts.to_database.is_none() && opts.to_attachments.is_none() && opts.to_config.is_none() {
+    if opts.to_database.is_none()
+        && opts.to_attachments.is_none()
+        && opts.to_config.is_none()
+        && opts.to_bucket.is_none()
+    {
         return config_error(
-            "restore needs at least one of --to-database, --to-attachments, --to-config",
+            "restore needs at least one of --to-database, --to-attachments, --to-bucket, \
+             --to-config",
         );
     }
     let started = Instant::now();
@@ -70,6 +79,7 @@ fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
         set: set.id.clone(),
         database: None,
         attachments: None,
+        bucket: None,
         config: None,
         notes: Vec::new(),
         seconds: 0.0,
@@ -83,7 +93,7 @@ fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
         set.local_dir(),
         &manifest,
         &repo.objects()?,
-        opts.to_attachments.is_some(),
+        opts.to_attachments.is_some() || opts.to_bucket.is_some(),
     );
     if !findings.is_empty() {
         return damaged(format!(
@@ -115,6 +125,39 @@ fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
         }
         refuse_non_empty(dir, opts.force)?;
     }
+    let bucket_client = match (&opts.to_bucket, &manifest.attachments.s3) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return config_error(format!(
+                "--to-bucket restores the objects of an s3 attachment store; set {} holds a \
+                 file tree (use --to-attachments)",
+                set.id
+            ));
+        }
+        (Some(bucket), Some(source)) => {
+            let client = bucket::client_for(settings, source, opts.s3_endpoint.as_deref())?;
+            match client.head_bucket(bucket) {
+                // A new server after a disaster: the bucket is made.
+                Err(e) if e.is_not_found() => {
+                    client.create_bucket(bucket)?;
+                    report.notes.push(format!(
+                        "bucket {bucket} did not exist at {}; created it",
+                        client.endpoint()
+                    ));
+                }
+                other => other?,
+            }
+            let target = bucket::Target {
+                client: &client,
+                bucket,
+                prefix: &source.prefix,
+            };
+            if !opts.force {
+                bucket::refuse_non_empty(&target)?;
+            }
+            Some(client)
+        }
+    };
     if let Some(dir) = &opts.to_config {
         check_index(manifest.config.entries.iter().cloned().map(Ok))
             .context("in the set's config archive listing")?;
@@ -140,6 +183,18 @@ fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
                 TreeRestore::default()
             }
         });
+    }
+    crate::signals::check()?;
+    if let (Some(client), Some(bucket), Some(source)) =
+        (&bucket_client, &opts.to_bucket, &manifest.attachments.s3)
+    {
+        let target = bucket::Target {
+            client,
+            bucket,
+            prefix: &source.prefix,
+        };
+        let index = set.local_path(&manifest.attachments.index_file);
+        report.bucket = Some(bucket::restore(&target, &repo.objects()?, &index, opts.force)?);
     }
     crate::signals::check()?;
     if let Some(dir) = &opts.to_config {

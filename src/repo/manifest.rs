@@ -165,6 +165,32 @@ pub struct AttachmentsInfo {
     /// What this backup's rolling verification re-read and found.
     #[serde(default)]
     pub rolling: Option<RollingStats>,
+    /// For an `s3` store: the bucket the objects came from (the index's
+    /// paths are its keys). Never credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Source>,
+}
+
+/// Where the objects of an `s3` store were listed and read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3Source {
+    /// `http(s)://host[:port]`.
+    pub endpoint: String,
+    /// As configured (may be empty: requests then sign as `us-east-1`).
+    pub region: String,
+    pub bucket: String,
+    /// The listing prefix: `attachment_path` + `/`, as configured (with
+    /// the default path it begins with `/`). Instance `id` is the key
+    /// `prefix + id`, or that without its leading `/`.
+    pub prefix: String,
+    pub path_style: bool,
+    /// Whether the objects were read from the versioned view at the
+    /// dump's transaction start (the index's `version_id`s), rather than
+    /// as listed after the dump.
+    pub versioning: bool,
+    /// The moment of that view: the dump's transaction start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

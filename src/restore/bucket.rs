@@ -6,23 +6,59 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use super::checks::{RestoredObjects, key_forms};
+use super::checks::RestoredObjects;
 use super::s3::Checked;
 use crate::attachments::{IndexEntry, read_index};
 use crate::error::{Damaged, config_error};
 use crate::repo::objects::ObjectStore;
-use crate::s3::Client;
+use crate::repo::manifest::S3Source;
+use crate::s3::{Client, S3Config};
 
 /// Uploads (and quarantine moves) at once: a few, as for capture.
 pub const PARALLEL: usize = 4;
+
+/// The client that restores (or drills) an s3 set: the set's endpoint,
+/// region and URL style, or `endpoint` instead (then the configured region
+/// and style), with the credentials backup uses (server.cfg or `[s3]`).
+pub fn client_for(
+    settings: &crate::settings::Settings,
+    source: &S3Source,
+    endpoint: Option<&str>,
+) -> Result<Client> {
+    let s = &settings.s3;
+    if s.access_key_id.is_empty() {
+        return config_error(format!(
+            "restoring an s3 set needs the access key id (attachment_s3_accesskeyid or              [s3] access_key_id, from {})",
+            s.origin
+        ));
+    }
+    let (url, region, path_style) = match endpoint {
+        Some(url) => (url, s.region.as_str(), s.path_style),
+        None => (
+            source.endpoint.as_str(),
+            source.region.as_str(),
+            source.path_style,
+        ),
+    };
+    let endpoint = crate::s3::Endpoint::parse(url, None)?;
+    let mut config = S3Config::new(
+        endpoint,
+        region,
+        path_style,
+        &s.access_key_id,
+        s.secret.clone(),
+    );
+    config.timeout = s.timeout;
+    Ok(Client::new(config))
+}
 
 /// The prefix that quarantined objects are moved under, at the bucket's top.
 pub const QUARANTINE_PREFIX: &str = "kcbackup-quarantine-";
@@ -150,6 +186,42 @@ fn in_parallel<T: Send>(
     }
 }
 
+/// A usage error (exit 2) when the target holds objects under the prefix:
+/// checked before anything is written.
+pub fn refuse_non_empty(target: &Target) -> Result<()> {
+    match target.first_key()? {
+        None => Ok(()),
+        Some(first) => config_error(format!(
+            "bucket {} at {} holds objects under {:?} (the first is {first:?}); restore refuses \
+             to mix them with the set's (use --force to move what the set does not hold under \
+             a {QUARANTINE_PREFIX}<time>/ prefix)",
+            target.bucket,
+            target.client.endpoint(),
+            target.prefix
+        )),
+    }
+}
+
+/// The whole restore into a bucket: [`prepare`], then [`upload`].
+pub fn restore(
+    target: &Target,
+    store: &ObjectStore,
+    index: &Path,
+    force: bool,
+) -> Result<BucketRestore> {
+    let started = Instant::now();
+    let mut report = BucketRestore {
+        endpoint: target.client.endpoint().to_string(),
+        bucket: target.bucket.to_string(),
+        prefix: target.prefix.to_string(),
+        ..BucketRestore::default()
+    };
+    prepare(target, index, force, &mut report)?;
+    upload(target, store, index, &mut report)?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
 /// Refuses a target with objects under the prefix unless `force`; with
 /// `force`, moves every object there that the set does not hold (or holds
 /// with another size or ETag) under a new quarantine prefix.
@@ -159,18 +231,11 @@ pub fn prepare(
     force: bool,
     report: &mut BucketRestore,
 ) -> Result<()> {
-    let Some(first) = target.first_key()? else {
-        return Ok(());
-    };
     if !force {
-        return config_error(format!(
-            "bucket {} at {} holds objects under {:?} (the first is {first:?}); restore refuses \
-             to mix them with the set's (use --force to move what the set does not hold under \
-             a {QUARANTINE_PREFIX}<time>/ prefix)",
-            target.bucket,
-            target.client.endpoint(),
-            target.prefix
-        ));
+        return refuse_non_empty(target);
+    }
+    if target.first_key()?.is_none() {
+        return Ok(());
     }
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
     let quarantine = format!("{QUARANTINE_PREFIX}{stamp}/");
@@ -284,7 +349,7 @@ pub fn upload(
 /// One object: each try reads it from the repository again through
 /// [`Checked`]; once it has proved damaged, it is not tried again.
 fn put_object(target: &Target, store: &ObjectStore, entry: &IndexEntry) -> Result<()> {
-    let damage: Mutex<Option<String>> = Mutex::new(None);
+    let damage: Arc<Mutex<Option<String>>> = Arc::default();
     let key = &entry.path;
     let result = target
         .client
@@ -299,10 +364,10 @@ fn put_object(target: &Target, store: &ObjectStore, entry: &IndexEntry) -> Resul
             }
             Ok(Box::new(Recorded {
                 inner: object,
-                damage: &damage,
+                damage: Arc::clone(&damage),
             }))
         });
-    let damage = damage.into_inner().ok().flatten();
+    let damage = damage.lock().ok().and_then(|d| d.clone());
     match (result, damage) {
         (_, Some(d)) => Err(anyhow::Error::new(Damaged(d))),
         (Err(e), None) => Err(anyhow::Error::new(e)),
@@ -313,12 +378,12 @@ fn put_object(target: &Target, store: &ObjectStore, entry: &IndexEntry) -> Resul
 
 /// Notes the damage a [`Checked`] read finds, which the HTTP client would
 /// otherwise report as a broken upload.
-struct Recorded<'a> {
+struct Recorded {
     inner: Checked,
-    damage: &'a Mutex<Option<String>>,
+    damage: Arc<Mutex<Option<String>>>,
 }
 
-impl Read for Recorded<'_> {
+impl Read for Recorded {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.inner.read(buf).inspect_err(|e| {
             if let Some(d) = e.get_ref().and_then(|e| e.downcast_ref::<Damaged>())
@@ -375,6 +440,6 @@ mod tests {
         assert_eq!(prefix_forms("/var/x/"), vec!["/var/x/", "var/x/"]);
         assert_eq!(prefix_forms("var/x/"), vec!["var/x/"]);
         assert_eq!(prefix_forms(""), vec![""]);
-        assert_eq!(key_forms("/a/1"), vec!["/a/1", "a/1"]);
+        assert_eq!(super::super::checks::key_forms("/a/1"), vec!["/a/1", "a/1", "/a/1"][..2]);
     }
 }

@@ -353,6 +353,8 @@ mod tests {
             stored: None,
             stored_bytes: None,
             target: target.map(str::to_string),
+            etag: None,
+            version_id: None,
         })
     }
 

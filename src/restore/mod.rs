@@ -1,6 +1,7 @@
 //! Restoring a set: the dump into a database, objects into an attachment
 //! tree, the config archive into a directory. Every path is checked first.
 
+pub mod bucket;
 pub mod checks;
 pub mod config;
 pub mod database;

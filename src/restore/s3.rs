@@ -316,6 +316,8 @@ mod tests {
             stored: None,
             stored_bytes: None,
             target: None,
+            etag: None,
+            version_id: None,
         }
     }
 
