@@ -213,7 +213,12 @@ fn check_manifest(dir: &Path, m: &Manifest, found: &mut Findings) {
                 m.kopano.storage_backend, m.kopano.configured_storage
             ),
         ),
-        Some(Layout::S3) => found.add("manifest", "kopano.layout", crate::layout::S3_UNSUPPORTED),
+        Some(Layout::S3) if m.attachments.s3.is_some() => {}
+        Some(Layout::S3) => found.add(
+            "manifest",
+            "attachments.s3",
+            "an s3 set must name the bucket its objects came from",
+        ),
         Some(_) => {}
     }
     for f in &m.files {
