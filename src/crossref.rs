@@ -16,7 +16,7 @@ use crate::attachments::{EntryKind, IndexEntry, read_index};
 use crate::dump::refs::read_rows;
 use crate::dump::scanner::{LobInstance, SingleInstanceRow};
 use crate::error::config_error;
-use crate::layout::{Layout, S3_UNSUPPORTED};
+use crate::layout::Layout;
 
 /// How many missing ids and corrupt paths the report lists (counts are exact).
 pub const MAX_MISSING_IDS: usize = 1000;
@@ -55,13 +55,25 @@ impl CrossRef {
 }
 
 /// Reads the inputs from the files a set (or a verify re-scan) holds.
+/// `s3_prefix` is the listing prefix of an `s3` store (`S3Source.prefix`).
 pub fn from_files(
     layout: Layout,
     server_guid: Option<&str>,
+    s3_prefix: Option<&str>,
     references: &Path,
     index: &Path,
     lob: &Path,
 ) -> Result<CrossRef> {
+    if layout == Layout::S3 {
+        let Some(prefix) = s3_prefix else {
+            return config_error("an s3 set must name its bucket's key prefix");
+        };
+        return cross_reference_s3(
+            prefix,
+            read_rows::<SingleInstanceRow>(references)?,
+            read_index(index)?,
+        );
+    }
     // A first pass for the symlinks alone (few), so the proof can follow them.
     let links = Links::from_index(read_index(index)?)?;
     cross_reference_linked(
@@ -72,6 +84,44 @@ pub fn from_files(
         read_rows::<LobInstance>(lob)?,
         &links,
     )
+}
+
+/// The proof for an `s3` store: each referenced instance has an object at
+/// `prefix + id` (or that without the leading `/`: servers differ). An
+/// object recorded without a checksum is one whose body was not as long
+/// as listed: corrupt, named by key. Objects of no referenced instance are
+/// extras; keys that are no instance's are unrecognised.
+pub fn cross_reference_s3(
+    prefix: &str,
+    refs: impl IntoIterator<Item = Result<SingleInstanceRow>>,
+    index: impl IntoIterator<Item = Result<IndexEntry>>,
+) -> Result<CrossRef> {
+    let mut report = CrossRef {
+        layout: Layout::S3.to_string(),
+        ..CrossRef::default()
+    };
+    let ids = referenced_ids(refs)?;
+    let mut found = vec![false; ids.len()];
+    for entry in index {
+        let entry = entry?;
+        if entry.kind != EntryKind::File {
+            continue;
+        }
+        let Some(id) = Layout::s3_instance(prefix, &entry.path) else {
+            report.unrecognised += 1;
+            continue;
+        };
+        report.data_files += 1;
+        if entry.sha256.is_none() {
+            corrupt(&mut report, entry.path.clone());
+        }
+        match ids.binary_search(&id) {
+            Ok(i) => found[i] = true,
+            Err(_) => report.extra += 1,
+        }
+    }
+    tally(&mut report, &ids, &found);
+    Ok(report)
 }
 
 /// Computes the proof. `index` must be in walk order (as written by capture).
@@ -263,7 +313,7 @@ pub fn cross_reference_linked(
             files_v2(&mut report, server_guid, refs, with_links(index, &tap))?
         }
         Layout::Database => database(&mut report, refs, index, lobs)?,
-        Layout::S3 => return config_error(S3_UNSUPPORTED),
+        Layout::S3 => return config_error("an s3 store is proved by cross_reference_s3"),
     }
     Ok(report)
 }

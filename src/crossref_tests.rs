@@ -212,7 +212,29 @@ fn missing_ids_are_listed_up_to_the_cap_but_counted_exactly() {
 }
 
 #[test]
-fn s3_is_a_configuration_error() {
+fn s3_finds_instances_under_both_key_forms_and_names_short_bodies() {
+    let prefix = "/var/lib/kopano/attachments/";
+    let refs = [1, 2, 3, 4, 4].map(|id| row(id, None));
+    let index = vec![
+        Ok(file("/var/lib/kopano/attachments/1", Some("aa"))),
+        // A server that strips the leading slash.
+        Ok(file("var/lib/kopano/attachments/2", Some("bb"))),
+        // Listed longer than its body: no checksum recorded.
+        Ok(file("/var/lib/kopano/attachments/3", None)),
+        Ok(file("/var/lib/kopano/attachments/99", Some("cc"))),
+        Ok(file("/var/lib/kopano/attachments/notes.txt", Some("dd"))),
+    ];
+    let r = cross_reference_s3(prefix, refs, index).unwrap();
+    assert_eq!(r.layout, "s3");
+    assert_eq!((r.referenced, r.present, r.missing), (4, 3, 1));
+    assert_eq!(r.missing_ids, [4]);
+    assert_eq!((r.data_files, r.extra, r.unrecognised), (4, 1, 1));
+    assert_eq!(r.corrupt_paths, ["/var/lib/kopano/attachments/3"]);
+    assert!(!r.is_complete());
+}
+
+#[test]
+fn s3_without_a_prefix_is_a_configuration_error() {
     let err = cross_reference(Layout::S3, None, Vec::new(), Vec::new(), no_lobs()).unwrap_err();
     assert_eq!(crate::error::exit_for(&err), crate::error::Exit::Usage);
 }

@@ -6,10 +6,6 @@ use std::path::PathBuf;
 
 use crate::error::config_error;
 
-/// Why a set cannot be made for the `s3` backend.
-pub const S3_UNSUPPORTED: &str = "attachment_storage s3 is not supported yet: kcbackup can back up \
-     attachments stored in files (files, files_v1-L1-L2, files_v2) or in the database";
-
 /// One attachment storage backend, as named in `settings.attachment_storage`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -19,7 +15,8 @@ pub enum Layout {
     FilesV2,
     /// Data in the `lob` table, inside the dump itself.
     Database,
-    /// Objects in an S3 bucket: not supported yet.
+    /// One object per instance in an S3 bucket, at key
+    /// `attachment_path/<id>` (with or without its leading `/`).
     S3,
 }
 
@@ -51,17 +48,13 @@ impl Layout {
 
     /// The layout a backup works with: the database's value (authoritative),
     /// else the configured one, where `auto` means `files_v2` (Kopano's rule).
-    /// `s3` is refused: its data is not on this machine.
     pub fn resolve(dumped: Option<&str>, configured: &str) -> anyhow::Result<Layout> {
         let name = match dumped {
             Some(name) => name,
             None if configured.trim() == "auto" => "files_v2",
             None => configured,
         };
-        match Layout::parse(name)? {
-            Layout::S3 => config_error(S3_UNSUPPORTED),
-            layout => Ok(layout),
-        }
+        Layout::parse(name)
     }
 
     /// For `files_v1`: the directory of instance `id`, relative to `attachment_path`.
@@ -73,6 +66,23 @@ impl Layout {
     pub fn v1_candidates(l1: u32, l2: u32, id: u32) -> [PathBuf; 2] {
         let dir = Self::v1_dir(l1, l2, id);
         [dir.join(id.to_string()), dir.join(format!("{id}.gz"))]
+    }
+
+    /// For `s3`: the listing prefix of `attachment_path` (`path/`).
+    pub fn s3_prefix(attachment_path: &str) -> String {
+        format!("{}/", attachment_path.trim_end_matches('/'))
+    }
+
+    /// For `s3`: the instance whose object `key` is under `prefix` (as
+    /// configured, or without its leading `/`), if it is one. Exactly
+    /// Kopano's spelling: decimal, no sign, no leading zeros.
+    pub fn s3_instance(prefix: &str, key: &str) -> Option<u32> {
+        let rest = key.strip_prefix(prefix).or_else(|| {
+            let bare = prefix.strip_prefix('/')?;
+            key.strip_prefix(bare)
+        })?;
+        let id: u32 = rest.parse().ok()?;
+        (id.to_string() == rest).then_some(id)
     }
 
     /// For `files_v2`: the holder file name of instance `id` under a server guid.
@@ -129,18 +139,15 @@ mod tests {
     }
 
     #[test]
-    fn the_database_value_wins_and_s3_is_refused_as_a_config_error() {
+    fn the_database_value_wins() {
         assert_eq!(
             Layout::resolve(Some("files_v1-16-32"), "files").unwrap(),
             Layout::FilesV1 { l1: 16, l2: 32 }
         );
         assert_eq!(Layout::resolve(None, "auto").unwrap(), Layout::FilesV2);
         assert_eq!(Layout::resolve(None, "database").unwrap(), Layout::Database);
-        for (dumped, configured) in [(Some("s3"), "auto"), (None, "s3")] {
-            let err = Layout::resolve(dumped, configured).unwrap_err();
-            assert!(err.to_string().contains("not supported yet"), "{err}");
-            assert_eq!(crate::error::exit_for(&err), crate::error::Exit::Usage);
-        }
+        assert_eq!(Layout::resolve(Some("s3"), "auto").unwrap(), Layout::S3);
+        assert_eq!(Layout::resolve(None, "s3").unwrap(), Layout::S3);
     }
 
     #[test]
@@ -150,12 +157,38 @@ mod tests {
             Layout::FilesV1 { l1: 16, l2: 32 },
             Layout::FilesV2,
             Layout::Database,
+            Layout::S3,
         ] {
             let json = serde_json::to_string(&layout).unwrap();
             assert_eq!(json, format!("\"{layout}\""));
             assert_eq!(serde_json::from_str::<Layout>(&json).unwrap(), layout);
         }
         assert!(serde_json::from_str::<Layout>("\"files_v9\"").is_err());
+    }
+
+    #[test]
+    fn s3_keys_are_found_under_both_forms_of_the_prefix() {
+        let prefix = Layout::s3_prefix("/var/lib/kopano/attachments/");
+        assert_eq!(prefix, "/var/lib/kopano/attachments/");
+        assert_eq!(
+            Layout::s3_instance(&prefix, "/var/lib/kopano/attachments/42"),
+            Some(42)
+        );
+        assert_eq!(
+            Layout::s3_instance(&prefix, "var/lib/kopano/attachments/42"),
+            Some(42)
+        );
+        for not_data in [
+            "/var/lib/kopano/attachments/042",
+            "/var/lib/kopano/attachments/+4",
+            "/var/lib/kopano/attachments/4/5",
+            "/var/lib/kopano/attachments/",
+            "/other/42",
+            "//var/lib/kopano/attachments/42",
+        ] {
+            assert_eq!(Layout::s3_instance(&prefix, not_data), None, "{not_data}");
+        }
+        assert_eq!(Layout::s3_instance("att/", "att/7"), Some(7));
     }
 
     #[test]

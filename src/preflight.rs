@@ -1,6 +1,7 @@
 //! Checks every source and target of a backup before the dump starts, so a
 //! run that cannot succeed says why in one line without dumping anything:
-//! repository, dump program, database, storage backend, attachment directory.
+//! repository, dump program, database, storage backend, attachment directory
+//! or bucket.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,9 @@ pub fn check(settings: &Settings) -> Result<Ready> {
     problems.extend(check_dump_program(&settings.mysql).err());
     let ready = live_storage(&settings.mysql).and_then(|live| {
         let layout = Layout::resolve(live.as_deref(), &settings.attachment_storage)?;
+        if layout == Layout::S3 {
+            check_bucket(settings)?;
+        }
         let plan = plan_snapshot(settings, layout)?;
         Ok(Ready { layout, plan })
     });
@@ -251,6 +255,19 @@ fn database_error(target: &MysqlTarget, e: anyhow::Error) -> anyhow::Error {
     }
 }
 
+/// An `s3` store: complete settings (else exit 2), and the bucket answers
+/// a signed HEAD and a one-key listing with these credentials (else exit 1,
+/// naming the endpoint and bucket, never the secret).
+fn check_bucket(settings: &Settings) -> Result<()> {
+    let config = settings.s3.client_config()?;
+    crate::commands::backup::s3_prefix(settings)?;
+    let client = crate::s3::Client::new(config);
+    client
+        .head_bucket(&settings.s3.bucket)
+        .map_err(|e| anyhow!("the attachment store is not reachable: {e}"))?;
+    Ok(())
+}
+
 /// File layouts need the attachment directory; the database layout keeps
 /// its attachments in the dump, so a missing directory is no reason to stop
 /// and there is nothing to snapshot.
@@ -259,6 +276,13 @@ fn plan_snapshot(settings: &Settings, layout: Layout) -> Result<Plan> {
     let is_dir = path.is_dir();
     let request = Request::from_settings(settings);
     match layout {
+        Layout::S3 => Ok(snapshot::plan_none(
+            &request,
+            format!(
+                "no snapshot: attachments are objects in S3 bucket {} at {}",
+                settings.s3.bucket, settings.s3.hostname
+            ),
+        )),
         Layout::Database if !is_dir => Ok(snapshot::plan_none(
             &request,
             format!(

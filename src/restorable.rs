@@ -219,11 +219,11 @@ fn check_manifest(dir: &Path, m: &Manifest, found: &mut Findings) {
                 m.kopano.storage_backend, m.kopano.configured_storage
             ),
         ),
-        Some(Layout::S3) if is_s3(m) => {}
+        Some(Layout::S3) if m.attachments.s3.is_some() => {}
         Some(Layout::S3) => found.add(
             "manifest",
             "attachments.s3",
-            "the layout is s3 but the manifest names no bucket the objects came from",
+            "an s3 set must name the bucket its objects came from",
         ),
         Some(_) => {}
     }

@@ -93,7 +93,7 @@ fn assert_refused_before_the_dump(s: &Setup, env: &Env, run: &Run, code: i32, wo
 }
 
 #[test]
-fn s3_is_refused_before_the_dump_starts() {
+fn s3_without_its_settings_is_refused_before_the_dump_starts() {
     let env = env(Layout::Database);
     let db = &env.store.database;
     // The live database says s3 (server.cfg says auto).
@@ -102,7 +102,13 @@ fn s3_is_refused_before_the_dump_starts() {
     ));
     let s = setup(&env, "", "", "");
     let r = run(&s.config, &["backup"]);
-    assert_refused_before_the_dump(&s, &env, &r, 2, &["s3", "not supported"]);
+    assert_refused_before_the_dump(
+        &s,
+        &env,
+        &r,
+        2,
+        &["S3 endpoint is empty", "attachment_s3_hostname"],
+    );
 
     // An older Kopano without the row, server.cfg (here: the TOML) says s3.
     common::query(&format!(
@@ -110,7 +116,13 @@ fn s3_is_refused_before_the_dump_starts() {
     ));
     let s = setup(&env, "attachment_storage = \"s3\"", "", "");
     let r = run(&s.config, &["backup"]);
-    assert_refused_before_the_dump(&s, &env, &r, 2, &["s3", "not supported"]);
+    assert_refused_before_the_dump(
+        &s,
+        &env,
+        &r,
+        2,
+        &["S3 endpoint is empty", "attachment_s3_hostname"],
+    );
 }
 
 #[test]

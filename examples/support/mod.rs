@@ -73,5 +73,6 @@ pub fn bench_spec(
         leftovers: true,
         database: "kopano".into(),
         config_attachment_storage: None,
+        s3: None,
     }
 }

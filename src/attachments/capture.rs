@@ -56,7 +56,7 @@ impl Default for CaptureOptions {
 
 /// What a worker made of one file.
 enum Outcome {
-    Stored(IndexEntry, Staged),
+    Stored(Box<IndexEntry>, Staged),
     Vanished,
     /// Size or times changed during every try.
     Unstable,
@@ -324,7 +324,7 @@ impl Run<'_> {
                         if self.batch.len() >= BATCH_OBJECTS || self.batch_bytes >= BATCH_BYTES {
                             self.commit_batch()?;
                         }
-                        entry
+                        *entry
                     }
                     Outcome::Vanished => {
                         self.vanished(rel);
@@ -489,7 +489,7 @@ fn read_file(
             entry.sha256 = Some(staged.info.sha256.clone());
             entry.stored = Some(staged.info.encoding);
             entry.stored_bytes = Some(staged.info.stored_bytes);
-            return Ok(Outcome::Stored(entry, staged));
+            return Ok(Outcome::Stored(Box::new(entry), staged));
         }
         // Dropping `staged` removes its temporary file.
     }
@@ -516,7 +516,11 @@ fn special_kind(meta: &Metadata) -> &'static str {
 /// The stored copy of an unchanged file's object, when it exists with the
 /// stored size the previous set records (older sets record none for
 /// zstd objects: then existence is all a `stat` can tell).
-fn reusable(store: &ObjectStore, sha: &str, before: &IndexEntry) -> Option<(Encoding, u64)> {
+pub(crate) fn reusable(
+    store: &ObjectStore,
+    sha: &str,
+    before: &IndexEntry,
+) -> Option<(Encoding, u64)> {
     let recorded = before.stored.unwrap_or(Encoding::Raw);
     let (encoding, bytes) = store.stat(sha, recorded)?;
     match before.expected_stored_bytes() {

@@ -201,8 +201,18 @@ impl<I: Iterator<Item = Result<IndexEntry>>> PrevIndex<I> {
     /// The previous entry for `path`, if there is one. Paths must be asked
     /// in walk order; entries passed over are dropped.
     pub fn find(&mut self, path: &str) -> Option<IndexEntry> {
+        self.find_by(path, cmp_paths)
+    }
+
+    /// [`PrevIndex::find`] for an index in the order of `cmp` (an s3
+    /// store's index is in byte order of key).
+    pub fn find_by(
+        &mut self,
+        path: &str,
+        cmp: impl Fn(&str, &str) -> std::cmp::Ordering,
+    ) -> Option<IndexEntry> {
         while let Some(next) = &self.next {
-            match cmp_paths(&next.path, path) {
+            match cmp(&next.path, path) {
                 std::cmp::Ordering::Less => self.advance(),
                 std::cmp::Ordering::Equal => {
                     let found = self.next.take();

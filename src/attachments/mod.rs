@@ -6,6 +6,7 @@
 pub mod capture;
 pub mod index;
 pub mod rolling;
+pub mod s3;
 
 use serde::{Deserialize, Serialize};
 

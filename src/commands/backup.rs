@@ -13,6 +13,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::attachments::rolling::{self, RollingOptions, RollingStats};
+use crate::attachments::s3::S3CaptureOptions;
 use crate::attachments::{self, CaptureOptions};
 use crate::config_archive::{self, ConfigInfo};
 use crate::crossref;
@@ -25,10 +26,11 @@ use crate::repo::contents::{
     ATTACHMENTS_FILE, CHUNK_LIST_FILE, CONFIG_FILE, LOB_FILE, REFERENCES_FILE,
 };
 use crate::repo::manifest::{
-    AttachmentsInfo, DatabaseInfo, FORMAT, KopanoInfo, Manifest, Phase, SetStatus,
+    AttachmentsInfo, DatabaseInfo, FORMAT, KopanoInfo, Manifest, Phase, S3Source, SetStatus,
 };
 use crate::repo::{Repository, objects};
 use crate::restorable;
+use crate::s3;
 use crate::settings::{FollowSymlinks, Settings};
 use crate::signals;
 use crate::snapshot::{self, SnapshotInfo};
@@ -175,7 +177,7 @@ pub fn run(
         settings,
         findings.attachment_storage.as_deref(),
     ));
-    // Which layout to prove against; s3 stops here (exit 2, nothing published).
+    // Which layout to prove against: the dump's own setting.
     let layout = Layout::resolve(
         findings.attachment_storage.as_deref(),
         &settings.attachment_storage,
@@ -188,25 +190,39 @@ pub fn run(
     } else {
         previous_set(&repo)?
     };
-    let capture_opts = CaptureOptions {
-        previous_index: previous.as_ref().map(|(_, index)| index.clone()),
-        follow_dirs: settings.follow_symlinks == FollowSymlinks::Directories,
-        ..CaptureOptions::default()
-    };
-    let capture = attachments::capture(
-        &snap.view_path(&settings.attachment_path),
-        &store,
-        &set.path(ATTACHMENTS_FILE),
-        &capture_opts,
-        progress,
-    )
-    .map_err(signals::explain)
-    .with_context(|| {
-        format!(
-            "while capturing the attachment store {}",
-            settings.attachment_path.display()
+    let previous_index = previous.as_ref().map(|(_, index)| index.clone());
+    let (capture, s3_source) = if layout == Layout::S3 {
+        let (capture, source) = capture_bucket(
+            settings,
+            &store,
+            &set.path(ATTACHMENTS_FILE),
+            previous_index,
+            db.transaction_started,
+            progress,
+        )?;
+        (capture, Some(source))
+    } else {
+        let capture_opts = CaptureOptions {
+            previous_index,
+            follow_dirs: settings.follow_symlinks == FollowSymlinks::Directories,
+            ..CaptureOptions::default()
+        };
+        let capture = attachments::capture(
+            &snap.view_path(&settings.attachment_path),
+            &store,
+            &set.path(ATTACHMENTS_FILE),
+            &capture_opts,
+            progress,
         )
-    })?;
+        .map_err(signals::explain)
+        .with_context(|| {
+            format!(
+                "while capturing the attachment store {}",
+                settings.attachment_path.display()
+            )
+        })?;
+        (capture, None)
+    };
     phases.push(phase("attachments", capture.seconds));
     for sha in &db.rewritten_chunks {
         warnings.push(format!(
@@ -226,21 +242,28 @@ pub fn run(
     // objects it reused without reading, re-read. (With --rehash every
     // object of the set was hashed by this run already; the slice still
     // turns, so the rounds stay regular.)
-    let rolling = rolling::run(
-        &store,
-        &set.path(ATTACHMENTS_FILE),
-        &snap.view_path(&settings.attachment_path),
-        &RollingOptions {
-            days: settings.rolling_days,
-            counter: rolling_counter,
-        },
-        progress,
-    )
-    .map_err(signals::explain)
-    .context("while re-reading stored objects (rolling verification)")?;
-    phases.push(phase("rolling verification", rolling.seconds));
-    warnings.extend(rolling_warnings(&rolling));
-    if capture.source_missing && layout != Layout::Database {
+    // An s3 store has no local tree to write a corrupt object again from:
+    // its objects are checked by verify instead.
+    let rolling = if layout == Layout::S3 {
+        None
+    } else {
+        let rolling = rolling::run(
+            &store,
+            &set.path(ATTACHMENTS_FILE),
+            &snap.view_path(&settings.attachment_path),
+            &RollingOptions {
+                days: settings.rolling_days,
+                counter: rolling_counter,
+            },
+            progress,
+        )
+        .map_err(signals::explain)
+        .context("while re-reading stored objects (rolling verification)")?;
+        phases.push(phase("rolling verification", rolling.seconds));
+        warnings.extend(rolling_warnings(&rolling));
+        Some(rolling)
+    };
+    if capture.source_missing && !matches!(layout, Layout::Database | Layout::S3) {
         warnings.push(format!(
             "the attachment directory {} does not exist; nothing was captured",
             settings.attachment_path.display()
@@ -274,6 +297,7 @@ pub fn run(
     let proof = crossref::from_files(
         layout,
         findings.server_guid.as_deref(),
+        s3_source.as_ref().map(|s| s.prefix.as_str()),
         &set.path(REFERENCES_FILE),
         &set.path(ATTACHMENTS_FILE),
         &set.path(LOB_FILE),
@@ -310,8 +334,8 @@ pub fn run(
             previous_set: previous.map(|(id, _)| id),
             proof,
             capture,
-            rolling: Some(rolling),
-            s3: None,
+            rolling,
+            s3: s3_source,
         },
         config,
         snapshot: Some(snapshot_info.clone()),
@@ -384,6 +408,51 @@ pub fn run(
         removed_leftovers,
         removed_snapshots,
     })
+}
+
+/// Captures an `s3` store: the bucket as listed after the dump, or, with
+/// versioning on, as it was when the dump's transaction began.
+fn capture_bucket(
+    settings: &Settings,
+    store: &objects::ObjectStore,
+    index: &std::path::Path,
+    previous_index: Option<PathBuf>,
+    transaction_started: Option<chrono::DateTime<Utc>>,
+    progress: &dyn Progress,
+) -> Result<(attachments::CaptureStats, S3Source)> {
+    let s3 = &settings.s3;
+    let client = s3::Client::new(s3.client_config()?);
+    let opts = S3CaptureOptions {
+        bucket: s3.bucket.clone(),
+        prefix: s3_prefix(settings)?,
+        downloads: s3.downloads,
+        previous_index,
+        view_at: transaction_started,
+    };
+    let captured = attachments::s3::capture_s3(&client, store, index, &opts, progress)
+        .map_err(signals::explain)
+        .with_context(|| attachments::s3::describe(&opts, &client))?;
+    let source = S3Source {
+        endpoint: client.endpoint().to_string(),
+        region: s3.region.clone(),
+        bucket: opts.bucket,
+        prefix: opts.prefix,
+        path_style: s3.path_style,
+        versioning: captured.versioned,
+        view_at: transaction_started.filter(|_| captured.versioned),
+    };
+    Ok((captured.stats, source))
+}
+
+/// The key prefix of an `s3` store: `attachment_path` + `/`, byte for byte.
+pub fn s3_prefix(settings: &Settings) -> Result<String> {
+    match settings.attachment_path.to_str() {
+        Some(path) => Ok(Layout::s3_prefix(path)),
+        None => crate::error::config_error(format!(
+            "attachment_path {} is not valid UTF-8, so it is no S3 key prefix",
+            settings.attachment_path.display()
+        )),
+    }
 }
 
 fn phase(name: &str, seconds: f64) -> Phase {

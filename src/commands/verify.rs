@@ -564,14 +564,15 @@ fn reprove(
         Err(e) => found.add("proof", dump, format!("{e:#}")),
     }
     let index = set.local_path(&manifest.attachments.index_file);
-    let proof =
-        match crossref::from_files(layout, findings.server_guid.as_deref(), refs, &index, lob) {
-            Ok(proof) => proof,
-            Err(e) => {
-                found.add("proof", &manifest.attachments.index_file, format!("{e:#}"));
-                return None;
-            }
-        };
+    let s3_prefix = manifest.attachments.s3.as_ref().map(|s| s.prefix.as_str());
+    let guid = findings.server_guid.as_deref();
+    let proof = match crossref::from_files(layout, guid, s3_prefix, refs, &index, lob) {
+        Ok(proof) => proof,
+        Err(e) => {
+            found.add("proof", &manifest.attachments.index_file, format!("{e:#}"));
+            return None;
+        }
+    };
     for id in &proof.missing_ids {
         found.add(
             "attachment-missing",

@@ -54,6 +54,8 @@ pub(super) struct Builder<'a> {
     messages: u64,
     /// add_attachments: one fresh attachment per message, nothing special.
     pub(super) incremental: bool,
+    /// Layout::S3: the client and bucket objects are written to.
+    s3: Option<(crate::s3::Client, String)>,
 }
 
 impl<'a> Builder<'a> {
@@ -80,7 +82,22 @@ impl<'a> Builder<'a> {
             attachments: 0,
             messages: 0,
             incremental: false,
+            s3: spec
+                .s3
+                .as_ref()
+                .map(|t| (crate::s3::Client::new(t.config.clone()), t.bucket.clone())),
         }
+    }
+
+    /// Layout::S3: writes the object of instance `id` at
+    /// `attachment_path/<id>`, byte for byte as Kopano names it.
+    fn put_s3(&self, id: u32, data: &[u8]) -> anyhow::Result<()> {
+        let Some((client, bucket)) = &self.s3 else {
+            anyhow::bail!("an s3 store needs a bucket");
+        };
+        let key = format!("{}/{id}", self.att.display());
+        client.put_bytes(bucket, &key, data)?;
+        Ok(())
     }
 
     fn hid(&mut self) -> u32 {
@@ -341,7 +358,12 @@ impl<'a> Builder<'a> {
                 let content = PathBuf::from(&w.dir).join("content");
                 (Some(w.dir), Some(content))
             }
-            Layout::Database | Layout::S3 => {
+            Layout::S3 => {
+                self.put_s3(id, data)?;
+                self.exp.data_files.push(PathBuf::from(id.to_string()));
+                (None, None)
+            }
+            Layout::Database => {
                 let chunks = self.lob_rows(id, tag, data)?;
                 self.exp.lob.push(LobInstance {
                     instanceid: id,
@@ -447,11 +469,15 @@ impl<'a> Builder<'a> {
                     self.exp.extra_files.extend(w.new_content);
                     self.exp.extra_files.push(w.holder);
                 }
-                Layout::Database | Layout::S3 => break,
+                Layout::S3 => {
+                    self.put_s3(id, &data)?;
+                    self.exp.extra_files.push(PathBuf::from(id.to_string()));
+                }
+                Layout::Database => break,
             }
             self.next_inst += 1;
         }
-        if !self.spec.leftovers {
+        if !self.spec.leftovers || self.spec.layout == Layout::S3 {
             return Ok(());
         }
         files::write_file(&self.att.join("testfile"), b"")?;

@@ -51,6 +51,38 @@ log_level = 3
         att = attachment_path.display(),
     );
     write_mode(&server_cfg, &text, 0o644)?;
+    if let Some(s3) = &spec.s3 {
+        // Kopano's own keys: host:port and a protocol, not a URL.
+        let url = s3.config.endpoint.url();
+        let host = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_owned(),
+        };
+        let keys = format!(
+            "\n# S3 attachment store\n\
+             attachment_s3_hostname = {host}\n\
+             attachment_s3_protocol = {protocol}\n\
+             attachment_s3_uristyle = {style}\n\
+             attachment_s3_region = {region}\n\
+             attachment_s3_bucketname = {bucket}\n\
+             attachment_s3_accesskeyid = {key}\n\
+             attachment_s3_secretaccesskey = {secret}\n",
+            protocol = url.scheme(),
+            style = if s3.config.path_style {
+                "path"
+            } else {
+                "virtualhost"
+            },
+            region = s3.config.region,
+            bucket = s3.bucket,
+            key = s3.config.access_key_id,
+            secret = s3.config.secret.expose(),
+        );
+        let mut all = text;
+        all.push_str(&keys);
+        // The secret is in it: readable by the server only.
+        write_mode(&server_cfg, &all, 0o600)?;
+    }
     // CRLF line ends: the parser must trim CR as well.
     let db_cfg = format!("# database credentials\r\nmysql_password = {DB_PASSWORD}\r\n");
     write_mode(&server_d.join("db.cfg"), &db_cfg, 0o640)?;

@@ -60,6 +60,16 @@ pub struct StoreSpec {
     pub database: String,
     /// `attachment_storage` written to server.cfg; `None` = the layout's name.
     pub config_attachment_storage: Option<String>,
+    /// For [`Layout::S3`]: the bucket the objects go to, through kcbackup's
+    /// own S3 client, at `attachment_path/<id>` as Kopano writes them.
+    pub s3: Option<S3Target>,
+}
+
+/// A bucket for a generated `s3` store.
+#[derive(Debug, Clone)]
+pub struct S3Target {
+    pub config: crate::s3::S3Config,
+    pub bucket: String,
 }
 
 impl StoreSpec {
@@ -80,6 +90,7 @@ impl StoreSpec {
             leftovers: true,
             database: database.into(),
             config_attachment_storage: None,
+            s3: None,
         }
     }
 }
@@ -221,8 +232,8 @@ pub fn generate(
     spec: &StoreSpec,
 ) -> anyhow::Result<GeneratedStore> {
     check_name(&spec.database)?;
-    if spec.layout == Layout::S3 {
-        bail!("the generator cannot produce an s3 store");
+    if (spec.layout == Layout::S3) != spec.s3.is_some() {
+        bail!("a generated s3 store needs a bucket (StoreSpec.s3), and only an s3 store");
     }
     if spec.users == 0 {
         bail!("a generated store needs at least one user");

@@ -143,8 +143,12 @@ impl KopanoInfo {
     /// `None` stays when they name no layout backup could have used.
     fn derive_layout(&mut self) {
         if self.layout.is_none() {
+            // Sets from before the typed layout predate s3 support: no
+            // backup of theirs was of an s3 store.
             self.layout =
-                Layout::resolve(self.storage_backend.as_deref(), &self.configured_storage).ok();
+                Layout::resolve(self.storage_backend.as_deref(), &self.configured_storage)
+                    .ok()
+                    .filter(|l| *l != Layout::S3);
         }
     }
 }

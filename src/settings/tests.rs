@@ -449,3 +449,62 @@ fn mysql_timeouts_default_to_30_and_600_seconds_and_are_configurable() {
     );
     assert_eq!(exit_for(&err), Exit::Usage);
 }
+
+#[test]
+fn s3_settings_come_from_server_cfg_with_kopanos_rules() {
+    let f = Fixture::new();
+    f.write(
+        "etc/kopano/server.cfg",
+        "attachment_s3_hostname = s3.example:9000\n\
+         attachment_s3_protocol = http\n\
+         attachment_s3_uristyle = path\n\
+         attachment_s3_bucketname = kopano\n\
+         attachment_s3_accesskeyid = AKID\n\
+         attachment_s3_secretaccesskey = se#cr=et\n",
+    );
+    let s = f.load(&Overrides::default()).unwrap();
+    assert!(s.s3.path_style);
+    assert_eq!(s.s3.secret.expose(), "se#cr=et");
+    assert_eq!(s.s3.downloads, s3::DEFAULT_DOWNLOADS);
+    let config = s.s3.client_config().unwrap();
+    assert_eq!(config.endpoint.to_string(), "http://s3.example:9000");
+    assert_eq!(config.signing_region(), crate::s3::DEFAULT_REGION);
+    assert!(!format!("{s:?}").contains("se#cr=et"));
+}
+
+#[test]
+fn s3_overrides_in_the_tool_config_win_and_the_secret_comes_from_a_file() {
+    let f = Fixture::new();
+    f.write(
+        "etc/kopano/server.cfg",
+        "attachment_s3_hostname = old.example\n\
+         attachment_s3_bucketname = kopano\n\
+         attachment_s3_accesskeyid = OLD\n\
+         attachment_s3_secretaccesskey = old-secret\n",
+    );
+    f.write("etc/kcbackup/s3.secret", "new-secret\n");
+    let toml = f.write(
+        "etc/kcbackup/kcbackup.toml",
+        "[s3]\nendpoint = \"http://127.0.0.1:8333\"\nregion = \"eu-west-1\"\n\
+         access_key_id = \"NEW\"\nsecret_access_key_file = \"s3.secret\"\n\
+         path_style = true\ndownloads = 8\n",
+    );
+    let s = f.load(&with_config(toml)).unwrap();
+    let config = s.s3.client_config().unwrap();
+    assert_eq!(config.endpoint.to_string(), "http://127.0.0.1:8333");
+    assert_eq!(config.signing_region(), "eu-west-1");
+    assert_eq!(config.access_key_id, "NEW");
+    assert_eq!(config.secret.expose(), "new-secret");
+    assert!(config.path_style);
+    assert_eq!(s.s3.downloads, 8);
+    // Kopano's default is virtual-host style over https.
+    let f = Fixture::new();
+    f.write(
+        "etc/kopano/server.cfg",
+        "attachment_s3_hostname = s3.example\n",
+    );
+    let s = f.load(&Overrides::default()).unwrap();
+    assert!(!s.s3.path_style);
+    let err = s.s3.client_config().unwrap_err();
+    assert!(err.0.contains("attachment_s3_bucketname"), "{}", err.0);
+}

@@ -1,0 +1,305 @@
+//! Backups of an `s3` attachment store against real S3 servers (SeaweedFS,
+//! which checks signatures and keeps versions, and moto, which keeps the
+//! leading `/` of Kopano's keys): capture, reuse, the proof with and
+//! without a versioned view, and the failures (wrong secret, the server
+//! gone mid-capture), with the real MariaDB dump.
+
+mod common;
+mod support;
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use common::snapbackup::{SlowDump, published_sets, spawn_backup, work_dirs};
+use kcbackup::generator::{S3Target, add_attachments};
+use kcbackup::layout::Layout;
+use kcbackup::repo::manifest::Manifest;
+use support::s3server::{self, Kind, S3Server};
+use support::{Env, num};
+
+/// A generated s3 store on `server`, in a bucket of its own; `versioned`
+/// turns versioning on before the first object is written.
+fn s3_env(server: &S3Server, versioned: bool) -> (Env, String) {
+    let bucket = server.bucket("kc");
+    if versioned {
+        server.client().set_versioning(&bucket, true).unwrap();
+    }
+    let target = S3Target {
+        config: server.config(),
+        bucket: bucket.clone(),
+    };
+    let env = support::env_with(Layout::S3, |spec| spec.s3 = Some(target));
+    (env, bucket)
+}
+
+/// The key of instance `id` as the bucket lists it.
+fn key_of(env: &Env, server: &S3Server, bucket: &str, id: u32) -> String {
+    let with_slash = format!("{}/{id}", env.store.attachment_path.display());
+    let client = server.client();
+    if client.head(bucket, &with_slash).unwrap().is_some() && server.kind == Kind::Moto {
+        return with_slash;
+    }
+    with_slash.trim_start_matches('/').to_owned()
+}
+
+/// Appends `text` to the env's kcbackup.toml.
+fn add_config(env: &Env, text: &str) {
+    let mut config = fs::read_to_string(&env.config).unwrap();
+    config.push_str(text);
+    fs::write(&env.config, config).unwrap();
+}
+
+fn with_slow_dump(env: &Env, dir: &Path) -> SlowDump {
+    let dump = SlowDump::new(dir, 3);
+    let script = toml::Value::String(dump.script.display().to_string());
+    add_config(env, &format!("\n[mysql]\ndump_command = {script}\n"));
+    dump
+}
+
+fn manifest(env: &Env, set: &str) -> Manifest {
+    Manifest::load(&env.set_dir(set)).expect("manifest")
+}
+
+#[test]
+fn an_s3_store_is_captured_and_proved_and_verifies() {
+    if !s3server::available("an_s3_store_is_captured_and_proved_and_verifies") {
+        return;
+    }
+    let server = s3server::shared_seaweed();
+    let (env, bucket) = s3_env(server, false);
+    let referenced = env.store.expected.referenced.len() as u64;
+    let run = env.backup(&[]);
+    let j = &run.json;
+    assert_eq!(run.code, 0, "{j:#}\n{}", run.stderr);
+    assert_eq!(j["status"], "complete");
+    assert_eq!(j["attachments"]["layout"], "s3");
+    assert_eq!(num(j, "attachments.referenced"), referenced);
+    assert_eq!(num(j, "attachments.present"), referenced);
+    assert_eq!(num(j, "attachments.missing"), 0);
+    assert_eq!(
+        num(j, "attachments.extra"),
+        u64::from(env.store.spec.extras)
+    );
+    assert_eq!(
+        num(j, "attachments.capture.files"),
+        referenced + u64::from(env.store.spec.extras)
+    );
+    assert_eq!(num(j, "attachments.capture.reused"), 0);
+
+    let set = j["set"].as_str().unwrap();
+    let m = manifest(&env, set);
+    let source = m
+        .attachments
+        .s3
+        .as_ref()
+        .expect("s3 source in the manifest");
+    assert_eq!(source.endpoint, server.endpoint);
+    assert_eq!(source.bucket, bucket);
+    assert_eq!(
+        source.prefix,
+        format!("{}/", env.store.attachment_path.display())
+    );
+    assert!(!source.versioning);
+    for file in fs::read_dir(env.set_dir(set)).unwrap().flatten() {
+        let bytes = fs::read(file.path()).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(s3server::SECRET_KEY), "{:?}", file.path());
+    }
+    // Every referenced instance's content is in the index under its key.
+    let index = common::snapbackup::index_files(&env.set_dir(set));
+    for (id, info) in &env.store.expected.instances {
+        let key = key_of(&env, server, &bucket, *id);
+        assert_eq!(index.get(&key), Some(&info.sha256), "instance {id}");
+    }
+
+    let verify = env.verify(set);
+    assert_eq!(verify.code, 0, "{:#}", verify.json);
+}
+
+#[test]
+fn a_second_backup_downloads_only_the_new_objects() {
+    if !s3server::available("a_second_backup_downloads_only_the_new_objects") {
+        return;
+    }
+    let server = s3server::shared_seaweed();
+    let (mut env, _bucket) = s3_env(server, false);
+    let first = env.backup(&[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let before = num(&first.json, "attachments.capture.files");
+    // About 1% new (at least one).
+    let new = (before / 100).max(1) as u32;
+    let old_ids: Vec<u32> = env.store.expected.instances.keys().copied().collect();
+    add_attachments(common::server(), &mut env.store, new, 7).unwrap();
+    let new_bytes: u64 = env
+        .store
+        .expected
+        .instances
+        .iter()
+        .filter(|(id, _)| !old_ids.contains(id))
+        .map(|(_, info)| info.size)
+        .sum();
+    let second = env.backup(&[]);
+    let j = &second.json;
+    assert_eq!(second.code, 0, "{j:#}");
+    assert_eq!(num(j, "attachments.capture.read_files"), u64::from(new));
+    assert_eq!(num(j, "attachments.capture.read_bytes"), new_bytes);
+    assert_eq!(num(j, "attachments.capture.reused"), before);
+    assert_eq!(num(j, "attachments.missing"), 0);
+    let set = j["set"].as_str().unwrap();
+    assert_eq!(
+        manifest(&env, set).attachments.previous_set.as_deref(),
+        first.json["set"].as_str()
+    );
+}
+
+/// Deleted from the bucket while the dump is held up right after its
+/// transaction began: missing (with its id) from a plain bucket, present
+/// from a versioned one, read as it was when the transaction began.
+#[test]
+fn an_object_deleted_after_the_transaction_began_is_missing_unless_versioned() {
+    if !s3server::available(
+        "an_object_deleted_after_the_transaction_began_is_missing_unless_versioned",
+    ) {
+        return;
+    }
+    let server = s3server::shared_seaweed();
+    for versioned in [false, true] {
+        let (env, bucket) = s3_env(server, versioned);
+        let dir = tempfile::tempdir().unwrap();
+        let dump = with_slow_dump(&env, dir.path());
+        let victim = *env.store.expected.referenced.iter().nth(3).unwrap();
+        let key = key_of(&env, server, &bucket, victim);
+        let mut run = spawn_backup(&env.config);
+        run.wait_for("the dump's pause", || dump.pausing.exists());
+        // Listings give times to the second: be clearly after the start.
+        std::thread::sleep(Duration::from_millis(1100));
+        server.client().delete(&bucket, &key, None).unwrap();
+        assert!(!dump.resumed.exists(), "the dump went on before the delete");
+        let done = run.finish();
+        let j = &done.json;
+        if versioned {
+            assert_eq!(done.code, Some(0), "{j:#}\n{}", done.stderr);
+            assert_eq!(num(j, "attachments.missing"), 0);
+            let set = j["set"].as_str().unwrap();
+            let source = manifest(&env, set).attachments.s3.unwrap();
+            assert!(source.versioning);
+            assert!(source.view_at.is_some());
+            let index = common::snapbackup::index_files(&env.set_dir(set));
+            assert_eq!(
+                index.get(&key),
+                Some(&env.store.expected.instances[&victim].sha256)
+            );
+        } else {
+            assert_eq!(done.code, Some(3), "{j:#}\n{}", done.stderr);
+            assert_eq!(j["status"], "incomplete");
+            assert_eq!(num(j, "attachments.missing"), 1);
+            assert_eq!(j["attachments"]["missing_ids"][0], victim);
+        }
+    }
+}
+
+#[test]
+fn a_wrong_secret_exits_1_naming_the_endpoint_and_never_the_secret() {
+    if !s3server::available("a_wrong_secret_exits_1_naming_the_endpoint_and_never_the_secret") {
+        return;
+    }
+    let server = s3server::shared_seaweed();
+    let (env, bucket) = s3_env(server, false);
+    let wrong = "this-is-the-wrong-secret-71c2";
+    let file = env.repo.parent().unwrap().join("s3-secret");
+    fs::write(&file, format!("{wrong}\n")).unwrap();
+    let path = toml::Value::String(file.display().to_string());
+    add_config(&env, &format!("\n[s3]\nsecret_access_key_file = {path}\n"));
+    let run = env.run_any(&["backup", "--json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains(&server.endpoint), "{}", run.stderr);
+    assert!(run.stderr.contains(&bucket), "{}", run.stderr);
+    assert!(run.stderr.contains("nothing was dumped"), "{}", run.stderr);
+    assert!(!run.stderr.contains(wrong), "{}", run.stderr);
+    assert!(!run.stderr.contains(s3server::SECRET_KEY), "{}", run.stderr);
+    assert_eq!(published_sets(&env.repo), Vec::<String>::new());
+}
+
+#[test]
+fn the_server_stopped_mid_capture_fails_the_run_and_keeps_earlier_sets() {
+    if !s3server::available("the_server_stopped_mid_capture_fails_the_run_and_keeps_earlier_sets") {
+        return;
+    }
+    let mut server = S3Server::start(Kind::Seaweed);
+    let (env, _bucket) = s3_env(&server, false);
+    let first = env.backup(&[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let earlier = first.json["set"].as_str().unwrap().to_owned();
+
+    let dir = tempfile::tempdir().unwrap();
+    let dump = with_slow_dump(&env, dir.path());
+    let mut run = spawn_backup(&env.config);
+    run.wait_for("the dump's pause", || dump.pausing.exists());
+    server.stop();
+    let done = run.finish();
+    assert_eq!(done.code, Some(1), "{:#}\n{}", done.json, done.stderr);
+    assert!(done.stderr.contains(&server.endpoint), "{}", done.stderr);
+    assert!(!done.stderr.contains(s3server::SECRET_KEY));
+    assert_eq!(published_sets(&env.repo), vec![earlier.clone()]);
+    assert_eq!(work_dirs(&env.repo), Vec::<String>::new());
+    let verify = env.verify(&earlier);
+    assert_eq!(verify.code, 0, "{:#}", verify.json);
+}
+
+/// Every process's command line, read while the backup is held up in its
+/// dump: the S3 secret is in none (nor the database password).
+#[test]
+fn the_secret_is_in_no_command_line_during_a_backup() {
+    if !s3server::available("the_secret_is_in_no_command_line_during_a_backup") {
+        return;
+    }
+    let server = s3server::shared_seaweed();
+    let (env, _bucket) = s3_env(server, false);
+    let dir = tempfile::tempdir().unwrap();
+    let dump = with_slow_dump(&env, dir.path());
+    let mut run = spawn_backup(&env.config);
+    let mut seen = 0;
+    run.wait_for("the dump's pause", || {
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(cmdline) = fs::read(entry.path().join("cmdline")) {
+                seen += 1;
+                let text = String::from_utf8_lossy(&cmdline);
+                assert!(
+                    !text.contains(s3server::SECRET_KEY),
+                    "the secret is in the command line of {:?}",
+                    entry.path()
+                );
+            }
+        }
+        dump.pausing.exists()
+    });
+    let done = run.finish();
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    assert!(seen > 0);
+}
+
+/// moto keeps the leading `/` of Kopano's keys (as AWS does): the proof
+/// finds every instance under the key with the slash.
+#[test]
+fn keys_with_a_leading_slash_are_found_on_moto() {
+    if !s3server::available("keys_with_a_leading_slash_are_found_on_moto") {
+        return;
+    }
+    let server = s3server::shared_moto();
+    let (env, _bucket) = s3_env(server, false);
+    let run = env.run(&["backup", "--json"]);
+    let j = &run.json;
+    let referenced = env.store.expected.referenced.len() as u64;
+    assert_eq!(num(j, "attachments.referenced"), referenced, "{j:#}");
+    assert_eq!(num(j, "attachments.present"), referenced, "{j:#}");
+    assert_eq!(num(j, "attachments.missing"), 0);
+    assert_eq!(
+        num(j, "attachments.extra"),
+        u64::from(env.store.spec.extras)
+    );
+    let set = j["set"].as_str().unwrap();
+    let index = common::snapbackup::index_files(&env.set_dir(set));
+    assert!(!index.is_empty());
+    assert!(index.keys().all(|k| k.starts_with('/')), "{index:?}");
+}
