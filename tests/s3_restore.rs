@@ -23,7 +23,7 @@ use kcbackup::repo::objects::{Encoding, ObjectStore};
 use kcbackup::s3::Client;
 use serde_json::Value;
 use support::s3server::{self, S3Server};
-use support::{Env, Run, env_with, flip_byte, num, text};
+use support::{Env, Run, env_with, flip_byte, num, tamper, text};
 
 /// A generated s3 store in a new bucket of `server`, backed up once.
 struct Backed {
@@ -108,7 +108,9 @@ impl Backed {
     fn object_file(&self, entry: &IndexEntry) -> PathBuf {
         let store = ObjectStore::open(&self.env.repo.join("objects")).unwrap();
         let sha = entry.sha256.as_deref().unwrap();
-        let encoding = store.find(sha, entry.stored.unwrap_or(Encoding::Raw)).unwrap();
+        let encoding = store
+            .find(sha, entry.stored.unwrap_or(Encoding::Raw))
+            .unwrap();
         store.path(sha, encoding)
     }
 }
@@ -212,7 +214,10 @@ fn a_bucket_with_objects_is_refused_and_with_force_stale_ones_are_quarantined() 
     assert_eq!(run.code, 0, "{:#}\n{}", run.json, run.stderr);
     assert_eq!(num(&run.json, "bucket.quarantined"), 2);
     let quarantine = text(&run.json, "bucket.quarantine").to_string();
-    assert!(quarantine.starts_with("kcbackup-quarantine-"), "{quarantine}");
+    assert!(
+        quarantine.starts_with("kcbackup-quarantine-"),
+        "{quarantine}"
+    );
     let after = bucket_objects(&client, &target);
     let moved: BTreeMap<&str, &String> = after
         .iter()
@@ -233,7 +238,12 @@ fn a_bucket_with_objects_is_refused_and_with_force_stale_ones_are_quarantined() 
         .collect();
     assert_eq!(live.len(), index.len());
     for e in &index {
-        assert_eq!(live[bare(&e.path)], e.sha256.as_ref().unwrap(), "{}", e.path);
+        assert_eq!(
+            live[bare(&e.path)],
+            e.sha256.as_ref().unwrap(),
+            "{}",
+            e.path
+        );
     }
 }
 
@@ -242,18 +252,33 @@ fn to_attachments_writes_files_by_key_and_no_key_escapes() {
     if !s3server::available("to_attachments_writes_files_by_key_and_no_key_escapes") {
         return;
     }
-    // moto keeps keys exactly as written, leading `/` and `..` included.
+    // moto keeps keys exactly as written, with their leading `/`.
     let server = s3server::shared_moto();
-    let b = backed_up(server, |client, bucket, prefix| {
-        for hostile in ["../../../../../../kcs3r-escaped", "x/../../../../kcs3r-escaped2"] {
-            client
-                .put_bytes(bucket, &format!("{prefix}{hostile}"), b"hostile")
-                .unwrap();
+    let b = backed_up(server, |_, _, _| {});
+    // Keys with `..` parts: a URL client resolves them before sending, so
+    // no bucket of ours can hold them; an index can, so one is edited in
+    // (a tampered set, or another S3 server's keys).
+    let set_dir = b.env.set_dir(&b.set);
+    tamper::edit_index(&set_dir, |entries| {
+        let good = entries[0].clone();
+        for hostile in [
+            "../../../../../../kcs3r-escaped",
+            "x/../../../../kcs3r-escaped2",
+        ] {
+            entries.push(IndexEntry {
+                path: format!("{}/{hostile}", good.path.rsplit_once('/').unwrap().0),
+                ..good.clone()
+            });
         }
+        entries.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     });
+    tamper::reseal(&set_dir, |_| {});
     let index = b.index();
     assert!(index.iter().any(|e| e.path.contains("..")), "captured");
-    assert!(index.iter().all(|e| e.path.starts_with('/')), "moto keeps /");
+    assert!(
+        index.iter().all(|e| e.path.starts_with('/')),
+        "moto keeps /"
+    );
     let outer = tempfile::tempdir().unwrap();
     let dir = outer.path().join("inspect");
     let run = b.restore(&["--to-attachments", dir.to_str().unwrap()]);
@@ -296,7 +321,11 @@ fn a_drill_passes_with_and_without_a_scratch_bucket() {
     let objects = b.index().len() as u64;
     let run = b.drill();
     assert_eq!(run.code, 0, "{:#}\n{}", run.json, run.stderr);
-    for name in ["attachment restore", "attachments present", "attachment checksums"] {
+    for name in [
+        "attachment restore",
+        "attachments present",
+        "attachment checksums",
+    ] {
         assert_eq!(check(&run.json, name)["ok"], true, "{:#}", run.json);
     }
     assert!(num(&run.json, "referenced") > 0);
@@ -344,9 +373,11 @@ fn a_corrupted_stored_object_fails_the_drill_with_exit_3() {
     assert_eq!(run.code, 3, "{:#}\n{}", run.json, run.stderr);
     assert!(run.stderr.contains(&victim.path), "{}", run.stderr);
     let restored = bucket_objects(&server.client(), &target);
+    let stored = server.client().head(&target, bare(&victim.path)).unwrap();
     assert!(
         !restored.keys().any(|k| bare(k) == bare(&victim.path)),
-        "{restored:#?}"
+        "{stored:?} of {} bytes",
+        victim.size
     );
 
     // Drill into a scratch bucket: fails (exit 3) naming the object.

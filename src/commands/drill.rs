@@ -15,10 +15,10 @@ use crate::error::{Interrupted, config_error};
 use crate::mysql::Client;
 use crate::repo::{Repository, SharedLock};
 use crate::restorable;
-use crate::restore::{bucket, checks};
 use crate::restore::config::restore_config;
 use crate::restore::database;
 use crate::restore::files::TreeRestore;
+use crate::restore::{bucket, checks};
 use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::settings::Settings;
 
@@ -323,7 +323,11 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
                 false,
             ))?
             .map(|t| {
-                let what = if s3 { "objects as files by key" } else { "files" };
+                let what = if s3 {
+                    "objects as files by key"
+                } else {
+                    "files"
+                };
                 (t.files, t.bytes, what.to_string())
             }),
         };

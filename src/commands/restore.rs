@@ -12,10 +12,10 @@ use crate::error::{Damaged, config_error, damaged};
 use crate::repo::manifest::Manifest;
 use crate::repo::{Repository, SetInfo};
 use crate::restorable;
+use crate::restore::bucket::{self, BucketRestore};
 use crate::restore::config::restore_config;
 use crate::restore::database::{self, DatabaseRestore};
 use crate::restore::files::{TreeRestore, check_index, is_non_empty, prepare_target, restore_tree};
-use crate::restore::bucket::{self, BucketRestore};
 use crate::restore::s3;
 use crate::settings::{MysqlTarget, Settings};
 
@@ -194,7 +194,12 @@ fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
             prefix: &source.prefix,
         };
         let index = set.local_path(&manifest.attachments.index_file);
-        report.bucket = Some(bucket::restore(&target, &repo.objects()?, &index, opts.force)?);
+        report.bucket = Some(bucket::restore(
+            &target,
+            &repo.objects()?,
+            &index,
+            opts.force,
+        )?);
     }
     crate::signals::check()?;
     if let Some(dir) = &opts.to_config {

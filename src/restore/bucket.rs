@@ -6,9 +6,9 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -18,8 +18,8 @@ use super::checks::RestoredObjects;
 use super::s3::Checked;
 use crate::attachments::{IndexEntry, read_index};
 use crate::error::{Damaged, config_error};
-use crate::repo::objects::ObjectStore;
 use crate::repo::manifest::S3Source;
+use crate::repo::objects::ObjectStore;
 use crate::s3::{Client, S3Config};
 
 /// Uploads (and quarantine moves) at once: a few, as for capture.
@@ -369,7 +369,15 @@ fn put_object(target: &Target, store: &ObjectStore, entry: &IndexEntry) -> Resul
         });
     let damage = damage.lock().ok().and_then(|d| d.clone());
     match (result, damage) {
-        (_, Some(d)) => Err(anyhow::Error::new(Damaged(d))),
+        (_, Some(d)) => {
+            // Some servers (SeaweedFS) keep an empty object for an upload
+            // that broke off: none may stand under the key as restored.
+            let left = match target.client.delete(target.bucket, key, None) {
+                Ok(()) => "the broken upload was deleted".to_string(),
+                Err(e) => format!("the broken upload could not be deleted: {e}"),
+            };
+            Err(anyhow::Error::new(Damaged(format!("{d} ({left})"))))
+        }
         (Err(e), None) => Err(anyhow::Error::new(e)),
         (Ok(()), None) => Ok(()),
     }
@@ -440,6 +448,9 @@ mod tests {
         assert_eq!(prefix_forms("/var/x/"), vec!["/var/x/", "var/x/"]);
         assert_eq!(prefix_forms("var/x/"), vec!["var/x/"]);
         assert_eq!(prefix_forms(""), vec![""]);
-        assert_eq!(super::super::checks::key_forms("/a/1"), vec!["/a/1", "a/1", "/a/1"][..2]);
+        assert_eq!(
+            super::super::checks::key_forms("/a/1"),
+            vec!["/a/1", "a/1", "/a/1"][..2]
+        );
     }
 }
