@@ -178,7 +178,12 @@ fn main() -> Result<()> {
     let config = store.write_tool_config(&root, &repo)?;
     let kc = kcbackup_binary()?;
     let backup = || -> Result<(Timed, Value)> {
-        let run = timed(Command::new(&kc).arg("--config").arg(&config).args(["backup", "--json"]))?;
+        let run = timed(
+            Command::new(&kc)
+                .arg("--config")
+                .arg(&config)
+                .args(["backup", "--json"]),
+        )?;
         let json: Value = serde_json::from_str(&run.stdout)?;
         Ok((run, json))
     };
@@ -199,13 +204,23 @@ fn main() -> Result<()> {
     let rc_night = rclone(&server, &bucket, &prefix, &copy)?;
     let rc_night_disk = du(&copy) - rc_full_disk;
 
-    let read = |j: &Value| j["attachments"]["capture"]["read_bytes"].as_u64().unwrap_or(0);
-    let read_n = |j: &Value| j["attachments"]["capture"]["read_files"].as_u64().unwrap_or(0);
+    let read = |j: &Value| {
+        j["attachments"]["capture"]["read_bytes"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let read_n = |j: &Value| {
+        j["attachments"]["capture"]["read_files"]
+            .as_u64()
+            .unwrap_or(0)
+    };
     println!();
     println!(
         "store: {} objects, {} in the bucket; SQL dump {}",
         kc_full_json["attachments"]["capture"]["files"],
-        mb(kc_full_json["attachments"]["capture"]["bytes"].as_u64().unwrap_or(0)),
+        mb(kc_full_json["attachments"]["capture"]["bytes"]
+            .as_u64()
+            .unwrap_or(0)),
         mb(kc_full_json["db"]["bytes"].as_u64().unwrap_or(0)),
     );
     println!("{PARALLEL} downloads at once for both; bytes in MB of 10^6");
@@ -224,7 +239,11 @@ fn main() -> Result<()> {
     row(
         "full: kcbackup backup (dump + capture + proof)",
         kc_full.seconds,
-        format!("{} objects, {}", read_n(&kc_full_json), mb(read(&kc_full_json))),
+        format!(
+            "{} objects, {}",
+            read_n(&kc_full_json),
+            mb(read(&kc_full_json))
+        ),
         kc_full_disk,
         kc_full.max_rss_kb,
     );

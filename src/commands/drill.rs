@@ -298,7 +298,10 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
     });
 
     let attachments = scratch.path().join("attachments");
-    at.doing = "restoring the attachments into its scratch directory";
+    at.doing = match scratch_bucket {
+        Some(_) => "restoring the attachments into its scratch bucket",
+        None => "restoring the attachments into its scratch directory",
+    };
     let t = Instant::now();
     let tree_ok = if manifest.attachments.index_file.is_empty() {
         fs::create_dir_all(&attachments)?;

@@ -548,12 +548,18 @@ pub fn rollback(settings: &Settings, set: Option<&str>, yes: bool) -> Result<Rol
     }
     signals::check()?;
     let config_kept = keep_config(&settings.config_dir)?;
+    // An s3 store's objects go back into the bucket they came from (stale
+    // ones quarantined), not into the attachment path as files.
+    let bucket = manifest.attachments.s3.as_ref().map(|s| s.bucket.clone());
     let restore = crate::commands::restore::run(
         settings,
         &crate::commands::restore::RestoreOptions {
             set: info.id.clone(),
             to_database: Some(settings.mysql.database.clone()),
-            to_attachments: Some(settings.attachment_path.clone()),
+            to_attachments: bucket
+                .is_none()
+                .then(|| settings.attachment_path.clone()),
+            to_bucket: bucket,
             to_config: Some(settings.config_dir.clone()),
             mysql: None,
             force: true,

@@ -444,6 +444,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_first_failure_stops_the_feed_and_is_the_result() {
+        let done = AtomicU64::new(0);
+        let mut fed = 0u64;
+        let result = in_parallel(
+            |send| {
+                for n in 0..10_000u64 {
+                    fed += 1;
+                    send(n)?;
+                }
+                Ok(())
+            },
+            |n| {
+                if n == 3 {
+                    bail!("object 3 failed");
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            },
+        );
+        assert_eq!(result.unwrap_err().to_string(), "object 3 failed");
+        assert!(fed < 10_000, "the feed went on: {fed}");
+        let all = in_parallel(
+            |send| (0..100u64).try_for_each(&mut *send),
+            |_| {
+                done.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            },
+        );
+        assert!(all.is_ok());
+    }
+
+    #[test]
     fn both_forms_of_a_prefix_are_listed() {
         assert_eq!(prefix_forms("/var/x/"), vec!["/var/x/", "var/x/"]);
         assert_eq!(prefix_forms("var/x/"), vec!["var/x/"]);
