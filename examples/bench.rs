@@ -20,7 +20,7 @@ use kcbackup::layout::Layout;
 use kcbackup::mysql::{ClientDefaults, dump_program};
 use kcbackup::sandbox::{Sandbox, SandboxOptions};
 use serde_json::Value;
-use support::{du, kcbackup_binary, phase};
+use support::{Timed, du, kcbackup_binary, phase, timed_command};
 
 struct Args {
     attachments: u64,
@@ -56,45 +56,12 @@ fn args() -> Result<Args> {
     Ok(a)
 }
 
-/// One timed command: wall time, peak RSS of the largest process.
-struct Timed {
-    seconds: f64,
-    max_rss_kb: u64,
-    stdout: String,
-}
-
+/// One timed command (program and arguments).
 fn timed(cmd: &[&str]) -> Result<Timed> {
-    let report = tempfile::NamedTempFile::new()?;
-    let started = Instant::now();
-    let out = Command::new("/usr/bin/time")
-        .arg("-v")
-        .arg("-o")
-        .arg(report.path())
-        .args(cmd)
-        .output()
-        .context("running /usr/bin/time (install the `time` package)")?;
-    let seconds = started.elapsed().as_secs_f64();
-    let code = out.status.code().unwrap_or(-1);
-    if code != 0 {
-        bail!(
-            "{cmd:?} exited {code}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = fs::read_to_string(report.path())?;
-    let max_rss_kb = text
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Maximum resident set size (kbytes): ")
-        })
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    Ok(Timed {
-        seconds,
-        max_rss_kb,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-    })
+    let (program, args) = cmd.split_first().context("an empty command")?;
+    let mut command = Command::new(program);
+    command.args(args);
+    timed_command(&command)
 }
 
 fn gib(n: u64) -> String {

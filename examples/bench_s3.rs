@@ -15,7 +15,6 @@ mod support;
 #[path = "../tests/support/s3server.rs"]
 mod s3server;
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -26,7 +25,7 @@ use kcbackup::layout::Layout;
 use kcbackup::sandbox::{Sandbox, SandboxOptions};
 use s3server::{ACCESS_KEY, Kind, S3Server, SECRET_KEY};
 use serde_json::Value;
-use support::{du, kcbackup_binary, phase};
+use support::{Timed, du, kcbackup_binary, phase, timed_command as timed};
 
 /// Downloads at once, the same for both: kcbackup's default `[s3] downloads`.
 const PARALLEL: usize = 4;
@@ -57,58 +56,6 @@ fn args() -> Result<Args> {
         }
     }
     Ok(a)
-}
-
-/// One timed command: wall time and the peak RSS `/usr/bin/time` saw.
-struct Timed {
-    seconds: f64,
-    max_rss_kb: u64,
-    stdout: String,
-}
-
-fn timed(cmd: &mut Command) -> Result<Timed> {
-    let report = tempfile::NamedTempFile::new()?;
-    let program = cmd.get_program().to_owned();
-    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
-    let mut wrapped = Command::new("/usr/bin/time");
-    wrapped
-        .arg("-v")
-        .arg("-o")
-        .arg(report.path())
-        .arg(&program)
-        .args(&args);
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => wrapped.env(k, v),
-            None => wrapped.env_remove(k),
-        };
-    }
-    let started = Instant::now();
-    let out = wrapped
-        .output()
-        .context("running /usr/bin/time (install the `time` package)")?;
-    let seconds = started.elapsed().as_secs_f64();
-    if !out.status.success() {
-        bail!(
-            "{program:?} exited {:?}: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = fs::read_to_string(report.path())?;
-    let max_rss_kb = text
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Maximum resident set size (kbytes): ")
-        })
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    Ok(Timed {
-        seconds,
-        max_rss_kb,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-    })
 }
 
 /// `rclone copy` of the bucket's prefix into `dir`, configured through the

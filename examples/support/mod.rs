@@ -5,6 +5,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -75,4 +77,57 @@ pub fn bench_spec(
         config_attachment_storage: None,
         s3: None,
     }
+}
+
+/// One timed command: wall time and the peak RSS of its largest process.
+pub struct Timed {
+    pub seconds: f64,
+    pub max_rss_kb: u64,
+    pub stdout: String,
+}
+
+/// Runs `cmd` (its arguments and environment) under `/usr/bin/time -v`;
+/// a non-zero exit is an error with its stderr.
+pub fn timed_command(cmd: &Command) -> Result<Timed> {
+    let report = tempfile::NamedTempFile::new()?;
+    let program = cmd.get_program().to_owned();
+    let mut wrapped = Command::new("/usr/bin/time");
+    wrapped
+        .arg("-v")
+        .arg("-o")
+        .arg(report.path())
+        .arg(&program)
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    let started = Instant::now();
+    let out = wrapped
+        .output()
+        .context("running /usr/bin/time (install the `time` package)")?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "{program:?} exited {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = fs::read_to_string(report.path())?;
+    let max_rss_kb = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    Ok(Timed {
+        seconds,
+        max_rss_kb,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+    })
 }

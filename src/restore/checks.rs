@@ -240,8 +240,26 @@ fn readable(tree: &Path, path: &Path) -> bool {
 
 /// Every restored file has the recorded checksum, and Kopano's gzip files
 /// decode to the end (all members), in one read. `Err` only when a signal
-/// interrupted the check.
+/// interrupted the checks.
 pub fn check_files(index: &Path, tree: &Path) -> Result<Check> {
+    reread_all(
+        index,
+        "files",
+        "checksums equal, gzip files decode",
+        |entry| (entry.kind == EntryKind::File).then(|| check_file(&tree.join(&entry.path), entry)),
+    )
+}
+
+/// The check `attachment checksums`: `check` on every entry of the set's
+/// index (`None`: not one to check, e.g. a directory), the first few
+/// failures named. `Err`
+/// only when a signal interrupted it.
+fn reread_all(
+    index: &Path,
+    noun: &str,
+    passed_as: &str,
+    mut check: impl FnMut(&IndexEntry) -> Option<Result<()>>,
+) -> Result<Check> {
     let name = "attachment checksums";
     let mut bad = Vec::new();
     let mut bad_count = 0u64;
@@ -256,11 +274,11 @@ pub fn check_files(index: &Path, tree: &Path) -> Result<Check> {
             Ok(e) => e,
             Err(e) => return Ok(failed(name, format!("{e:#}"))),
         };
-        if entry.kind != EntryKind::File {
+        let Some(result) = check(&entry) else {
             continue;
-        }
+        };
         checked += 1;
-        if let Err(e) = check_file(&tree.join(&entry.path), &entry) {
+        if let Err(e) = result {
             bad_count += 1;
             if bad.len() < LISTED {
                 bad.push(format!("{}: {e:#}", entry.path));
@@ -268,14 +286,11 @@ pub fn check_files(index: &Path, tree: &Path) -> Result<Check> {
         }
     }
     Ok(if bad.is_empty() {
-        passed(
-            name,
-            format!("{checked} files re-read: checksums equal, gzip files decode"),
-        )
+        passed(name, format!("{checked} {noun} re-read: {passed_as}"))
     } else {
         failed(
             name,
-            format!("{bad_count} of {checked} files bad: {}", bad.join("; ")),
+            format!("{bad_count} of {checked} {noun} bad: {}", bad.join("; ")),
         )
     })
 }
@@ -391,35 +406,8 @@ pub fn check_s3_references(
 /// restored it, with the recorded size and checksum. `Err` only when a
 /// signal interrupted the check.
 pub fn check_s3_objects(index: &Path, objects: &dyn RestoredObjects) -> Result<Check> {
-    let name = "attachment checksums";
-    let mut bad = Vec::new();
-    let mut bad_count = 0u64;
-    let mut checked = 0u64;
-    let entries = match read_index(index) {
-        Ok(e) => e,
-        Err(e) => return Ok(failed(name, format!("{e:#}"))),
-    };
-    for entry in entries {
-        crate::signals::check()?;
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => return Ok(failed(name, format!("{e:#}"))),
-        };
-        checked += 1;
-        if let Err(e) = check_object(objects, &entry) {
-            bad_count += 1;
-            if bad.len() < LISTED {
-                bad.push(format!("{}: {e:#}", entry.path));
-            }
-        }
-    }
-    Ok(if bad.is_empty() {
-        passed(name, format!("{checked} objects re-read: checksums equal"))
-    } else {
-        failed(
-            name,
-            format!("{bad_count} of {checked} objects bad: {}", bad.join("; ")),
-        )
+    reread_all(index, "objects", "checksums equal", |entry| {
+        Some(check_object(objects, entry))
     })
 }
 
