@@ -303,3 +303,140 @@ fn keys_with_a_leading_slash_are_found_on_moto() {
     assert!(!index.is_empty());
     assert!(index.keys().all(|k| k.starts_with('/')), "{index:?}");
 }
+
+/// Between kcbackup and SeaweedFS, a proxy that answers every GET of one
+/// key with 500 and forwards everything else (a stand-in for a failing
+/// server: a real one cannot be told to fail one object on demand). Each
+/// request goes upstream on a connection of its own.
+struct FailingProxy {
+    endpoint: String,
+    gets_of_victim: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn failing_proxy(upstream: &str, victim: &str) -> FailingProxy {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    // The request line holds the key percent-encoded, `/` kept.
+    let victim = victim.trim_start_matches('/').to_owned();
+    let gets = Arc::new(AtomicUsize::new(0));
+    let counter = gets.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let upstream = upstream.clone();
+            let victim = victim.clone();
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(client.try_clone().unwrap());
+                let mut client = client;
+                loop {
+                    let mut head = Vec::new();
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        if lower.starts_with("connection:") {
+                            continue;
+                        }
+                        if line == "\r\n" {
+                            head.extend_from_slice(b"connection: close\r\n\r\n");
+                            break;
+                        }
+                        head.extend_from_slice(line.as_bytes());
+                    }
+                    let mut body = vec![0u8; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let request_line = String::from_utf8_lossy(&head)
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_owned();
+                    let path = request_line.split(' ').nth(1).unwrap_or("");
+                    let path = path.split('?').next().unwrap_or("");
+                    if request_line.starts_with("GET ") && path.ends_with(&victim) {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let xml = "<Error><Code>InternalError</Code></Error>";
+                        let reply = format!(
+                            "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {}\r\n\r\n{xml}",
+                            xml.len()
+                        );
+                        if client.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    let Ok(mut up) = TcpStream::connect(&upstream) else {
+                        return;
+                    };
+                    if up
+                        .write_all(&head)
+                        .and_then(|()| up.write_all(&body))
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let mut reply = Vec::new();
+                    let _ = up.read_to_end(&mut reply);
+                    if client.write_all(&reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    FailingProxy {
+        endpoint,
+        gets_of_victim: gets,
+    }
+}
+
+/// One object that every GET fails for: tried again, then the run fails
+/// (exit 1) naming its key, and nothing is published.
+#[test]
+fn an_object_that_cannot_be_read_fails_the_run_naming_its_key() {
+    if !s3server::available("an_object_that_cannot_be_read_fails_the_run_naming_its_key") {
+        return;
+    }
+    let server = s3server::shared_seaweed();
+    let (env, bucket) = s3_env(server, false);
+    let victim = *env.store.expected.referenced.iter().nth(2).unwrap();
+    let key = key_of(&env, server, &bucket, victim);
+    let proxy = failing_proxy(&server.endpoint, &key);
+    let endpoint = toml::Value::String(proxy.endpoint.clone());
+    add_config(
+        &env,
+        &format!("\n[s3]\nendpoint = {endpoint}\npath_style = true\n"),
+    );
+    let run = env.run_any(&["backup", "--json"]);
+    assert_eq!(run.code, 1, "{:#}\n{}", run.json, run.stderr);
+    assert!(run.stderr.contains(&format!("{key:?}")), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("HTTP 500 InternalError"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("after 5 tries"), "{}", run.stderr);
+    assert!(!run.stderr.contains(s3server::SECRET_KEY));
+    assert_eq!(
+        proxy
+            .gets_of_victim
+            .load(std::sync::atomic::Ordering::SeqCst),
+        5
+    );
+    assert_eq!(published_sets(&env.repo), Vec::<String>::new());
+    assert_eq!(work_dirs(&env.repo), Vec::<String>::new());
+}
