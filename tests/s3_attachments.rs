@@ -440,3 +440,36 @@ fn an_object_that_cannot_be_read_fails_the_run_naming_its_key() {
     assert_eq!(published_sets(&env.repo), Vec::<String>::new());
     assert_eq!(work_dirs(&env.repo), Vec::<String>::new());
 }
+
+/// verify reads an s3 set's objects back by its index, as for files: a
+/// damaged object is found and named by its key.
+#[test]
+fn verify_finds_a_damaged_object_of_an_s3_set() {
+    if !s3server::available("verify_finds_a_damaged_object_of_an_s3_set") {
+        return;
+    }
+    let server = s3server::shared_seaweed();
+    let (env, _bucket) = s3_env(server, false);
+    let run = env.backup(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let set = run.json["set"].as_str().unwrap();
+    let objects = env.object_files();
+    let index = common::snapbackup::index_files(&env.set_dir(set));
+    // An attachment object (not a dump chunk): named by a checksum the index holds.
+    let (key, damaged) = objects
+        .iter()
+        .find_map(|path| {
+            let name = path.file_name()?.to_str()?;
+            let sha = name.split('.').next()?;
+            index
+                .iter()
+                .find(|(_, s)| s.as_str() == sha)
+                .map(|(k, _)| (k.clone(), path.clone()))
+        })
+        .expect("an attachment object");
+    support::flip_byte(&damaged, 10);
+    let verify = env.verify(set);
+    assert_eq!(verify.code, 3, "{:#}", verify.json);
+    let problems = support::problems(&verify.json);
+    assert!(problems.iter().any(|p| p.contains(&key)), "{problems:?}");
+}
