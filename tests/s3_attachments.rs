@@ -51,7 +51,7 @@ fn add_config(env: &Env, text: &str) {
 }
 
 fn with_slow_dump(env: &Env, dir: &Path) -> SlowDump {
-    let dump = SlowDump::new(dir, 3);
+    let dump = SlowDump::new(dir, 4);
     let script = toml::Value::String(dump.script.display().to_string());
     add_config(env, &format!("\n[mysql]\ndump_command = {script}\n"));
     dump
@@ -172,8 +172,9 @@ fn an_object_deleted_after_the_transaction_began_is_missing_unless_versioned() {
         let key = key_of(&env, server, &bucket, victim);
         let mut run = spawn_backup(&env.config);
         run.wait_for("the dump's pause", || dump.pausing.exists());
-        // Listings give times to the second: be clearly after the start.
-        std::thread::sleep(Duration::from_millis(1100));
+        // Listings give times to the second, and so does the clock check:
+        // be clearly after the start.
+        std::thread::sleep(Duration::from_millis(2100));
         server.client().delete(&bucket, &key, None).unwrap();
         assert!(!dump.resumed.exists(), "the dump went on before the delete");
         let done = run.finish();

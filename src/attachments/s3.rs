@@ -95,6 +95,20 @@ pub fn capture_s3(
         Some(_) => client.versioning(&opts.bucket)? != Versioning::Off,
         None => false,
     };
+    // The view is the moment on the server's clock: LastModified is its.
+    let mut opts = opts.clone();
+    if versioned && let Some(at) = opts.view_at {
+        // The Date header is to the second: less than that is no skew.
+        let offset = client.clock_offset(&opts.bucket)?.unwrap_or_default();
+        if offset.num_milliseconds().abs() > 1000 {
+            tracing::warn!(
+                "the S3 server's clock is {}s off ours; the versioned view allows for it",
+                offset.num_seconds()
+            );
+            opts.view_at = Some(at + offset);
+        }
+    }
+    let opts = &opts;
     let rows = opts.previous_index.as_deref().and_then(|path| {
         read_index(path)
             .inspect_err(|e| tracing::warn!("not reusing checksums of the previous set: {e:#}"))
