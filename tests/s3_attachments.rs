@@ -305,8 +305,17 @@ fn keys_with_a_leading_slash_are_found_on_moto() {
     assert!(index.keys().all(|k| k.starts_with('/')), "{index:?}");
 }
 
+/// How the proxy answers GETs of its victim key.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// 500 InternalError.
+    ServerError,
+    /// 200 with a body shorter than the listing says.
+    ShortBody,
+}
+
 /// Between kcbackup and SeaweedFS, a proxy that answers every GET of one
-/// key with 500 and forwards everything else (a stand-in for a failing
+/// key with `fault` and forwards everything else (a stand-in for a failing
 /// server: a real one cannot be told to fail one object on demand). Each
 /// request goes upstream on a connection of its own.
 struct FailingProxy {
@@ -314,7 +323,7 @@ struct FailingProxy {
     gets_of_victim: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-fn failing_proxy(upstream: &str, victim: &str) -> FailingProxy {
+fn failing_proxy(upstream: &str, victim: &str, fault: Fault) -> FailingProxy {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::sync::Arc;
@@ -370,11 +379,18 @@ fn failing_proxy(upstream: &str, victim: &str) -> FailingProxy {
                     let path = path.split('?').next().unwrap_or("");
                     if request_line.starts_with("GET ") && path.ends_with(&victim) {
                         counter.fetch_add(1, Ordering::SeqCst);
-                        let xml = "<Error><Code>InternalError</Code></Error>";
-                        let reply = format!(
-                            "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {}\r\n\r\n{xml}",
-                            xml.len()
-                        );
+                        let reply = match fault {
+                            Fault::ServerError => {
+                                let xml = "<Error><Code>InternalError</Code></Error>";
+                                format!(
+                                    "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {}\r\n\r\n{xml}",
+                                    xml.len()
+                                )
+                            }
+                            Fault::ShortBody => {
+                                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nshort".to_owned()
+                            }
+                        };
                         if client.write_all(reply.as_bytes()).is_err() {
                             return;
                         }
@@ -416,7 +432,7 @@ fn an_object_that_cannot_be_read_fails_the_run_naming_its_key() {
     let (env, bucket) = s3_env(server, false);
     let victim = *env.store.expected.referenced.iter().nth(2).unwrap();
     let key = key_of(&env, server, &bucket, victim);
-    let proxy = failing_proxy(&server.endpoint, &key);
+    let proxy = failing_proxy(&server.endpoint, &key, Fault::ServerError);
     let endpoint = toml::Value::String(proxy.endpoint.clone());
     add_config(
         &env,
@@ -473,4 +489,30 @@ fn verify_finds_a_damaged_object_of_an_s3_set() {
     assert_eq!(verify.code, 3, "{:#}", verify.json);
     let problems = support::problems(&verify.json);
     assert!(problems.iter().any(|p| p.contains(&key)), "{problems:?}");
+}
+
+/// A body shorter than the listing says is not stored: the set is
+/// incomplete and the proof names the object as corrupt.
+#[test]
+fn a_body_shorter_than_listed_is_corrupt_and_the_set_incomplete() {
+    if !s3server::available("a_body_shorter_than_listed_is_corrupt_and_the_set_incomplete") {
+        return;
+    }
+    let server = s3server::shared_seaweed();
+    let (env, bucket) = s3_env(server, false);
+    let victim = *env.store.expected.referenced.iter().nth(4).unwrap();
+    let key = key_of(&env, server, &bucket, victim);
+    let proxy = failing_proxy(&server.endpoint, &key, Fault::ShortBody);
+    let endpoint = toml::Value::String(proxy.endpoint.clone());
+    add_config(
+        &env,
+        &format!("\n[s3]\nendpoint = {endpoint}\npath_style = true\n"),
+    );
+    let run = env.backup(&[]);
+    let j = &run.json;
+    assert_eq!(run.code, 3, "{j:#}");
+    assert_eq!(j["status"], "incomplete");
+    assert_eq!(num(j, "attachments.corrupt"), 1, "{j:#}");
+    assert_eq!(j["attachments"]["corrupt_paths"][0], key.as_str());
+    assert_eq!(num(j, "attachments.missing"), 0);
 }
