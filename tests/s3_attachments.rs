@@ -516,3 +516,36 @@ fn a_body_shorter_than_listed_is_corrupt_and_the_set_incomplete() {
     assert_eq!(j["attachments"]["corrupt_paths"][0], key.as_str());
     assert_eq!(num(j, "attachments.missing"), 0);
 }
+
+/// Rolling verification of an s3 set: a damaged stored object in the
+/// backup's slice is found and written again from the bucket.
+#[test]
+fn rolling_verification_writes_a_damaged_object_again_from_the_bucket() {
+    if !s3server::available("rolling_verification_writes_a_damaged_object_again_from_the_bucket") {
+        return;
+    }
+    let server = s3server::shared_seaweed();
+    let (env, _bucket) = s3_env(server, false);
+    // Every object is in every backup's slice.
+    add_config(&env, "\n[verify]\nrolling_days = 1\n");
+    let first = env.backup(&[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let set = first.json["set"].as_str().unwrap();
+    let index = common::snapbackup::index_files(&env.set_dir(set));
+    let damaged = env
+        .object_files()
+        .into_iter()
+        .find(|path| {
+            let name = path.file_name().unwrap().to_str().unwrap();
+            let sha = name.split('.').next().unwrap();
+            index.values().any(|s| s == sha)
+        })
+        .expect("an attachment object");
+    support::flip_byte(&damaged, 10);
+    let second = env.backup(&[]);
+    let j = &second.json;
+    assert_eq!(second.code, 0, "{j:#}");
+    assert_eq!(num(j, "attachments.rolling.rewritten"), 1, "{j:#}");
+    let verify = env.verify(j["set"].as_str().unwrap());
+    assert_eq!(verify.code, 0, "{:#}", verify.json);
+}
