@@ -421,6 +421,26 @@ fn failing_proxy(upstream: &str, victim: &str, fault: Fault) -> FailingProxy {
     }
 }
 
+/// Points the env's backups at a [`failing_proxy`] whose victim is the
+/// `nth` referenced instance; returns its key.
+fn behind_proxy(
+    env: &Env,
+    server: &S3Server,
+    bucket: &str,
+    nth: usize,
+    fault: Fault,
+) -> (String, FailingProxy) {
+    let victim = *env.store.expected.referenced.iter().nth(nth).unwrap();
+    let key = key_of(env, server, bucket, victim);
+    let proxy = failing_proxy(&server.endpoint, &key, fault);
+    let endpoint = toml::Value::String(proxy.endpoint.clone());
+    add_config(
+        env,
+        &format!("\n[s3]\nendpoint = {endpoint}\npath_style = true\n"),
+    );
+    (key, proxy)
+}
+
 /// One object that every GET fails for: tried again, then the run fails
 /// (exit 1) naming its key, and nothing is published.
 #[test]
@@ -430,14 +450,7 @@ fn an_object_that_cannot_be_read_fails_the_run_naming_its_key() {
     }
     let server = s3server::shared_seaweed();
     let (env, bucket) = s3_env(server, false);
-    let victim = *env.store.expected.referenced.iter().nth(2).unwrap();
-    let key = key_of(&env, server, &bucket, victim);
-    let proxy = failing_proxy(&server.endpoint, &key, Fault::ServerError);
-    let endpoint = toml::Value::String(proxy.endpoint.clone());
-    add_config(
-        &env,
-        &format!("\n[s3]\nendpoint = {endpoint}\npath_style = true\n"),
-    );
+    let (key, proxy) = behind_proxy(&env, server, &bucket, 2, Fault::ServerError);
     let run = env.run_any(&["backup", "--json"]);
     assert_eq!(run.code, 1, "{:#}\n{}", run.json, run.stderr);
     assert!(run.stderr.contains(&format!("{key:?}")), "{}", run.stderr);
@@ -458,6 +471,20 @@ fn an_object_that_cannot_be_read_fails_the_run_naming_its_key() {
     assert_eq!(work_dirs(&env.repo), Vec::<String>::new());
 }
 
+/// An attachment object of `set` (not a dump chunk): its key and file.
+fn attachment_object(env: &Env, set: &str) -> (String, std::path::PathBuf) {
+    let index = common::snapbackup::index_files(&env.set_dir(set));
+    env.object_files()
+        .into_iter()
+        .find_map(|path| {
+            let name = path.file_name()?.to_str()?;
+            let sha = name.split('.').next()?;
+            let (key, _) = index.iter().find(|(_, s)| s.as_str() == sha)?;
+            Some((key.clone(), path.clone()))
+        })
+        .expect("an attachment object")
+}
+
 /// verify reads an s3 set's objects back by its index, as for files: a
 /// damaged object is found and named by its key.
 #[test]
@@ -470,20 +497,7 @@ fn verify_finds_a_damaged_object_of_an_s3_set() {
     let run = env.backup(&[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let set = run.json["set"].as_str().unwrap();
-    let objects = env.object_files();
-    let index = common::snapbackup::index_files(&env.set_dir(set));
-    // An attachment object (not a dump chunk): named by a checksum the index holds.
-    let (key, damaged) = objects
-        .iter()
-        .find_map(|path| {
-            let name = path.file_name()?.to_str()?;
-            let sha = name.split('.').next()?;
-            index
-                .iter()
-                .find(|(_, s)| s.as_str() == sha)
-                .map(|(k, _)| (k.clone(), path.clone()))
-        })
-        .expect("an attachment object");
+    let (key, damaged) = attachment_object(&env, set);
     support::flip_byte(&damaged, 10);
     let verify = env.verify(set);
     assert_eq!(verify.code, 3, "{:#}", verify.json);
@@ -500,14 +514,7 @@ fn a_body_shorter_than_listed_is_corrupt_and_the_set_incomplete() {
     }
     let server = s3server::shared_seaweed();
     let (env, bucket) = s3_env(server, false);
-    let victim = *env.store.expected.referenced.iter().nth(4).unwrap();
-    let key = key_of(&env, server, &bucket, victim);
-    let proxy = failing_proxy(&server.endpoint, &key, Fault::ShortBody);
-    let endpoint = toml::Value::String(proxy.endpoint.clone());
-    add_config(
-        &env,
-        &format!("\n[s3]\nendpoint = {endpoint}\npath_style = true\n"),
-    );
+    let (key, _proxy) = behind_proxy(&env, server, &bucket, 4, Fault::ShortBody);
     let run = env.backup(&[]);
     let j = &run.json;
     assert_eq!(run.code, 3, "{j:#}");
@@ -531,16 +538,7 @@ fn rolling_verification_writes_a_damaged_object_again_from_the_bucket() {
     let first = env.backup(&[]);
     assert_eq!(first.code, 0, "{}", first.stderr);
     let set = first.json["set"].as_str().unwrap();
-    let index = common::snapbackup::index_files(&env.set_dir(set));
-    let damaged = env
-        .object_files()
-        .into_iter()
-        .find(|path| {
-            let name = path.file_name().unwrap().to_str().unwrap();
-            let sha = name.split('.').next().unwrap();
-            index.values().any(|s| s == sha)
-        })
-        .expect("an attachment object");
+    let (_key, damaged) = attachment_object(&env, set);
     support::flip_byte(&damaged, 10);
     let second = env.backup(&[]);
     let j = &second.json;
