@@ -68,9 +68,11 @@ impl Layout {
         [dir.join(id.to_string()), dir.join(format!("{id}.gz"))]
     }
 
-    /// For `s3`: the listing prefix of `attachment_path` (`path/`).
+    /// For `s3`: the listing prefix of `attachment_path`: the path and a
+    /// `/`, byte for byte as Kopano joins them (a trailing `/` in the
+    /// setting makes keys with `//`).
     pub fn s3_prefix(attachment_path: &str) -> String {
-        format!("{}/", attachment_path.trim_end_matches('/'))
+        format!("{attachment_path}/")
     }
 
     /// For `s3`: the instance whose object `key` is under `prefix` (as
@@ -168,7 +170,8 @@ mod tests {
 
     #[test]
     fn s3_keys_are_found_under_both_forms_of_the_prefix() {
-        let prefix = Layout::s3_prefix("/var/lib/kopano/attachments/");
+        assert_eq!(Layout::s3_prefix("/srv/att/"), "/srv/att//");
+        let prefix = Layout::s3_prefix("/var/lib/kopano/attachments");
         assert_eq!(prefix, "/var/lib/kopano/attachments/");
         assert_eq!(
             Layout::s3_instance(&prefix, "/var/lib/kopano/attachments/42"),

@@ -51,7 +51,7 @@ fn add_config(env: &Env, text: &str) {
 }
 
 fn with_slow_dump(env: &Env, dir: &Path) -> SlowDump {
-    let dump = SlowDump::new(dir, 3);
+    let dump = SlowDump::new(dir, 4);
     let script = toml::Value::String(dump.script.display().to_string());
     add_config(env, &format!("\n[mysql]\ndump_command = {script}\n"));
     dump
@@ -172,8 +172,9 @@ fn an_object_deleted_after_the_transaction_began_is_missing_unless_versioned() {
         let key = key_of(&env, server, &bucket, victim);
         let mut run = spawn_backup(&env.config);
         run.wait_for("the dump's pause", || dump.pausing.exists());
-        // Listings give times to the second: be clearly after the start.
-        std::thread::sleep(Duration::from_millis(1100));
+        // Listings give times to the second, and so does the clock check:
+        // be clearly after the start.
+        std::thread::sleep(Duration::from_millis(2100));
         server.client().delete(&bucket, &key, None).unwrap();
         assert!(!dump.resumed.exists(), "the dump went on before the delete");
         let done = run.finish();
@@ -302,4 +303,247 @@ fn keys_with_a_leading_slash_are_found_on_moto() {
     let index = common::snapbackup::index_files(&env.set_dir(set));
     assert!(!index.is_empty());
     assert!(index.keys().all(|k| k.starts_with('/')), "{index:?}");
+}
+
+/// How the proxy answers GETs of its victim key.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// 500 InternalError.
+    ServerError,
+    /// 200 with a body shorter than the listing says.
+    ShortBody,
+}
+
+/// Between kcbackup and SeaweedFS, a proxy that answers every GET of one
+/// key with `fault` and forwards everything else (a stand-in for a failing
+/// server: a real one cannot be told to fail one object on demand). Each
+/// request goes upstream on a connection of its own.
+struct FailingProxy {
+    endpoint: String,
+    gets_of_victim: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn failing_proxy(upstream: &str, victim: &str, fault: Fault) -> FailingProxy {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    // The request line holds the key percent-encoded, `/` kept.
+    let victim = victim.trim_start_matches('/').to_owned();
+    let gets = Arc::new(AtomicUsize::new(0));
+    let counter = gets.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let upstream = upstream.clone();
+            let victim = victim.clone();
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(client.try_clone().unwrap());
+                let mut client = client;
+                loop {
+                    let mut head = Vec::new();
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        if lower.starts_with("connection:") {
+                            continue;
+                        }
+                        if line == "\r\n" {
+                            head.extend_from_slice(b"connection: close\r\n\r\n");
+                            break;
+                        }
+                        head.extend_from_slice(line.as_bytes());
+                    }
+                    let mut body = vec![0u8; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let request_line = String::from_utf8_lossy(&head)
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_owned();
+                    let path = request_line.split(' ').nth(1).unwrap_or("");
+                    let path = path.split('?').next().unwrap_or("");
+                    if request_line.starts_with("GET ") && path.ends_with(&victim) {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let reply = match fault {
+                            Fault::ServerError => {
+                                let xml = "<Error><Code>InternalError</Code></Error>";
+                                format!(
+                                    "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {}\r\n\r\n{xml}",
+                                    xml.len()
+                                )
+                            }
+                            Fault::ShortBody => {
+                                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nshort".to_owned()
+                            }
+                        };
+                        if client.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    let Ok(mut up) = TcpStream::connect(&upstream) else {
+                        return;
+                    };
+                    if up
+                        .write_all(&head)
+                        .and_then(|()| up.write_all(&body))
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let mut reply = Vec::new();
+                    let _ = up.read_to_end(&mut reply);
+                    if client.write_all(&reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    FailingProxy {
+        endpoint,
+        gets_of_victim: gets,
+    }
+}
+
+/// Points the env's backups at a [`failing_proxy`] whose victim is the
+/// `nth` referenced instance; returns its key.
+fn behind_proxy(
+    env: &Env,
+    server: &S3Server,
+    bucket: &str,
+    nth: usize,
+    fault: Fault,
+) -> (String, FailingProxy) {
+    let victim = *env.store.expected.referenced.iter().nth(nth).unwrap();
+    let key = key_of(env, server, bucket, victim);
+    let proxy = failing_proxy(&server.endpoint, &key, fault);
+    let endpoint = toml::Value::String(proxy.endpoint.clone());
+    add_config(
+        env,
+        &format!("\n[s3]\nendpoint = {endpoint}\npath_style = true\n"),
+    );
+    (key, proxy)
+}
+
+/// One object that every GET fails for: tried again, then the run fails
+/// (exit 1) naming its key, and nothing is published.
+#[test]
+fn an_object_that_cannot_be_read_fails_the_run_naming_its_key() {
+    if !s3server::available("an_object_that_cannot_be_read_fails_the_run_naming_its_key") {
+        return;
+    }
+    let server = s3server::shared_seaweed();
+    let (env, bucket) = s3_env(server, false);
+    let (key, proxy) = behind_proxy(&env, server, &bucket, 2, Fault::ServerError);
+    let run = env.run_any(&["backup", "--json"]);
+    assert_eq!(run.code, 1, "{:#}\n{}", run.json, run.stderr);
+    assert!(run.stderr.contains(&format!("{key:?}")), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("HTTP 500 InternalError"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("after 5 tries"), "{}", run.stderr);
+    assert!(!run.stderr.contains(s3server::SECRET_KEY));
+    assert_eq!(
+        proxy
+            .gets_of_victim
+            .load(std::sync::atomic::Ordering::SeqCst),
+        5
+    );
+    assert_eq!(published_sets(&env.repo), Vec::<String>::new());
+    assert_eq!(work_dirs(&env.repo), Vec::<String>::new());
+}
+
+/// An attachment object of `set` (not a dump chunk): its key and file.
+fn attachment_object(env: &Env, set: &str) -> (String, std::path::PathBuf) {
+    let index = common::snapbackup::index_files(&env.set_dir(set));
+    env.object_files()
+        .into_iter()
+        .find_map(|path| {
+            let name = path.file_name()?.to_str()?;
+            let sha = name.split('.').next()?;
+            let (key, _) = index.iter().find(|(_, s)| s.as_str() == sha)?;
+            Some((key.clone(), path.clone()))
+        })
+        .expect("an attachment object")
+}
+
+/// verify reads an s3 set's objects back by its index, as for files: a
+/// damaged object is found and named by its key.
+#[test]
+fn verify_finds_a_damaged_object_of_an_s3_set() {
+    if !s3server::available("verify_finds_a_damaged_object_of_an_s3_set") {
+        return;
+    }
+    let server = s3server::shared_seaweed();
+    let (env, _bucket) = s3_env(server, false);
+    let run = env.backup(&[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let set = run.json["set"].as_str().unwrap();
+    let (key, damaged) = attachment_object(&env, set);
+    support::flip_byte(&damaged, 10);
+    let verify = env.verify(set);
+    assert_eq!(verify.code, 3, "{:#}", verify.json);
+    let problems = support::problems(&verify.json);
+    assert!(problems.iter().any(|p| p.contains(&key)), "{problems:?}");
+}
+
+/// A body shorter than the listing says is not stored: the set is
+/// incomplete and the proof names the object as corrupt.
+#[test]
+fn a_body_shorter_than_listed_is_corrupt_and_the_set_incomplete() {
+    if !s3server::available("a_body_shorter_than_listed_is_corrupt_and_the_set_incomplete") {
+        return;
+    }
+    let server = s3server::shared_seaweed();
+    let (env, bucket) = s3_env(server, false);
+    let (key, _proxy) = behind_proxy(&env, server, &bucket, 4, Fault::ShortBody);
+    let run = env.backup(&[]);
+    let j = &run.json;
+    assert_eq!(run.code, 3, "{j:#}");
+    assert_eq!(j["status"], "incomplete");
+    assert_eq!(num(j, "attachments.corrupt"), 1, "{j:#}");
+    assert_eq!(j["attachments"]["corrupt_paths"][0], key.as_str());
+    assert_eq!(num(j, "attachments.missing"), 0);
+}
+
+/// Rolling verification of an s3 set: a damaged stored object in the
+/// backup's slice is found and written again from the bucket.
+#[test]
+fn rolling_verification_writes_a_damaged_object_again_from_the_bucket() {
+    if !s3server::available("rolling_verification_writes_a_damaged_object_again_from_the_bucket") {
+        return;
+    }
+    let server = s3server::shared_seaweed();
+    let (env, _bucket) = s3_env(server, false);
+    // Every object is in every backup's slice.
+    add_config(&env, "\n[verify]\nrolling_days = 1\n");
+    let first = env.backup(&[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let set = first.json["set"].as_str().unwrap();
+    let (_key, damaged) = attachment_object(&env, set);
+    support::flip_byte(&damaged, 10);
+    let second = env.backup(&[]);
+    let j = &second.json;
+    assert_eq!(second.code, 0, "{j:#}");
+    assert_eq!(num(j, "attachments.rolling.rewritten"), 1, "{j:#}");
+    let verify = env.verify(j["set"].as_str().unwrap());
+    assert_eq!(verify.code, 0, "{:#}", verify.json);
 }

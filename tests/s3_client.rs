@@ -171,6 +171,21 @@ fn versioning_keeps_old_versions_readable_by_id() {
     assert_eq!(body.info.version_id.as_deref(), Some(id));
 }
 
+/// The server runs on this machine's clock: the measured offset is small.
+#[test]
+fn the_server_clock_offset_is_measured() {
+    for server in servers("the_server_clock_offset_is_measured") {
+        let bucket = server.bucket("clock");
+        let offset = server.client().clock_offset(&bucket).unwrap();
+        let offset = offset.expect("a Date header");
+        assert!(
+            offset.num_milliseconds().abs() <= 1500,
+            "{:?}: {offset}",
+            server.kind
+        );
+    }
+}
+
 /// A server that accepts connections and never answers: each try times
 /// out, the tries are counted, the error says so. (A listener stands in:
 /// no real server can be told to hang.)

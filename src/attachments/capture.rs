@@ -13,7 +13,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 
 use super::index::{EntryKind, IndexEntry, IndexWriter, PrevIndex, read_index};
 use super::{CaptureStats, note};
@@ -22,7 +22,7 @@ use crate::repo::objects::{Encoding, ObjectStore, Packer, Staged};
 use crate::walk::{Walked, Walker};
 
 /// Entries between the walk and the index writer (bounds memory).
-const WINDOW: usize = 256;
+pub(crate) const WINDOW: usize = 256;
 /// Read buffer per worker.
 const BUF: usize = 256 * 1024;
 /// The first bytes of a file, trial-compressed to decide how to store it.
@@ -30,8 +30,8 @@ const SAMPLE: usize = 16 * 1024;
 /// How often a file that changes while being read is tried.
 const TRIES: usize = 3;
 /// Staged objects are made durable together once this many pile up.
-const BATCH_OBJECTS: usize = 4096;
-const BATCH_BYTES: u64 = 512 << 20;
+pub(crate) const BATCH_OBJECTS: usize = 4096;
+pub(crate) const BATCH_BYTES: u64 = 512 << 20;
 
 #[derive(Debug, Clone)]
 pub struct CaptureOptions {
@@ -230,20 +230,9 @@ impl Run<'_> {
                 if let Some(before) = previous.find(&entry.path)
                     && entry.unchanged_since(&before)
                     && let Some(sha) = before.sha256.clone()
+                    && reuse(self.store, &mut entry, sha, &before, self.stats)
                 {
-                    // Reuse only what the store still holds at its recorded
-                    // size (a `stat`); anything else is read again.
-                    match reusable(self.store, &sha, &before) {
-                        Some((encoding, stored_bytes)) => {
-                            entry.sha256 = Some(sha);
-                            entry.stored = Some(encoding);
-                            entry.stored_bytes = Some(stored_bytes);
-                            self.stats.reused += 1;
-                            self.stats.reused_bytes += entry.size;
-                            return Ok(Slot::Ready(entry));
-                        }
-                        None => self.stats.reuse_refused += 1,
-                    }
+                    return Ok(Slot::Ready(entry));
                 }
                 let (reply, rx) = sync_channel(1);
                 jobs.send(Job {
@@ -392,19 +381,41 @@ impl Run<'_> {
     }
 
     fn commit_batch(&mut self) -> Result<()> {
-        let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
-        for committed in self.store.commit(batch)? {
-            if committed.new {
-                self.stats.new_objects += 1;
-                self.stats.written_bytes += committed.written_bytes;
-            }
-        }
-        Ok(())
+        commit_counted(self.store, std::mem::take(&mut self.batch), self.stats)
     }
 }
 
+/// Commits a batch of staged objects, counting the new ones.
+pub(crate) fn commit_counted(
+    store: &ObjectStore,
+    batch: Vec<Staged>,
+    stats: &mut CaptureStats,
+) -> Result<()> {
+    for committed in store.commit(batch)? {
+        if committed.new {
+            stats.new_objects += 1;
+            stats.written_bytes += committed.written_bytes;
+        }
+    }
+    Ok(())
+}
+
 fn worker(store: &ObjectStore, jobs: &Mutex<Receiver<Job>>) {
+    serve(jobs, |job: Job, buf, packer| {
+        let outcome = read_file(store, &job.path, &job.rel, buf, packer);
+        // The main loop may have given up; then nobody needs the answer.
+        let _ = job.reply.send(outcome);
+    });
+}
+
+/// A reader thread's loop, shared with the S3 capture: takes jobs until
+/// the channel closes, each with the thread's buffer and packer (a packer
+/// that could not be made fails every job with its error).
+pub(crate) fn serve<J: JobReply>(
+    jobs: &Mutex<Receiver<J>>,
+    mut handle: impl FnMut(J, &mut [u8], &mut Packer),
+) {
     let mut buf = vec![0u8; BUF];
     let mut packer = Packer::new();
     loop {
@@ -413,12 +424,21 @@ fn worker(store: &ObjectStore, jobs: &Mutex<Receiver<Job>>) {
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        let outcome = match &mut packer {
-            Ok(packer) => read_file(store, &job.path, &job.rel, &mut buf, packer),
-            Err(e) => Err(anyhow!("{e:#}")),
-        };
-        // The main loop may have given up; then nobody needs the answer.
-        let _ = job.reply.send(outcome);
+        match &mut packer {
+            Ok(packer) => handle(job, &mut buf, packer),
+            Err(e) => job.fail(anyhow!("{e:#}")),
+        }
+    }
+}
+
+/// A job whose answer can be an error.
+pub(crate) trait JobReply {
+    fn fail(self, e: anyhow::Error);
+}
+
+impl JobReply for Job {
+    fn fail(self, e: anyhow::Error) {
+        let _ = self.reply.send(Err(e));
     }
 }
 
@@ -448,38 +468,15 @@ fn read_file(
             Ok(_) => return Ok(Outcome::Unstable),
             Err(e) => return Ok(Outcome::Unreadable(format!("while examining {rel}: {e}"))),
         };
-        let sample = SAMPLE.min(buf.len());
-        let mut head = 0;
-        while head < sample {
-            match file.read(&mut buf[head..sample]) {
-                Ok(0) => break,
-                Ok(n) => head += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Ok(Outcome::Unreadable(format!("while reading {rel}: {e}"))),
-            }
-        }
         // Kopano's own .gz files are stored as they are.
-        let encoding = if rel.ends_with(".gz") {
-            Encoding::Raw
-        } else {
-            packer.choose(&buf[..head])
+        let raw = rel.ends_with(".gz");
+        let staged = match stream_into(store, &mut file, buf, packer, raw) {
+            Ok(staged) => staged,
+            Err(StreamError::Source(e)) => {
+                return Ok(Outcome::Unreadable(format!("while reading {rel}: {e}")));
+            }
+            Err(StreamError::Store(e)) => return Err(e),
         };
-        let mut object = store.writer(encoding, packer)?;
-        object
-            .write_all(&buf[..head])
-            .context("while writing to the repository")?;
-        loop {
-            let n = match file.read(buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Ok(Outcome::Unreadable(format!("while reading {rel}: {e}"))),
-            };
-            object
-                .write_all(&buf[..n])
-                .context("while writing to the repository")?;
-        }
-        let staged = object.finish()?;
         let after = match file.metadata() {
             Ok(m) => m,
             Err(e) => return Ok(Outcome::Unreadable(format!("while examining {rel}: {e}"))),
@@ -496,6 +493,58 @@ fn read_file(
     Ok(Outcome::Unstable)
 }
 
+/// Why [`stream_into`] stopped.
+pub(crate) enum StreamError {
+    /// Reading the source failed.
+    Source(io::Error),
+    /// Writing to the repository failed.
+    Store(anyhow::Error),
+}
+
+/// Streams `source` into a staged object, hashed on the way: its first
+/// bytes decide whether it is compressed (never when `raw`).
+pub(crate) fn stream_into(
+    store: &ObjectStore,
+    source: &mut dyn Read,
+    buf: &mut [u8],
+    packer: &mut Packer,
+    raw: bool,
+) -> Result<Staged, StreamError> {
+    let sample = SAMPLE.min(buf.len());
+    let mut head = 0;
+    while head < sample {
+        match source.read(&mut buf[head..sample]) {
+            Ok(0) => break,
+            Ok(n) => head += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(StreamError::Source(e)),
+        }
+    }
+    let encoding = if raw {
+        Encoding::Raw
+    } else {
+        packer.choose(&buf[..head])
+    };
+    let store_error =
+        |e: anyhow::Error| StreamError::Store(e.context("while writing to the repository"));
+    let mut object = store.writer(encoding, packer).map_err(store_error)?;
+    object
+        .write_all(&buf[..head])
+        .map_err(|e| store_error(e.into()))?;
+    loop {
+        let n = match source.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(StreamError::Source(e)),
+        };
+        object
+            .write_all(&buf[..n])
+            .map_err(|e| store_error(e.into()))?;
+    }
+    object.finish().map_err(StreamError::Store)
+}
+
 /// What a special file is, in words.
 fn special_kind(meta: &Metadata) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
@@ -510,6 +559,32 @@ fn special_kind(meta: &Metadata) -> &'static str {
         "a character device"
     } else {
         "a special file"
+    }
+}
+
+/// Takes the previous set's checksum `sha` for an unchanged `entry`, but
+/// only while the store still holds its object at the recorded size (a
+/// `stat`); false (and counted as refused) when it must be read again.
+pub(crate) fn reuse(
+    store: &ObjectStore,
+    entry: &mut IndexEntry,
+    sha: String,
+    before: &IndexEntry,
+    stats: &mut CaptureStats,
+) -> bool {
+    match reusable(store, &sha, before) {
+        Some((encoding, stored_bytes)) => {
+            entry.sha256 = Some(sha);
+            entry.stored = Some(encoding);
+            entry.stored_bytes = Some(stored_bytes);
+            stats.reused += 1;
+            stats.reused_bytes += entry.size;
+            true
+        }
+        None => {
+            stats.reuse_refused += 1;
+            false
+        }
     }
 }
 

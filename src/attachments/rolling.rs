@@ -3,11 +3,12 @@
 //! that every object is re-read at least once per `[verify] rolling_days`
 //! backups although unchanged files are reused without reading. A corrupt
 //! object is moved to `objects/.corrupt/` and written again from the live
-//! store when the file there still hashes to the object's name.
+//! store (the tree, or the bucket of an s3 store) when the data there
+//! still hashes to the object's name.
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc::sync_channel;
@@ -65,6 +66,38 @@ struct Job {
     sha: String,
     encoding: Encoding,
     rel: String,
+    /// An S3 object's version, as captured.
+    version: Option<String>,
+}
+
+/// Where a corrupt object's data is read again from: the tree the index
+/// was captured from (the snapshot, while it is still there), or the
+/// bucket of an s3 store.
+pub enum Source<'a> {
+    Tree(&'a Path),
+    Bucket {
+        client: &'a crate::s3::Client,
+        bucket: &'a str,
+    },
+}
+
+impl Source<'_> {
+    /// The data of index entry `rel` (a path, or a key), and what to call it.
+    fn open(&self, rel: &str, version: Option<&str>) -> Result<(Box<dyn Read>, String), String> {
+        match self {
+            Source::Tree(root) => {
+                let path: PathBuf = root.join(rel);
+                let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok((Box::new(file), path.display().to_string()))
+            }
+            Source::Bucket { client, bucket } => {
+                let body = client
+                    .get(bucket, rel, version)
+                    .map_err(|e| e.to_string())?;
+                Ok((body.reader, format!("key {rel:?}")))
+            }
+        }
+    }
 }
 
 enum Verdict {
@@ -74,12 +107,11 @@ enum Verdict {
 }
 
 /// Re-reads the objects of this backup's slice named by the index at
-/// `index_path`; `source` is the tree the index was captured from (the
-/// snapshot, while it is still there).
+/// `index_path`; `source` is where the index was captured from.
 pub fn run(
     store: &ObjectStore,
     index_path: &Path,
-    source: &Path,
+    source: &Source<'_>,
     opts: &RollingOptions,
     progress: &dyn Progress,
 ) -> Result<RollingStats> {
@@ -147,6 +179,7 @@ pub fn run(
                 sha,
                 encoding: entry.stored.unwrap_or(Encoding::Raw),
                 rel: entry.path,
+                version: entry.version_id,
             };
             if tx.send(job).is_err() {
                 break;
@@ -163,7 +196,12 @@ pub fn run(
 
 /// One object: hashed; if corrupt, moved aside and written again from the
 /// live file when that still holds the same content.
-fn reread(store: &ObjectStore, source: &Path, job: &Job, packer: &mut Option<Packer>) -> Verdict {
+fn reread(
+    store: &ObjectStore,
+    source: &Source<'_>,
+    job: &Job,
+    packer: &mut Option<Packer>,
+) -> Verdict {
     let encoding = store
         .stat(&job.sha, job.encoding)
         .map_or(job.encoding, |(e, _)| e);
@@ -187,7 +225,7 @@ fn reread(store: &ObjectStore, source: &Path, job: &Job, packer: &mut Option<Pac
         // Missing: nothing to move aside, but it can be written again.
         Err(_) => {}
     }
-    match rewrite(store, &source.join(&job.rel), job, packer) {
+    match rewrite(store, source, job, packer) {
         Ok(bytes) => Verdict::Rewritten(bytes),
         Err(why) => Verdict::Lost(format!(
             "object {} of {} is corrupt and the live store no longer holds its data: {why}",
@@ -196,10 +234,10 @@ fn reread(store: &ObjectStore, source: &Path, job: &Job, packer: &mut Option<Pac
     }
 }
 
-/// Stores the live file again, if it still hashes to the object's name.
+/// Stores the live data again, if it still hashes to the object's name.
 fn rewrite(
     store: &ObjectStore,
-    path: &PathBuf,
+    source: &Source<'_>,
     job: &Job,
     packer: &mut Option<Packer>,
 ) -> std::result::Result<u64, String> {
@@ -207,18 +245,14 @@ fn rewrite(
         Some(p) => p,
         None => packer.insert(Packer::new().map_err(|e| format!("{e:#}"))?),
     };
-    let mut file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (mut data, name) = source.open(&job.rel, job.version.as_deref())?;
     let mut writer = store
         .writer(job.encoding, packer)
         .map_err(|e| format!("{e:#}"))?;
-    io::copy(&mut file, &mut writer).map_err(|e| format!("{}: {e}", path.display()))?;
+    io::copy(&mut data, &mut writer).map_err(|e| format!("{name}: {e}"))?;
     let staged = writer.finish().map_err(|e| format!("{e:#}"))?;
     if staged.info.sha256 != job.sha {
-        return Err(format!(
-            "{} now hashes to {}",
-            path.display(),
-            staged.info.sha256
-        ));
+        return Err(format!("{name} now hashes to {}", staged.info.sha256));
     }
     let bytes = staged.info.stored_bytes;
     store.commit(vec![staged]).map_err(|e| format!("{e:#}"))?;

@@ -6,7 +6,6 @@
 //! ETag are those of the previous set is not downloaded again.
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -17,19 +16,16 @@ use anyhow::{Result, anyhow};
 use backon::{BlockingRetryable, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 
+// The window (bounding memory) and commit batches of the file capture.
+use super::capture::{
+    BATCH_BYTES, BATCH_OBJECTS, JobReply, StreamError, WINDOW, commit_counted, reuse, serve,
+    stream_into,
+};
 use super::index::{EntryKind, IndexEntry, IndexWriter, PrevIndex, read_index};
 use super::{CaptureStats, note};
 use crate::progress::Progress;
 use crate::repo::objects::{ObjectStore, Packer, Staged};
 use crate::s3::{Client, ObjectInfo, Versioning};
-
-/// Objects between the listing and the index writer (bounds memory).
-const WINDOW: usize = 256;
-const BUF: usize = 256 * 1024;
-/// The first bytes of an object, trial-compressed to decide how to store it.
-const SAMPLE: usize = 16 * 1024;
-const BATCH_OBJECTS: usize = 4096;
-const BATCH_BYTES: u64 = 512 << 20;
 
 /// Where to read and how.
 #[derive(Debug, Clone)]
@@ -99,6 +95,20 @@ pub fn capture_s3(
         Some(_) => client.versioning(&opts.bucket)? != Versioning::Off,
         None => false,
     };
+    // The view is the moment on the server's clock: LastModified is its.
+    let mut opts = opts.clone();
+    if versioned && let Some(at) = opts.view_at {
+        // The Date header is to the second: less than that is no skew.
+        let offset = client.clock_offset(&opts.bucket)?.unwrap_or_default();
+        if offset.num_milliseconds().abs() > 1000 {
+            tracing::warn!(
+                "the S3 server's clock is {}s off ours; the versioned view allows for it",
+                offset.num_seconds()
+            );
+            opts.view_at = Some(at + offset);
+        }
+    }
+    let opts = &opts;
     let rows = opts.previous_index.as_deref().and_then(|path| {
         read_index(path)
             .inspect_err(|e| tracing::warn!("not reusing checksums of the previous set: {e:#}"))
@@ -201,18 +211,9 @@ impl Run<'_> {
             && before.etag == object.etag
             && before.version_id == object.version_id
             && let Some(sha) = before.sha256.clone()
+            && reuse(self.store, &mut entry, sha, &before, self.stats)
         {
-            match super::capture::reusable(self.store, &sha, &before) {
-                Some((encoding, stored_bytes)) => {
-                    entry.sha256 = Some(sha);
-                    entry.stored = Some(encoding);
-                    entry.stored_bytes = Some(stored_bytes);
-                    self.stats.reused += 1;
-                    self.stats.reused_bytes += entry.size;
-                    return Ok(Slot::Ready(entry));
-                }
-                None => self.stats.reuse_refused += 1,
-            }
+            return Ok(Slot::Ready(entry));
         }
         let (reply, rx) = sync_channel(1);
         let key = object.key.clone();
@@ -267,15 +268,8 @@ impl Run<'_> {
     }
 
     fn commit_batch(&mut self) -> Result<()> {
-        let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
-        for committed in self.store.commit(batch)? {
-            if committed.new {
-                self.stats.new_objects += 1;
-                self.stats.written_bytes += committed.written_bytes;
-            }
-        }
-        Ok(())
+        commit_counted(self.store, std::mem::take(&mut self.batch), self.stats)
     }
 }
 
@@ -357,19 +351,15 @@ struct Chosen {
 }
 
 fn downloader(client: &Client, bucket: &str, store: &ObjectStore, jobs: &Mutex<Receiver<Job>>) {
-    let mut buf = vec![0u8; BUF];
-    let mut packer = Packer::new();
-    loop {
-        let job = match jobs.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
-        };
-        let Ok(job) = job else { return };
-        let outcome = match &mut packer {
-            Ok(packer) => download(client, bucket, store, &job.object, &mut buf, packer),
-            Err(e) => Err(anyhow!("{e:#}")),
-        };
+    serve(jobs, |job: Job, buf, packer| {
+        let outcome = download(client, bucket, store, &job.object, buf, packer);
         let _ = job.reply.send(outcome);
+    });
+}
+
+impl JobReply for Job {
+    fn fail(self, e: anyhow::Error) {
+        let _ = self.reply.send(Err(e));
     }
 }
 
@@ -433,38 +423,14 @@ fn download_once(
         Err(e) if e.is_not_found() => return Ok(Outcome::Vanished),
         Err(e) => return Err(Failed::Final(e.into())),
     };
-    let read_error = |e: std::io::Error| {
-        Failed::Body(anyhow::Error::new(e).context(format!("while reading the body of {key:?}")))
-    };
-    let store_error =
-        |e: anyhow::Error| Failed::Final(e.context("while writing to the repository"));
-    let sample = SAMPLE.min(buf.len());
-    let mut head = 0;
-    while head < sample {
-        match body.reader.read(&mut buf[head..sample]) {
-            Ok(0) => break,
-            Ok(n) => head += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(read_error(e)),
+    let staged = match stream_into(store, &mut body.reader, buf, packer, false) {
+        Ok(staged) => staged,
+        Err(StreamError::Source(e)) => {
+            let e = anyhow::Error::new(e).context(format!("while reading the body of {key:?}"));
+            return Err(Failed::Body(e));
         }
-    }
-    let encoding = packer.choose(&buf[..head]);
-    let mut writer = store.writer(encoding, packer).map_err(store_error)?;
-    writer
-        .write_all(&buf[..head])
-        .map_err(|e| store_error(e.into()))?;
-    loop {
-        let n = match body.reader.read(buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(read_error(e)),
-        };
-        writer
-            .write_all(&buf[..n])
-            .map_err(|e| store_error(e.into()))?;
-    }
-    let staged = writer.finish().map_err(store_error)?;
+        Err(StreamError::Store(e)) => return Err(Failed::Final(e)),
+    };
     let mut entry = entry_of(object);
     if staged.info.size != object.size {
         return Ok(Outcome::Short(entry, staged.info.size));

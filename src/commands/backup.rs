@@ -238,31 +238,36 @@ pub fn run(
     }
 
     // Rolling verification, while the tree it was captured from is still
-    // there to write a corrupt object again: this backup's share of the
+    // there (or the bucket) to write a corrupt object again: this backup's share of the
     // objects it reused without reading, re-read. (With --rehash every
     // object of the set was hashed by this run already; the slice still
     // turns, so the rounds stay regular.)
-    // An s3 store has no local tree to write a corrupt object again from:
-    // its objects are checked by verify instead.
-    let rolling = if layout == Layout::S3 {
-        None
-    } else {
-        let rolling = rolling::run(
-            &store,
-            &set.path(ATTACHMENTS_FILE),
-            &snap.view_path(&settings.attachment_path),
-            &RollingOptions {
-                days: settings.rolling_days,
-                counter: rolling_counter,
-            },
-            progress,
-        )
-        .map_err(signals::explain)
-        .context("while re-reading stored objects (rolling verification)")?;
-        phases.push(phase("rolling verification", rolling.seconds));
-        warnings.extend(rolling_warnings(&rolling));
-        Some(rolling)
+    let tree = snap.view_path(&settings.attachment_path);
+    let client = match layout {
+        Layout::S3 => Some(s3::Client::new(settings.s3.client_config()?)),
+        _ => None,
     };
+    let source = match &client {
+        Some(client) => rolling::Source::Bucket {
+            client,
+            bucket: &settings.s3.bucket,
+        },
+        None => rolling::Source::Tree(&tree),
+    };
+    let rolling = rolling::run(
+        &store,
+        &set.path(ATTACHMENTS_FILE),
+        &source,
+        &RollingOptions {
+            days: settings.rolling_days,
+            counter: rolling_counter,
+        },
+        progress,
+    )
+    .map_err(signals::explain)
+    .context("while re-reading stored objects (rolling verification)")?;
+    phases.push(phase("rolling verification", rolling.seconds));
+    warnings.extend(rolling_warnings(&rolling));
     if capture.source_missing && !matches!(layout, Layout::Database | Layout::S3) {
         warnings.push(format!(
             "the attachment directory {} does not exist; nothing was captured",
@@ -334,7 +339,7 @@ pub fn run(
             previous_set: previous.map(|(id, _)| id),
             proof,
             capture,
-            rolling,
+            rolling: Some(rolling),
             s3: s3_source,
         },
         config,

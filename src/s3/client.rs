@@ -215,6 +215,29 @@ impl Client {
         })
     }
 
+    /// How far the server's clock is ahead of ours (negative: behind), from
+    /// the `Date` of a HEAD bucket answer, to the second; `None` when the
+    /// server sends no readable date. Times the server stamps (LastModified)
+    /// are compared with ours only after this correction.
+    pub fn clock_offset(&self, bucket: &str) -> Result<Option<chrono::TimeDelta>, Error> {
+        let b = self.bucket_or_error("HEAD", bucket)?;
+        self.retry("HEAD", bucket, None, || {
+            let url = b.head_bucket(Some(&self.credentials)).sign(PRESIGN);
+            let before = Utc::now();
+            let response = check(self.agent.head(url.as_str()).call())?;
+            let after = Utc::now();
+            let date = response
+                .headers()
+                .get("date")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| DateTime::parse_from_rfc2822(v).ok());
+            // The date is truncated to the second: its middle is the best guess.
+            let ours = before + (after - before) / 2;
+            let half = chrono::TimeDelta::milliseconds(500);
+            Ok(date.map(|d| d.with_timezone(&Utc) + half - ours))
+        })
+    }
+
     /// Creates a bucket (tests, scratch buckets); one that is already ours
     /// is fine.
     pub fn create_bucket(&self, bucket: &str) -> Result<(), Error> {
