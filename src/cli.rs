@@ -24,9 +24,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Backup repository (overrides [repository] path)
-    #[arg(long, global = true, value_name = "DIR")]
-    pub repository: Option<PathBuf>,
+    /// Backup repository: a [repositories.NAME] name, a directory, or an
+    /// s3://bucket/prefix URL (overrides [repository])
+    #[arg(long, global = true, value_name = "NAME|DIR|URL")]
+    pub repository: Option<String>,
 
     /// Log errors only (KCBACKUP_LOG, if set, wins)
     #[arg(short, long, global = true, conflicts_with = "verbose")]

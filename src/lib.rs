@@ -192,7 +192,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::List(args) => {
             let settings = settings()?;
             if let Some(set) = &args.long {
-                let repo = repo::Repository::open(&settings.repository)?;
+                let repo = repo::Repository::open_at(&settings.repository)?;
                 let info = repo.resolve(set)?;
                 let manifest = info
                     .manifest
@@ -209,7 +209,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
             if args.json {
                 output::json(&lines)?;
             } else {
-                output::list(&lines, metrics::tree_bytes(&settings.repository));
+                output::list(&lines, repository_bytes(&settings)?);
             }
             Ok(Exit::Ok)
         }
@@ -267,6 +267,21 @@ pub fn run(cli: Cli) -> Result<Exit> {
             })
         }
     }
+}
+
+/// What the repository holds in bytes: the directory's size, or on object
+/// storage the sum of a listing (only `list` asks, never a nightly run).
+fn repository_bytes(settings: &settings::Settings) -> Result<u64> {
+    if let Some(root) = settings.repository.local() {
+        return Ok(metrics::tree_bytes(root));
+    }
+    let storage = repo::storage::open(&settings.repository)?;
+    let mut total = 0;
+    storage.list("", &mut |_, bytes| {
+        total += bytes;
+        Ok(())
+    })?;
+    Ok(total)
 }
 
 /// The rules the prune command line names; keep_incomplete stays as

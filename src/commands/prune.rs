@@ -154,7 +154,7 @@ pub fn prune(settings: &Settings, opts: &PruneOptions) -> Result<PruneReport> {
              (or keys in [retention]); without any it would remove every set but the newest",
         );
     }
-    let repo = Repository::open(&settings.repository)?;
+    let repo = Repository::open_at(&settings.repository)?;
     let (held, removed_leftovers) = lock(&repo, "prune", opts.dry_run, opts.lock_wait)?;
     let sets = repo.sets()?;
     let wall: &dyn Fn(DateTime<Utc>) -> NaiveDateTime = if opts.utc {
@@ -184,7 +184,7 @@ pub fn prune(settings: &Settings, opts: &PruneOptions) -> Result<PruneReport> {
 pub fn forget(settings: &Settings, opts: &ForgetOptions) -> Result<PruneReport> {
     signals::install()?;
     let clock = Instant::now();
-    let repo = Repository::open(&settings.repository)?;
+    let repo = Repository::open_at(&settings.repository)?;
     let (held, removed_leftovers) = lock(&repo, "forget", opts.dry_run, opts.lock_wait)?;
     let sets = repo.sets()?;
     let mut named = BTreeSet::new();

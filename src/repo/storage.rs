@@ -153,6 +153,19 @@ pub trait Storage: Send + Sync {
     fn lock_shared(&self, operation: &str, wait: Duration) -> Result<SharedLock>;
 }
 
+/// The storage of the repository `spec` names; nothing is written yet.
+pub fn open(spec: &crate::settings::RepoSpec) -> Result<std::sync::Arc<dyn Storage>> {
+    match spec {
+        crate::settings::RepoSpec::Local(root) => Ok(std::sync::Arc::new(LocalStorage::new(root))),
+        crate::settings::RepoSpec::S3(s3) => {
+            bail!(
+                "{}: S3 repositories are not built into this kcbackup yet",
+                s3.url()
+            )
+        }
+    }
+}
+
 /// Refuses keys that could leave the repository or name storage internals.
 pub fn check_key(key: &str) -> Result<()> {
     let ok = !key.is_empty()
