@@ -62,6 +62,10 @@ pub enum Command {
     /// Remove the named sets, then delete the objects no remaining set references.
     #[command(long_about = FORGET_ABOUT)]
     Forget(ForgetArgs),
+    /// Copy sets into another repository (local or S3): only the objects it
+    /// lacks are sent, each checked on the way; a set appears there only
+    /// once all of it is stored; a killed copy resumes where it stopped.
+    Copy(CopyArgs),
     /// Start a throwaway MariaDB with a generated Kopano store, back it up, clean up.
     Demo(DemoArgs),
     /// The manual's upgrade procedure: `prepare` before, `finish` after.
@@ -183,6 +187,27 @@ pub struct ForgetArgs {
     /// Show what would be removed, change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub lock: LockWaitArg,
+    #[command(flatten)]
+    pub output: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The set: its id, or `latest` (the newest complete set).
+    #[arg(
+        required_unless_present = "all",
+        conflicts_with = "all",
+        value_name = "SET"
+    )]
+    pub set: Option<String>,
+    /// Every set of the repository (those the target has are skipped).
+    #[arg(long)]
+    pub all: bool,
+    /// The target: a [repositories.NAME] name, a directory or an s3:// URL.
+    #[arg(long, value_name = "NAME")]
+    pub to: String,
     #[command(flatten)]
     pub lock: LockWaitArg,
     #[command(flatten)]
@@ -390,6 +415,7 @@ impl Cli {
                     | Command::Drill(_)
                     | Command::Prune(_)
                     | Command::Forget(_)
+                    | Command::Copy(_)
             ),
         }
     }

@@ -189,6 +189,28 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 prune_done(&settings, &report, args.output.json)
             })
         }
+        Command::Copy(args) => {
+            let settings = settings()?;
+            let opts = commands::copy::CopyOptions {
+                which: match &args.set {
+                    Some(set) => commands::copy::Which::One(set.clone()),
+                    None => commands::copy::Which::All,
+                },
+                to: args.to.clone(),
+                lock_wait: std::time::Duration::from_secs(args.lock.lock_wait),
+            };
+            let report = commands::copy::run(&settings, &opts).map_err(signals::explain)?;
+            if args.output.json {
+                output::json(&report)?;
+            } else {
+                output::copy_summary(&report);
+            }
+            Ok(if report.failed() {
+                Exit::Incomplete
+            } else {
+                Exit::Ok
+            })
+        }
         Command::List(args) => {
             let settings = settings()?;
             if let Some(set) = &args.long {

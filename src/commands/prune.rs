@@ -23,7 +23,7 @@ use crate::settings::Settings;
 use crate::signals;
 
 /// The test-only variable naming the point to stop at.
-pub const PAUSE_ENV: &str = "KCBACKUP_TEST_PAUSE_AT";
+pub use super::PAUSE_ENV;
 /// Every point, in the order a run passes them.
 pub const PAUSE_POINTS: &[&str] = &[
     "locked",
@@ -443,10 +443,7 @@ fn verdict(s: &SetInfo, keep: bool, reasons: Vec<String>) -> SetVerdict {
 
 /// Stops this process (SIGSTOP) when the test-only variable names `point`.
 fn pause_at(point: &str) {
-    debug_assert!(PAUSE_POINTS.contains(&point), "{point}");
-    if std::env::var_os(PAUSE_ENV).is_some_and(|v| v == point) {
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
-    }
+    super::pause_at(PAUSE_POINTS, point);
 }
 
 #[cfg(test)]

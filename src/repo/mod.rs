@@ -15,6 +15,7 @@ pub mod objects;
 pub mod set;
 pub mod storage;
 pub mod sweep;
+pub mod transfer;
 
 use std::fs;
 use std::io::Read;
@@ -218,6 +219,12 @@ impl Repository {
     /// Starts a new set in a hidden work directory.
     pub fn begin_set(&self, _lock: &ExclusiveLock, started: DateTime<Utc>) -> Result<WorkSet> {
         WorkSet::create(self.storage.clone(), started)
+    }
+
+    /// Starts set `id` (copied from another repository, so its id is
+    /// kept); `None` when a set of that id is already there.
+    pub fn begin_copy(&self, _lock: &ExclusiveLock, id: &str) -> Result<Option<WorkSet>> {
+        WorkSet::create_named(self.storage.clone(), id)
     }
 
     /// Every published set, oldest first.

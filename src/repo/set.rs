@@ -44,8 +44,28 @@ impl WorkSet {
         })
     }
 
+    /// The staging directory of set `id` exactly (a copy from another
+    /// repository keeps the id); `None` when `id` is taken.
+    pub(crate) fn create_named(storage: Arc<dyn Storage>, id: &str) -> Result<Option<WorkSet>> {
+        Ok(storage.begin_set(id)?.map(|dir| WorkSet {
+            id: id.to_owned(),
+            dir,
+            storage,
+            published: false,
+        }))
+    }
+
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Publishes the files already in the staging directory as they are,
+    /// manifest included (a set copied from another repository, checked
+    /// against its manifest on the way): every file stored, the manifest last.
+    pub fn publish_as_is(mut self) -> Result<()> {
+        self.storage.publish_set(&self.id, &self.dir)?;
+        self.published = true;
+        Ok(())
     }
 
     /// The local directory the set is written in.
