@@ -321,7 +321,7 @@ fn plan(repo: &Repository, remaining: &[&SetInfo]) -> Result<Plan> {
                 });
             }
         };
-        match referenced_objects(&set.dir, manifest) {
+        match referenced_objects(set.local_dir(), manifest) {
             Ok(objects) => live.extend(objects.into_keys()),
             Err(e) => {
                 return Ok(Plan {

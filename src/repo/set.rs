@@ -189,13 +189,23 @@ impl SetInfo {
     /// A local directory holding the set's files, for consumers that need
     /// a path (the dump loader, index readers). On local storage the set
     /// itself; for a remote store a local cached copy.
+    /// A failure to fetch is logged: the reader of a missing file then
+    /// fails with its own message.
     pub fn local_dir(&self) -> &Path {
+        self.fetch();
         &self.dir
     }
 
     /// A local path of the set's file `name` (see [`Self::local_dir`]).
     pub fn local_path(&self, name: &str) -> PathBuf {
+        self.fetch();
         self.dir.join(name)
+    }
+
+    fn fetch(&self) {
+        if let Err(e) = self.storage.fetch_set(&self.id) {
+            tracing::warn!("while fetching the files of set {}: {e:#}", self.id);
+        }
     }
 
     pub fn is_complete(&self) -> bool {

@@ -123,6 +123,13 @@ pub trait Storage: Send + Sync {
     /// set itself; on remote storage a local cached copy.
     fn set_dir(&self, id: &str) -> Result<PathBuf>;
 
+    /// Brings every file of set `id` into [`Self::set_dir`] (remote storage
+    /// fetches what its local copy lacks; `set_dir` itself may hold only
+    /// the manifest). Nothing to do on local storage.
+    fn fetch_set(&self, _id: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// Takes published set `id` out of the sets at once, durably (a crash
     /// after it never brings the set back), as a retired set that
     /// [`Self::delete_retired`] removes; prune does this before it deletes
