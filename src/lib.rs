@@ -35,6 +35,7 @@ pub mod repo;
 pub mod restorable;
 pub mod restore;
 pub mod retention;
+pub mod s3;
 pub mod sandbox;
 pub mod scratch;
 pub mod services;

@@ -128,21 +128,7 @@ impl Sandbox {
 
         let supervisor_log = File::create(dir.join("supervisor.log"))
             .with_context(|| format!("creating {}/supervisor.log", dir.display()))?;
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(SUPERVISOR)
-            .arg("kcbackup-sandbox")
-            .arg(&dir)
-            .arg(if opts.keep { "1" } else { "0" })
-            .args(&mariadbd)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(supervisor_log)
-            // Own process group: a Ctrl-C on the terminal must reach only us,
-            // so that the supervisor survives to clean up.
-            .process_group(0)
-            .spawn()
-            .context("starting the sandbox supervisor (sh)")?;
+        let mut child = spawn_supervised(&dir, opts.keep, &mariadbd, supervisor_log)?;
         // From here on the supervisor owns the directory's removal.
         let _ = tmp.keep();
         let pid_line = read_pid_line(&mut child);
@@ -390,7 +376,36 @@ fn install_db(dir: &Path, is_root: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_pid_line(child: &mut Child) -> Option<u32> {
+/// Starts `command` under [`SUPERVISOR`], which removes `dir` (unless
+/// `keep`) once the process is gone. The child's stdin is the stop signal:
+/// drop it (or exit) and the supervisor stops the process. Read the
+/// process's pid with [`read_pid_line`] next. Also used by the tests' S3
+/// servers.
+pub fn spawn_supervised(
+    dir: &Path,
+    keep: bool,
+    command: &[String],
+    log: File,
+) -> anyhow::Result<Child> {
+    Command::new("sh")
+        .arg("-c")
+        .arg(SUPERVISOR)
+        .arg("kcbackup-sandbox")
+        .arg(dir)
+        .arg(if keep { "1" } else { "0" })
+        .args(command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        // Own process group: a Ctrl-C on the terminal must reach only us,
+        // so that the supervisor survives to clean up.
+        .process_group(0)
+        .spawn()
+        .context("starting the sandbox supervisor (sh)")
+}
+
+/// The first line the supervisor prints: the supervised process's pid.
+pub fn read_pid_line(child: &mut Child) -> Option<u32> {
     let stdout = child.stdout.take()?;
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).ok()?;

@@ -5,6 +5,7 @@
 
 pub mod kopano_cfg;
 pub mod repos;
+pub mod s3;
 pub mod tool;
 
 use std::ffi::OsString;
@@ -162,6 +163,9 @@ pub struct Settings {
     pub retention: crate::retention::Policy,
     /// `[upgrade]`: the services around an upgrade and how to reach them.
     pub upgrade: crate::services::UpgradeSettings,
+    /// `attachment_s3_*` with `[s3]` laid over them; used only when the
+    /// store turns out to be `s3`.
+    pub s3: s3::S3Settings,
 }
 
 /// What [`Settings::load`] takes from the process: environment variables
@@ -292,7 +296,9 @@ impl Settings {
             .map_err(|e| ConfigError(format!("{}: {e}", hint_file.display())))?;
         let upgrade = crate::services::UpgradeSettings::from_section(&tool.upgrade)
             .map_err(|e| ConfigError(format!("{}: {e}", hint_file.display())))?;
+        let s3 = s3::S3Settings::resolve(&tool.s3, hint_file, &cfg, &server_cfg)?;
         Ok(Settings {
+            s3,
             upgrade,
             retention,
             rolling_days,
@@ -455,17 +461,15 @@ fn cfg_text(cfg: &KopanoCfg, file: &Path, name: &str) -> anyhow::Result<Option<S
 /// The file's content minus ONE trailing line end, which editors add.
 /// Errors name the file but never show its content.
 pub fn read_password_file(path: &Path) -> anyhow::Result<Secret> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        ConfigError(format!(
-            "cannot read [mysql] password_file {}: {e}",
-            path.display()
-        ))
-    })?;
+    read_secret_file(path, "[mysql] password_file")
+}
+
+/// [`read_password_file`] for any setting `key` that names a secret file.
+pub fn read_secret_file(path: &Path, key: &str) -> anyhow::Result<Secret> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| ConfigError(format!("cannot read {key} {}: {e}", path.display())))?;
     let Ok(mut text) = String::from_utf8(bytes) else {
-        return config_error(format!(
-            "[mysql] password_file {} is not valid UTF-8",
-            path.display()
-        ));
+        return config_error(format!("{key} {} is not valid UTF-8", path.display()));
     };
     if text.ends_with("\r\n") {
         text.truncate(text.len() - 2);

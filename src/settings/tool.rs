@@ -29,6 +29,26 @@ pub struct ToolConfig {
     pub verify: VerifySection,
     pub retention: RetentionSection,
     pub upgrade: UpgradeSection,
+    pub s3: S3Section,
+}
+
+/// `[s3]`: overrides of server.cfg's `attachment_s3_*` for an `s3`
+/// attachment store, and how it is captured. The secret only ever comes
+/// from a file (or from server.cfg), never from this file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Section {
+    /// `http(s)://host[:port]`, or a hostname as Kopano takes it.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub bucket: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
+    pub path_style: Option<bool>,
+    /// Objects downloaded at once (default 4).
+    pub downloads: Option<usize>,
+    /// Time limit of every wait on the server, in seconds (default 60).
+    pub timeout_s: Option<u64>,
 }
 
 /// `[upgrade]`: which services `kcbackup upgrade prepare` stops (and
@@ -310,7 +330,7 @@ fn describe_toml_error(text: &str, path: &Path, e: &toml::de::Error) -> String {
 }
 
 impl ToolConfig {
-    fn paths_mut(&mut self) -> [&mut Option<PathBuf>; 8] {
+    fn paths_mut(&mut self) -> [&mut Option<PathBuf>; 9] {
         [
             &mut self.kopano.server_cfg,
             &mut self.kopano.config_dir,
@@ -320,6 +340,7 @@ impl ToolConfig {
             &mut self.mysql.socket,
             &mut self.metrics.textfile_dir,
             &mut self.upgrade.example_config_dir,
+            &mut self.s3.secret_access_key_file,
         ]
     }
 
@@ -352,6 +373,10 @@ impl ToolConfig {
             ("[repository] path", &self.repository.path),
             ("[mysql] password_file", &self.mysql.password_file),
             ("[metrics] textfile_dir", &self.metrics.textfile_dir),
+            (
+                "[s3] secret_access_key_file",
+                &self.s3.secret_access_key_file,
+            ),
         ];
         if let Some(name) = self.repositories.keys().find(|n| !super::repos::is_name(n)) {
             return Err(ConfigError(format!(

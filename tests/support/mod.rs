@@ -2,6 +2,7 @@
 //! its tool config and repository, and kcbackup runs parsed from `--json`.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod s3server;
 pub mod tamper;
 
 use std::fs;
