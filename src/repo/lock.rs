@@ -164,7 +164,7 @@ fn is_read_only(e: &io::Error) -> bool {
 
 /// The live holders other than this run, as `verify of set X, pid N,
 /// since HH:MM:SS`; records of dead runs are removed on the way.
-fn live_holders(lock_path: &Path) -> Vec<String> {
+pub(crate) fn live_holders(lock_path: &Path) -> Vec<String> {
     let me = std::process::id();
     let Ok(entries) = fs::read_dir(holders_dir(lock_path)) else {
         return Vec::new();

@@ -257,15 +257,10 @@ impl Repositories {
     }
 }
 
-/// The secret key from its file (one line; a trailing newline dropped).
-/// Errors name the file, never its content.
+/// The secret key from its file (a trailing newline dropped); errors name
+/// the file, never its content.
 fn read_secret_file(path: &Path, what: &str) -> anyhow::Result<Secret> {
-    let secret = super::read_password_file(path).map_err(|_| {
-        ConfigError(format!(
-            "{what}: cannot read secret_access_key_file {}",
-            path.display()
-        ))
-    })?;
+    let secret = super::read_secret_file(path, &format!("{what} secret_access_key_file"))?;
     if secret.expose().is_empty() {
         return config_error(format!(
             "{what}: secret_access_key_file {} is empty",

@@ -1,0 +1,70 @@
+//! The repository on S3 (a real SeaweedFS on free ports, from
+//! `tests/support/s3server.rs`): the storage contract checks that the
+//! local storage runs, then the lock object.
+
+mod common;
+mod support;
+
+use std::time::Duration;
+
+use kcbackup::repo::storage::s3::S3Storage;
+use kcbackup::repo::storage::{Storage, contract};
+use kcbackup::settings::{S3Repo, Secret};
+use support::s3server::{ACCESS_KEY, S3Server, SECRET_KEY, available, shared_seaweed};
+
+fn repo_on(server: &S3Server, prefix: &str) -> S3Repo {
+    S3Repo {
+        bucket: server.bucket("kcrepo"),
+        prefix: prefix.to_owned(),
+        endpoint: server.endpoint.clone(),
+        region: "us-east-1".into(),
+        access_key_id: ACCESS_KEY.into(),
+        secret_access_key: Secret::new(SECRET_KEY),
+        path_style: true,
+        parallel: 4,
+    }
+}
+
+fn storage(prefix: &str) -> S3Storage {
+    S3Storage::new(&repo_on(shared_seaweed(), prefix)).expect("S3 storage")
+}
+
+#[test]
+fn s3_storage_keeps_the_storage_contract() {
+    if !available("s3_storage_keeps_the_storage_contract") {
+        return;
+    }
+    for prefix in ["kc/main", ""] {
+        contract::records_are_written_once(&storage(prefix));
+        contract::stat_list_and_delete(&storage(prefix));
+        contract::commit_says_which_keys_are_new(&storage(prefix));
+        contract::a_set_is_visible_only_once_published(&storage(prefix));
+        contract::move_aside_never_replaces(&storage(prefix));
+    }
+}
+
+#[test]
+fn the_lock_object_keeps_writers_apart_and_names_its_holder() {
+    if !available("the_lock_object_keeps_writers_apart_and_names_its_holder") {
+        return;
+    }
+    let repo = repo_on(shared_seaweed(), "kc");
+    let a = S3Storage::new(&repo).unwrap();
+    let b = S3Storage::new(&repo).unwrap();
+    let held = a.lock_exclusive("backup", Duration::ZERO).unwrap();
+    let err = b.lock_exclusive("prune", Duration::ZERO).err().unwrap();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("holds the lock") && msg.contains("backup on "), "{msg}");
+    assert!(b.lock_shared("verify", Duration::ZERO).is_err(), "a reader waits for the writer");
+    // This process is alive: unlock refuses to break the lock.
+    let un = b.unlock_stale().unwrap();
+    assert!(un.removed.is_empty() && un.refused.len() == 1, "{un:?}");
+    drop(held);
+    // Readers share; a writer waits for them.
+    let r1 = a.lock_shared("verify", Duration::ZERO).unwrap();
+    let r2 = b.lock_shared("drill", Duration::ZERO).unwrap();
+    assert!(a.lock_exclusive("backup", Duration::ZERO).is_err());
+    drop((r1, r2));
+    let again = b.lock_exclusive("backup", Duration::ZERO);
+    assert!(again.is_ok(), "{:?}", again.err());
+}
