@@ -66,6 +66,9 @@ pub enum Command {
     /// lacks are sent, each checked on the way; a set appears there only
     /// once all of it is stored; a killed copy resumes where it stopped.
     Copy(CopyArgs),
+    /// Remove the repository lock of a run that is gone (on object storage
+    /// its lock object stays behind); refuses a lock that is still fresh.
+    Unlock(UnlockArgs),
     /// Start a throwaway MariaDB with a generated Kopano store, back it up, clean up.
     Demo(DemoArgs),
     /// The manual's upgrade procedure: `prepare` before, `finish` after.
@@ -210,6 +213,12 @@ pub struct CopyArgs {
     pub to: String,
     #[command(flatten)]
     pub lock: LockWaitArg,
+    #[command(flatten)]
+    pub output: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
     #[command(flatten)]
     pub output: JsonArg,
 }
@@ -416,6 +425,7 @@ impl Cli {
                     | Command::Prune(_)
                     | Command::Forget(_)
                     | Command::Copy(_)
+                    | Command::Unlock(_)
             ),
         }
     }

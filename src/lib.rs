@@ -212,6 +212,26 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 Exit::Ok
             })
         }
+        Command::Unlock(args) => {
+            let settings = settings()?;
+            let storage = repo::storage::open(&settings.repository)?;
+            let report = storage.unlock_stale()?;
+            if args.output.json {
+                output::json(&report)?;
+            }
+            for r in &report.removed {
+                eprintln!("kcbackup: removed the lock of {r}");
+            }
+            if report.refused.is_empty() {
+                return Ok(Exit::Ok);
+            }
+            Err(anyhow::anyhow!(
+                "the lock of {} is held by a run that is not known to be gone, so it stays                  (wait for it, or for its lock to go stale after {} min): {}",
+                settings.repository,
+                repo::storage::s3::LOCK_STALE.as_secs() / 60,
+                report.refused.join("; ")
+            ))
+        }
         Command::List(args) => {
             let settings = settings()?;
             if let Some(set) = &args.long {

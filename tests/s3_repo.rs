@@ -22,6 +22,8 @@ fn repo_on(server: &S3Server, prefix: &str) -> S3Repo {
         secret_access_key: Secret::new(SECRET_KEY),
         path_style: true,
         parallel: 4,
+        timeout: std::time::Duration::from_secs(10),
+        retries: 2,
     }
 }
 
@@ -54,8 +56,14 @@ fn the_lock_object_keeps_writers_apart_and_names_its_holder() {
     let held = a.lock_exclusive("backup", Duration::ZERO).unwrap();
     let err = b.lock_exclusive("prune", Duration::ZERO).err().unwrap();
     let msg = format!("{err:#}");
-    assert!(msg.contains("holds the lock") && msg.contains("backup on "), "{msg}");
-    assert!(b.lock_shared("verify", Duration::ZERO).is_err(), "a reader waits for the writer");
+    assert!(
+        msg.contains("holds the lock") && msg.contains("backup on "),
+        "{msg}"
+    );
+    assert!(
+        b.lock_shared("verify", Duration::ZERO).is_err(),
+        "a reader waits for the writer"
+    );
     // This process is alive: unlock refuses to break the lock.
     let un = b.unlock_stale().unwrap();
     assert!(un.removed.is_empty() && un.refused.len() == 1, "{un:?}");

@@ -182,12 +182,7 @@ pub struct Unlocked {
 pub fn open(spec: &crate::settings::RepoSpec) -> Result<std::sync::Arc<dyn Storage>> {
     match spec {
         crate::settings::RepoSpec::Local(root) => Ok(std::sync::Arc::new(LocalStorage::new(root))),
-        crate::settings::RepoSpec::S3(s3) => {
-            bail!(
-                "{}: S3 repositories are not built into this kcbackup yet",
-                s3.url()
-            )
-        }
+        crate::settings::RepoSpec::S3(repo) => Ok(std::sync::Arc::new(s3::S3Storage::new(repo)?)),
     }
 }
 

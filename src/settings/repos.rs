@@ -38,6 +38,10 @@ pub struct S3Repo {
     pub path_style: bool,
     /// Parallel uploads and downloads.
     pub parallel: usize,
+    /// How long one request may stay unanswered.
+    pub timeout: std::time::Duration,
+    /// Tries again after a failed request.
+    pub retries: usize,
 }
 
 impl S3Repo {
@@ -213,6 +217,8 @@ impl Repositories {
                     ("access_key_id", s.access_key_id.is_some()),
                     ("secret_access_key_file", s.secret_access_key_file.is_some()),
                     ("path_style", s.path_style.is_some()),
+                    ("timeout_s", s.timeout_s.is_some()),
+                    ("retries", s.retries.is_some()),
                 ];
                 if let Some((key, _)) = s3_keys.iter().find(|(_, set)| *set) {
                     return config_error(format!(
@@ -251,6 +257,16 @@ impl Repositories {
                     secret_access_key: read_secret_file(secret_file, what)?,
                     path_style: s.path_style.unwrap_or(true),
                     parallel,
+                    timeout: match s.timeout_s {
+                        Some(0) => {
+                            return config_error(format!(
+                                "{file}: {what} timeout_s must be at least 1"
+                            ));
+                        }
+                        Some(n) => std::time::Duration::from_secs(n),
+                        None => crate::s3::DEFAULT_TIMEOUT,
+                    },
+                    retries: s.retries.unwrap_or(crate::s3::DEFAULT_RETRIES),
                 }))
             }
         }

@@ -49,6 +49,8 @@ pub struct S3Section {
     pub downloads: Option<usize>,
     /// Time limit of every wait on the server, in seconds (default 60).
     pub timeout_s: Option<u64>,
+    /// Tries after a failed S3 request, with backoff (default 4).
+    pub retries: Option<usize>,
 }
 
 /// `[upgrade]`: which services `kcbackup upgrade prepare` stops (and
@@ -155,6 +157,10 @@ pub struct RepositorySection {
     pub path_style: Option<bool>,
     /// Parallel uploads and downloads (default 4).
     pub parallel: Option<usize>,
+    /// Seconds one S3 request may stay unanswered (default 60).
+    pub timeout_s: Option<u64>,
+    /// Tries after a failed S3 request, with backoff (default 4).
+    pub retries: Option<usize>,
     /// What `prune --repository NAME` keeps when its command line names
     /// no rule; the top-level `[retention]` when absent.
     pub retention: Option<RetentionSection>,

@@ -28,6 +28,9 @@ use crate::repo::manifest::{MANIFEST, MANIFEST_SUM};
 use crate::s3::{Client, Endpoint, S3Config};
 use crate::settings::S3Repo;
 
+/// When a lock object not refreshed counts as stale (README).
+pub use super::s3_lock::STALE as LOCK_STALE;
+
 /// Prefix of the markers of retired sets.
 const TRASH: &str = ".trash/";
 /// Prefix of this process's local staging directory in TMPDIR.
@@ -37,6 +40,8 @@ const LOCAL_PREFIX: &str = "kcbackup-s3-";
 #[derive(Debug, Default)]
 pub struct Requests {
     pub list: AtomicU64,
+    /// LISTs below `objects/` (only prune and `list` totals need them).
+    pub list_objects: AtomicU64,
     pub head: AtomicU64,
     pub get: AtomicU64,
     pub put: AtomicU64,
@@ -47,8 +52,9 @@ impl Requests {
     pub fn summary(&self) -> String {
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "LIST {} HEAD {} GET {} PUT {} DELETE {}",
+            "LIST {} (objects/ {}) HEAD {} GET {} PUT {} DELETE {}",
             n(&self.list),
+            n(&self.list_objects),
             n(&self.head),
             n(&self.get),
             n(&self.put),
@@ -89,13 +95,15 @@ impl S3Storage {
     pub fn new(repo: &S3Repo) -> Result<S3Storage> {
         let endpoint = Endpoint::parse(&repo.endpoint, None)
             .map_err(|e| anyhow!("{}: endpoint {}: {e}", repo.url(), repo.endpoint))?;
-        let config = S3Config::new(
+        let mut config = S3Config::new(
             endpoint,
             &repo.region,
             repo.path_style,
             &repo.access_key_id,
             repo.secret_access_key.clone(),
         );
+        config.timeout = repo.timeout;
+        config.retries = repo.retries;
         let local = tempfile::Builder::new()
             .prefix(&format!("{LOCAL_PREFIX}{}-", std::process::id()))
             .tempdir()
@@ -134,7 +142,9 @@ impl S3Storage {
         self.requests.get.fetch_add(1, Ordering::Relaxed);
         match self.client.get(&self.bucket, &self.full(key), None) {
             Ok(body) => Ok(body.reader),
-            Err(e) if e.is_not_found() => Err(not_found(format!("{} does not exist", self.locate(key)))),
+            Err(e) if e.is_not_found() => {
+                Err(not_found(format!("{} does not exist", self.locate(key))))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -182,16 +192,25 @@ impl S3Storage {
 
     /// Every object below internal or repository prefix `prefix` (ending in
     /// `/`, or empty), hidden names included, as (key, size).
-    pub(super) fn list_raw(&self, prefix: &str, each: &mut dyn FnMut(&str, u64) -> Result<()>) -> Result<()> {
+    pub(super) fn list_raw(
+        &self,
+        prefix: &str,
+        each: &mut dyn FnMut(&str, u64) -> Result<()>,
+    ) -> Result<()> {
         self.requests.list.fetch_add(1, Ordering::Relaxed);
+        if prefix.is_empty() || prefix.starts_with("objects") {
+            self.requests.list_objects.fetch_add(1, Ordering::Relaxed);
+        }
         let full = self.full(prefix);
         let strip = self.prefix.len();
-        self.client.list_v2(&self.bucket, &full, &mut |info| {
-            match info.key.get(strip..) {
+        self.client.list_v2(
+            &self.bucket,
+            &full,
+            &mut |info| match info.key.get(strip..) {
                 Some(key) if info.key.starts_with(&self.prefix) => each(key, info.size),
                 _ => Ok(()),
-            }
-        })
+            },
+        )
     }
 
     fn temp_path(&self, dir: &str) -> Result<PathBuf> {
@@ -203,10 +222,15 @@ impl S3Storage {
 
     /// Runs `job` on every item with up to `parallel` threads; the first
     /// error is returned (the others finish their item and stop).
-    fn in_parallel<T: Sync, R: Send>(&self, items: &[T], job: &(dyn Fn(&T) -> Result<R> + Sync)) -> Result<Vec<R>> {
+    fn in_parallel<T: Sync, R: Send>(
+        &self,
+        items: &[T],
+        job: &(dyn Fn(&T) -> Result<R> + Sync),
+    ) -> Result<Vec<R>> {
         let next = AtomicU64::new(0);
         let failed = std::sync::atomic::AtomicBool::new(false);
-        let results: Mutex<Vec<Option<Result<R>>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+        let results: Mutex<Vec<Option<Result<R>>>> =
+            Mutex::new((0..items.len()).map(|_| None).collect());
         std::thread::scope(|scope| {
             for _ in 0..self.parallel.min(items.len()) {
                 scope.spawn(|| {
@@ -227,7 +251,9 @@ impl S3Storage {
                 });
             }
         });
-        let all = results.into_inner().map_err(|_| anyhow!("a transfer thread panicked"))?;
+        let all = results
+            .into_inner()
+            .map_err(|_| anyhow!("a transfer thread panicked"))?;
         let mut out = Vec::with_capacity(items.len());
         let mut first_error = None;
         for r in all {
@@ -255,15 +281,17 @@ impl S3Storage {
     fn download(&self, key: &str, path: &Path) -> Result<()> {
         let tmp = path.with_extension("part");
         let mut reader = self.get_raw(key)?;
-        let mut file = File::create(&tmp).with_context(|| format!("while creating {}", tmp.display()))?;
-        io::copy(&mut reader, &mut file).with_context(|| format!("while downloading {}", self.locate(key)))?;
+        let mut file =
+            File::create(&tmp).with_context(|| format!("while creating {}", tmp.display()))?;
+        io::copy(&mut reader, &mut file)
+            .with_context(|| format!("while downloading {}", self.locate(key)))?;
         fs::rename(&tmp, path).with_context(|| format!("while writing {}", path.display()))
     }
 
     /// The ids of retired sets and of every set with any file, by
     /// whether it has a manifest.
-    fn set_files(&self) -> Result<BTreeMap<String, (bool, Vec<(String, u64)>)>> {
-        let mut sets: BTreeMap<String, (bool, Vec<(String, u64)>)> = BTreeMap::new();
+    fn set_files(&self) -> Result<BTreeMap<String, SetObjects>> {
+        let mut sets: BTreeMap<String, SetObjects> = BTreeMap::new();
         self.list_raw(&format!("{SETS}/"), &mut |key, size| {
             let rest = &key[SETS.len() + 1..];
             if let Some((id, name)) = rest.split_once('/') {
@@ -309,9 +337,15 @@ impl S3Storage {
     }
 }
 
+/// Whether a set id has its manifest stored, and every object of it (key, size).
+type SetObjects = (bool, Vec<(String, u64)>);
+
 /// Refuses internal names that could leave the repository.
 fn check_internal(name: &str) -> Result<()> {
-    if name.is_empty() || name.starts_with('/') || name.split('/').any(|c| c.is_empty() || c == "..") {
+    if name.is_empty()
+        || name.starts_with('/')
+        || name.split('/').any(|c| c.is_empty() || c == "..")
+    {
         bail!("not a repository key: {name:?}");
     }
     Ok(())
@@ -340,7 +374,10 @@ impl Storage for S3Storage {
 
     fn get(&self, key: &str) -> Result<Box<dyn BufRead + Send>> {
         check_key(key)?;
-        Ok(Box::new(BufReader::with_capacity(256 * 1024, self.get_raw(key)?)))
+        Ok(Box::new(BufReader::with_capacity(
+            256 * 1024,
+            self.get_raw(key)?,
+        )))
     }
 
     fn stat(&self, key: &str) -> Result<Option<u64>> {
@@ -391,7 +428,8 @@ impl Storage for S3Storage {
 
     fn stage(&self, _prefix: &str) -> Result<StagedFile> {
         let path = self.temp_path("stage")?;
-        let file = File::create(&path).with_context(|| format!("while creating {}", path.display()))?;
+        let file =
+            File::create(&path).with_context(|| format!("while creating {}", path.display()))?;
         Ok(StagedFile { path, file })
     }
 
@@ -437,13 +475,17 @@ impl Storage for S3Storage {
 
     fn publish_set(&self, id: &str, staging: &Path) -> Result<()> {
         let mut files = Vec::new();
-        for entry in fs::read_dir(staging).with_context(|| format!("while listing {}", staging.display()))? {
+        for entry in
+            fs::read_dir(staging).with_context(|| format!("while listing {}", staging.display()))?
+        {
             let name = entry?.file_name().to_string_lossy().into_owned();
             if name != MANIFEST && name != MANIFEST_SUM {
                 files.push(name);
             }
         }
-        let upload = |name: &String| self.put_file_confirmed(&format!("{SETS}/{id}/{name}"), &staging.join(name));
+        let upload = |name: &String| {
+            self.put_file_confirmed(&format!("{SETS}/{id}/{name}"), &staging.join(name))
+        };
         self.in_parallel(&files, &upload)
             .with_context(|| format!("while publishing set {id}"))?;
         // The manifest last: its object is what makes the set visible.
@@ -501,7 +543,12 @@ impl Storage for S3Storage {
     }
 
     fn fetch_set(&self, id: &str) -> Result<()> {
-        if self.fetched.lock().map_err(|_| anyhow!("poisoned"))?.contains(id) {
+        if self
+            .fetched
+            .lock()
+            .map_err(|_| anyhow!("poisoned"))?
+            .contains(id)
+        {
             return Ok(());
         }
         let dir = self.set_dir(id)?;
@@ -514,10 +561,13 @@ impl Storage for S3Storage {
         let wanted: Vec<(String, u64)> = files
             .into_iter()
             .filter(|(name, size)| {
-                !name.contains('/') && fs::metadata(dir.join(name)).map_or(true, |m| m.len() != *size)
+                !name.contains('/')
+                    && fs::metadata(dir.join(name)).map_or(true, |m| m.len() != *size)
             })
             .collect();
-        self.in_parallel(&wanted, &|(name, _)| self.download(&format!("{prefix}{name}"), &dir.join(name)))?;
+        self.in_parallel(&wanted, &|(name, _)| {
+            self.download(&format!("{prefix}{name}"), &dir.join(name))
+        })?;
         if let Ok(mut f) = self.fetched.lock() {
             f.insert(id.to_owned());
         }
@@ -527,7 +577,10 @@ impl Storage for S3Storage {
     fn retire_set(&self, _lock: &ExclusiveLock, id: &str) -> Result<()> {
         check_key(&format!("{SETS}/{id}"))?;
         if self.head(&format!("{SETS}/{id}/{MANIFEST}"))?.is_none() {
-            bail!("while retiring set {id}: it is not published in {}", self.url);
+            bail!(
+                "while retiring set {id}: it is not published in {}",
+                self.url
+            );
         }
         // The marker first: a prune killed after it finishes the job; then
         // the manifest goes, and with it the set.
@@ -560,11 +613,14 @@ impl Storage for S3Storage {
     fn set_aside(&self, prefix: &str) -> Result<(u64, u64)> {
         check_internal(prefix)?;
         let (mut n, mut bytes) = (0, 0);
-        self.list_raw(&format!("{}/", prefix.trim_end_matches('/')), &mut |_, size| {
-            n += 1;
-            bytes += size;
-            Ok(())
-        })?;
+        self.list_raw(
+            &format!("{}/", prefix.trim_end_matches('/')),
+            &mut |_, size| {
+                n += 1;
+                bytes += size;
+                Ok(())
+            },
+        )?;
         Ok((n, bytes))
     }
 
@@ -600,11 +656,15 @@ impl Storage for S3Storage {
     }
 
     fn lock_exclusive(&self, operation: &str, wait: Duration) -> Result<ExclusiveLock> {
-        Ok(ExclusiveLock::remote(Box::new(super::s3_lock::acquire(self, true, operation, wait)?)))
+        Ok(ExclusiveLock::remote(Box::new(super::s3_lock::acquire(
+            self, true, operation, wait,
+        )?)))
     }
 
     fn lock_shared(&self, operation: &str, wait: Duration) -> Result<SharedLock> {
-        Ok(SharedLock::remote(Box::new(super::s3_lock::acquire(self, false, operation, wait)?)))
+        Ok(SharedLock::remote(Box::new(super::s3_lock::acquire(
+            self, false, operation, wait,
+        )?)))
     }
 
     fn unlock_stale(&self) -> Result<super::Unlocked> {

@@ -8,8 +8,8 @@
 //! unlock` removes it, and refuses one that is fresh and not provably dead.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,9 @@ struct Holder {
 
 impl Holder {
     fn age(&self) -> Duration {
-        (Utc::now() - self.refreshed).to_std().unwrap_or(Duration::ZERO)
+        (Utc::now() - self.refreshed)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
     }
 
     fn is_stale(&self) -> bool {
@@ -168,7 +170,11 @@ impl Drop for S3Lock {
             t.thread().unpark();
             let _ = t.join();
         }
-        if let Err(e) = self.shared.client.delete(&self.shared.bucket, &self.shared.key, None) {
+        if let Err(e) = self
+            .shared
+            .client
+            .delete(&self.shared.bucket, &self.shared.key, None)
+        {
             tracing::warn!(
                 "the lock object {} was not removed ({e}); `kcbackup unlock` removes it once stale",
                 self.shared.key
