@@ -208,9 +208,17 @@ pub struct CopyArgs {
     /// Every set of the repository (those the target has are skipped).
     #[arg(long)]
     pub all: bool,
-    /// The target: a [repositories.NAME] name, a directory or an s3:// URL.
+    /// The target: a [repositories.NAME] name, a directory or an s3:// URL
+    /// [default: [copy] to].
     #[arg(long, value_name = "NAME")]
-    pub to: String,
+    pub to: Option<String>,
+    /// Without --to and [copy] to, do nothing and exit 0 (the systemd units).
+    #[arg(long)]
+    pub if_configured: bool,
+    /// Then prune the target with its own policy ([repositories.NAME.retention],
+    /// else [retention]), when every set was copied.
+    #[arg(long)]
+    pub prune: bool,
     #[command(flatten)]
     pub lock: LockWaitArg,
     #[command(flatten)]

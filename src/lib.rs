@@ -192,24 +192,55 @@ pub fn run(cli: Cli) -> Result<Exit> {
         }
         Command::Copy(args) => {
             let settings = settings()?;
+            let Some(to) = args.to.clone().or_else(|| settings.copy_to.clone()) else {
+                if args.if_configured {
+                    return Ok(Exit::Ok);
+                }
+                return error::config_error("copy needs --to NAME (or [copy] to in the config)");
+            };
+            let lock_wait = std::time::Duration::from_secs(args.lock.lock_wait);
             let opts = commands::copy::CopyOptions {
                 which: match &args.set {
                     Some(set) => commands::copy::Which::One(set.clone()),
                     None => commands::copy::Which::All,
                 },
-                to: args.to.clone(),
-                lock_wait: std::time::Duration::from_secs(args.lock.lock_wait),
+                to: to.clone(),
+                lock_wait,
             };
             let report = commands::copy::run(&settings, &opts).map_err(signals::explain)?;
-            if args.output.json {
+            if args.output.json && !args.prune {
                 output::json(&report)?;
-            } else {
+            } else if !args.output.json {
                 output::copy_summary(&report);
             }
-            Ok(if report.failed() {
-                Exit::Incomplete
+            if report.failed() {
+                if args.output.json && args.prune {
+                    output::json(&report)?;
+                }
+                return Ok(Exit::Incomplete);
+            }
+            if !args.prune {
+                return Ok(Exit::Ok);
+            }
+            let target = settings.for_repository(&to)?;
+            let pruned = commands::prune::prune(
+                &target,
+                &commands::prune::PruneOptions {
+                    policy: None,
+                    utc: false,
+                    dry_run: false,
+                    lock_wait,
+                },
+            )
+            .map_err(signals::explain)?;
+            if args.output.json {
+                output::json(&serde_json::json!({ "copy": report, "prune": pruned }))?;
             } else {
-                Exit::Ok
+                output::prune_summary(&pruned);
+            }
+            Ok(match pruned.sweep_skipped {
+                Some(_) => Exit::Incomplete,
+                None => Exit::Ok,
             })
         }
         Command::Unlock(args) => {

@@ -294,3 +294,42 @@ fn a_corrupt_object_in_the_source_is_not_copied_and_no_set_appears() {
         "the corrupt object was stored"
     );
 }
+
+#[test]
+fn the_nightly_copy_goes_to_copy_to_and_prunes_the_target_by_its_own_policy() {
+    let mut fx = Fx::new(V1, |_| {});
+    let target = fx.dir.path().join("offsite");
+    // Without [copy] to: nothing to do.
+    let plain = with_offsite(&fx, "plain", &target);
+    fx.backup_ok();
+    let out = fx.run_with(&plain, &["copy", "latest", "--if-configured", "--prune"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(!target.exists());
+
+    let extra = format!(
+        "\n[copy]\nto = \"offsite\"\n\n[repositories.offsite]\npath = {}\n\n\
+         [repositories.offsite.retention]\nkeep_last = 1\nkeep_daily = 0\nkeep_weekly = 0\n\
+         keep_monthly = 0\nkeep_tags = []\n",
+        toml_string(&target.display().to_string())
+    );
+    let config = fx.config_with("nightly", &fx.repo, &extra);
+    let nightly = ["copy", "latest", "--if-configured", "--prune", "--json"];
+    let first = copy_ok(&fx, &config, &nightly);
+    assert_eq!(first["copy"]["sets"][0]["outcome"], "copied", "{first}");
+    add_attachments(common::server(), &mut fx.store, 3, 11).expect("adding");
+    let newest = fx.backup_ok();
+    let second = copy_ok(&fx, &config, &nightly);
+    assert_eq!(
+        second["copy"]["sets"][0]["set"],
+        newest.as_str(),
+        "{second}"
+    );
+    assert_eq!(
+        published_sets(&target),
+        vec![newest.clone()],
+        "the target keeps its last 1"
+    );
+    assert_eq!(fx.sets().len(), 2, "the source keeps its own");
+    let verify = fx.run_with(&config, &["--repository", "offsite", "verify", &newest]);
+    assert_eq!(verify.code, Some(0), "{}", verify.stderr);
+}

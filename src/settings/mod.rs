@@ -280,6 +280,10 @@ impl Settings {
             default: tool.repository.clone(),
             named: tool.repositories.clone(),
             file: hint_file.to_path_buf(),
+            global_retention: tool
+                .retention
+                .policy()
+                .map_err(|e| ConfigError(format!("{}: {e}", hint_file.display())))?,
         };
         let (repository_name, repository) = match &o.repository {
             Some(arg) => repositories.resolve(arg)?,
@@ -329,6 +333,30 @@ impl Settings {
             hooks: tool.hooks.clone(),
             notify: tool.notify.clone(),
         })
+    }
+}
+
+impl Settings {
+    /// These settings with `arg` (a name, directory or URL) as the
+    /// repository, pruned by its own `[repositories.NAME.retention]` when
+    /// it has one (else the top-level `[retention]`).
+    pub fn for_repository(&self, arg: &str) -> anyhow::Result<Settings> {
+        let (name, spec) = self.repositories.resolve(arg)?;
+        let mut out = self.clone();
+        if let Some(section) = name
+            .as_ref()
+            .and_then(|n| self.repositories.named.get(n))
+            .and_then(|r| r.retention.as_ref())
+        {
+            out.retention = section
+                .policy()
+                .map_err(|e| ConfigError(format!("{}: {e}", self.repositories.file.display())))?;
+        } else {
+            out.retention = self.repositories.global_retention.clone();
+        }
+        out.repository = spec;
+        out.repository_name = name;
+        Ok(out)
     }
 }
 

@@ -116,12 +116,14 @@ pub fn parse_s3_url(url: &str) -> Result<(String, String), String> {
 /// The named repositories of the config plus how to turn a `--repository`
 /// value (or `[copy] to`) into a [`RepoSpec`]. Secrets are read only for
 /// the repository that is used.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Repositories {
     pub default: RepositorySection,
     pub named: BTreeMap<String, RepositorySection>,
     /// The config file, for messages.
     pub file: PathBuf,
+    /// The top-level `[retention]`, for a repository without its own.
+    pub global_retention: crate::retention::Policy,
 }
 
 /// Whether `name` can be a repository name (and so is not taken for a path).
@@ -296,6 +298,7 @@ mod tests {
             default: t.repository,
             named: t.repositories,
             file: "/k.toml".into(),
+            global_retention: crate::retention::Policy::recommended(),
         }
     }
 
