@@ -10,7 +10,7 @@ mod faultkit;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use faultkit::{Bg, Fx, V1, published_sets};
+use faultkit::{Bg, Fx, V1, is_stopped, published_sets};
 use kcbackup::commands::PAUSE_ENV;
 use kcbackup::generator::add_attachments;
 use nix::sys::signal::Signal;
@@ -155,17 +155,6 @@ fn a_copy_sends_only_what_the_target_lacks_and_verifies_there() {
         (0, 0),
         "{again}"
     );
-}
-
-/// Whether the process is stopped (state `T` in /proc/PID/stat).
-fn is_stopped(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('T'))
-        })
-        .unwrap_or(false)
 }
 
 #[test]

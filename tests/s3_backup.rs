@@ -11,7 +11,7 @@ mod support;
 use std::fs;
 use std::path::PathBuf;
 
-use faultkit::{Bg, Fx, HeldDump, Out, V1, published_sets};
+use faultkit::{Bg, Fx, HeldDump, Out, V1, is_stopped, published_sets};
 use kcbackup::commands::PAUSE_ENV;
 use kcbackup::generator::add_attachments;
 use kcbackup::s3::Client;
@@ -290,17 +290,6 @@ fn a_flipped_byte_in_a_stored_object_on_the_server_is_found_by_verify() {
         "the finding names the object: {}",
         v.stdout
     );
-}
-
-/// Whether the process is stopped (state `T` in /proc/PID/stat).
-fn is_stopped(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('T'))
-        })
-        .unwrap_or(false)
 }
 
 #[test]
