@@ -183,9 +183,14 @@ impl Drop for S3Lock {
     }
 }
 
-/// Whether `other` keeps a run wanting `exclusive` out.
-fn conflicts(exclusive: bool, other: &Holder) -> bool {
-    exclusive || other.exclusive
+/// The holders other than lock object `mine` that keep a run wanting
+/// `exclusive` out.
+fn in_the_way(s: &S3Storage, mine: &str, exclusive: bool) -> Result<Vec<Holder>> {
+    Ok(holders(s)?
+        .into_iter()
+        .filter(|(key, h)| key != mine && (exclusive || h.exclusive))
+        .map(|(_, h)| h)
+        .collect())
 }
 
 /// Takes the lock (waiting up to `wait`), or fails naming every holder in the way.
@@ -214,20 +219,12 @@ pub fn acquire(s: &S3Storage, exclusive: bool, operation: &str, wait: Duration) 
     let mut said = false;
     loop {
         crate::signals::check()?;
-        let in_way: Vec<Holder> = holders(s)?
-            .into_iter()
-            .filter(|(k, h)| *k != name && conflicts(exclusive, h))
-            .map(|(_, h)| h)
-            .collect();
+        let in_way = in_the_way(s, &name, exclusive)?;
         if in_way.is_empty() {
             shared.write()?;
             s.requests.put.fetch_add(1, Ordering::Relaxed);
             // Someone may have written theirs between our look and our write.
-            let after: Vec<Holder> = holders(s)?
-                .into_iter()
-                .filter(|(k, h)| *k != name && conflicts(exclusive, h))
-                .map(|(_, h)| h)
-                .collect();
+            let after = in_the_way(s, &name, exclusive)?;
             if after.is_empty() {
                 return Ok(start_refresher(shared));
             }
