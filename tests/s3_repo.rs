@@ -76,3 +76,39 @@ fn the_lock_object_keeps_writers_apart_and_names_its_holder() {
     let again = b.lock_exclusive("backup", Duration::ZERO);
     assert!(again.is_ok(), "{:?}", again.err());
 }
+
+#[test]
+fn a_large_object_goes_up_in_parts_and_reads_back_whole() {
+    if !available("a_large_object_goes_up_in_parts_and_reads_back_whole") {
+        return;
+    }
+    let mut s = storage("kc");
+    s.multipart_above = 6 << 20;
+    let data: Vec<u8> = (0..(21u32 << 20) / 4)
+        .flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes())
+        .collect();
+    let mut staged = s.stage("objects").unwrap();
+    std::io::Write::write_all(&mut staged.file, &data).unwrap();
+    drop(staged.file);
+    assert_eq!(
+        s.commit(vec![(staged.path, "objects/ab/big".into())])
+            .unwrap(),
+        vec![true]
+    );
+    assert_eq!(s.stat("objects/ab/big").unwrap(), Some(data.len() as u64));
+    assert!(
+        contract::read(&s, "objects/ab/big") == data,
+        "the parts read back in order"
+    );
+    // A multipart object's ETag ends in `-<parts>`.
+    let url = s.locate("objects/ab/big");
+    let (bucket, key) = url.trim_start_matches("s3://").split_once('/').unwrap();
+    let etag = shared_seaweed()
+        .client()
+        .head(bucket, key)
+        .unwrap()
+        .unwrap()
+        .etag
+        .unwrap();
+    assert!(etag.trim_matches('"').ends_with("-2"), "{etag}");
+}

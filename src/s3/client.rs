@@ -364,13 +364,23 @@ impl Client {
         let b = self.bucket_or_error("PUT", bucket)?;
         let part_size = part_size.max(5 << 20);
         let len = std::fs::metadata(path)
-            .map_err(|e| self.failure("PUT", bucket, key, format!("reading {}: {e}", path.display())))?
+            .map_err(|e| {
+                self.failure(
+                    "PUT",
+                    bucket,
+                    key,
+                    format!("reading {}: {e}", path.display()),
+                )
+            })?
             .len();
         let upload_id = self.retry("CREATE multipart", bucket, Some(key), || {
             let url = b
                 .create_multipart_upload(Some(&self.credentials), key)
                 .sign(PRESIGN);
-            let body = read_text(check(self.agent.post(url.as_str()).send_empty())?, MAX_ERROR_BODY)?;
+            let body = read_text(
+                check(self.agent.post(url.as_str()).send_empty())?,
+                MAX_ERROR_BODY,
+            )?;
             rusty_s3::actions::CreateMultipartUpload::parse_response(&body)
                 .map(|r| r.upload_id().to_owned())
                 .map_err(|e| ErrorKind::Response(format!("CreateMultipartUpload: {e}")))
@@ -380,13 +390,19 @@ impl Client {
             let count = len.div_ceil(part_size).max(1);
             for n in 0..count {
                 let number = u16::try_from(n + 1).map_err(|_| {
-                    self.failure("PUT part", bucket, key, format!("{len} bytes need more than {} parts", u16::MAX))
+                    self.failure(
+                        "PUT part",
+                        bucket,
+                        key,
+                        format!("{len} bytes need more than {} parts", u16::MAX),
+                    )
                 })?;
                 let start = n * part_size;
                 let size = part_size.min(len - start);
                 let etag = self.retry("PUT part", bucket, Some(key), || {
-                    let mut file = File::open(path)
-                        .map_err(|e| ErrorKind::Transport(format!("opening {}: {e}", path.display())))?;
+                    let mut file = File::open(path).map_err(|e| {
+                        ErrorKind::Transport(format!("opening {}: {e}", path.display()))
+                    })?;
                     file.seek(std::io::SeekFrom::Start(start))
                         .map_err(|e| ErrorKind::Transport(e.to_string()))?;
                     let url = b
@@ -403,7 +419,9 @@ impl Client {
                         .get("etag")
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned)
-                        .ok_or_else(|| ErrorKind::Response("UploadPart answered without an ETag".into()))
+                        .ok_or_else(|| {
+                            ErrorKind::Response("UploadPart answered without an ETag".into())
+                        })
                 })?;
                 etags.push(etag);
             }

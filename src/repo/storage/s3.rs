@@ -31,6 +31,11 @@ use crate::settings::S3Repo;
 /// When a lock object not refreshed counts as stale (README).
 pub use super::s3_lock::STALE as LOCK_STALE;
 
+/// Objects above this size are uploaded in parts.
+pub const MULTIPART_ABOVE: u64 = 64 << 20;
+/// The size of one part.
+const PART_SIZE: u64 = 16 << 20;
+
 /// Prefix of the markers of retired sets.
 const TRASH: &str = ".trash/";
 /// Prefix of this process's local staging directory in TMPDIR.
@@ -78,6 +83,8 @@ pub struct S3Storage {
     /// Sets whose files are all in the local copy.
     fetched: Mutex<HashSet<String>>,
     pub requests: Requests,
+    /// Objects above this many bytes go up in parts ([`MULTIPART_ABOVE`]).
+    pub multipart_above: u64,
 }
 
 impl Drop for S3Storage {
@@ -122,6 +129,7 @@ impl S3Storage {
             staging: Mutex::new(HashSet::new()),
             fetched: Mutex::new(HashSet::new()),
             requests: Requests::default(),
+            multipart_above: MULTIPART_ABOVE,
         })
     }
 
@@ -162,7 +170,13 @@ impl S3Storage {
             .with_context(|| format!("while reading {}", path.display()))?
             .len();
         self.requests.put.fetch_add(1, Ordering::Relaxed);
-        let put = self.client.put_file(&self.bucket, &self.full(key), path);
+        let put = if len > self.multipart_above {
+            let part = PART_SIZE.max(self.multipart_above / 4);
+            self.client
+                .put_file_multipart(&self.bucket, &self.full(key), path, part)
+        } else {
+            self.client.put_file(&self.bucket, &self.full(key), path)
+        };
         self.confirm(key, len, put.err())
     }
 
