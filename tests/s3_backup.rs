@@ -336,3 +336,57 @@ fn the_server_stopped_mid_backup_fails_it_publishes_nothing_and_earlier_sets_ver
     let sets = s3_sets(&f);
     assert_eq!(sets.len(), 2, "{sets:?}");
 }
+
+/// Not a test: figures. `cargo test --test s3_backup -- --ignored bench --nocapture`
+/// prints a full and a nightly backup into the local repository and into
+/// the S3 one, a copy of the local repository into a fresh S3 repository,
+/// their times and the S3 requests each made.
+#[test]
+#[ignore]
+fn bench_s3_repository_against_local() {
+    if !available("bench_s3_repository_against_local") {
+        return;
+    }
+    let mut f = S3Fx::new(shared_seaweed(), "");
+    let timed = |f: &S3Fx, args: &[&str]| {
+        let started = std::time::Instant::now();
+        let out = f.run(args);
+        assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
+        (started.elapsed().as_secs_f64(), S3Fx::requests(&out))
+    };
+    let (local_full, _) = timed(&f, &["backup", "--json"]);
+    let (s3_full, s3_full_req) = timed(&f, &["-v", "--repository", "s3", "backup", "--json"]);
+    add_attachments(common::server(), &mut f.fx.store, 20, 5).expect("adding");
+    let (local_night, _) = timed(&f, &["backup", "--json"]);
+    let (s3_night, s3_night_req) = timed(&f, &["-v", "--repository", "s3", "backup", "--json"]);
+    // The local repository (two sets) into a fresh bucket.
+    let g = S3Fx::new(shared_seaweed(), "");
+    let copy_config = g.config.clone();
+    let started = std::time::Instant::now();
+    let out = f.fx.run_with(
+        &copy_config,
+        &[
+            "-v",
+            "--repository",
+            &f.fx.repo.display().to_string(),
+            "copy",
+            "--all",
+            "--to",
+            "s3",
+            "--json",
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let copy_s = started.elapsed().as_secs_f64();
+    let copied = out.json();
+    println!("backup, local repository: full {local_full:.2}s, nightly {local_night:.2}s");
+    println!("backup, S3 repository:    full {s3_full:.2}s, nightly {s3_night:.2}s");
+    println!("  requests, full:    {s3_full_req}");
+    println!("  requests, nightly: {s3_night_req}");
+    println!(
+        "copy --all local -> S3: {copy_s:.2}s, {} bytes, {} objects; requests {}",
+        copied["bytes_sent"],
+        copied["objects_sent"],
+        S3Fx::requests(&out)
+    );
+}
