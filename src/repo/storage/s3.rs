@@ -85,7 +85,15 @@ pub struct S3Storage {
     pub requests: Requests,
     /// Objects above this many bytes go up in parts ([`MULTIPART_ABOVE`]).
     pub multipart_above: u64,
+    /// What this run learnt of keys by HEAD and confirmed PUTs (`None`:
+    /// absent), so one key is not asked twice: only lock holders write,
+    /// and this run's own writes and deletes update it. Bounded: cleared
+    /// when it holds [`KNOWN_MAX`] keys.
+    known: Mutex<std::collections::HashMap<String, Option<u64>>>,
 }
+
+/// The most keys [`S3Storage`] remembers at once.
+const KNOWN_MAX: usize = 100_000;
 
 impl Drop for S3Storage {
     fn drop(&mut self) {
@@ -130,6 +138,7 @@ impl S3Storage {
             fetched: Mutex::new(HashSet::new()),
             requests: Requests::default(),
             multipart_above: MULTIPART_ABOVE,
+            known: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -138,12 +147,33 @@ impl S3Storage {
         format!("{}{key}", self.prefix)
     }
 
+    /// HEAD, asked of the server every time (confirmations use it).
     pub(super) fn head(&self, key: &str) -> Result<Option<u64>> {
         self.requests.head.fetch_add(1, Ordering::Relaxed);
-        Ok(self
+        let size = self
             .client
             .head(&self.bucket, &self.full(key))?
-            .map(|i| i.size))
+            .map(|i| i.size);
+        self.learn(key, size);
+        Ok(size)
+    }
+
+    /// What this run knows of `key`, else HEAD.
+    fn head_known(&self, key: &str) -> Result<Option<u64>> {
+        let known = self.known.lock().ok().and_then(|k| k.get(key).copied());
+        match known {
+            Some(size) => Ok(size),
+            None => self.head(key),
+        }
+    }
+
+    fn learn(&self, key: &str, size: Option<u64>) {
+        if let Ok(mut known) = self.known.lock() {
+            if known.len() >= KNOWN_MAX {
+                known.clear();
+            }
+            known.insert(key.to_owned(), size);
+        }
     }
 
     pub(super) fn get_raw(&self, key: &str) -> Result<Box<dyn io::Read + Send>> {
@@ -201,6 +231,7 @@ impl S3Storage {
 
     pub(super) fn delete_raw(&self, key: &str) -> Result<()> {
         self.requests.delete.fetch_add(1, Ordering::Relaxed);
+        self.learn(key, None);
         Ok(self.client.delete(&self.bucket, &self.full(key), None)?)
     }
 
@@ -396,7 +427,7 @@ impl Storage for S3Storage {
 
     fn stat(&self, key: &str) -> Result<Option<u64>> {
         check_key(key)?;
-        self.head(key)
+        self.head_known(key)
     }
 
     fn list(&self, prefix: &str, each: &mut dyn FnMut(&str, u64) -> Result<()>) -> Result<()> {
@@ -457,7 +488,7 @@ impl Storage for S3Storage {
                 .len();
             // Content-addressed: a stored object of the right size is the
             // same object; verify and rolling re-reads catch a damaged one.
-            if self.head(key)? == Some(len) {
+            if self.head_known(key)? == Some(len) {
                 return Ok(false);
             }
             self.put_file_confirmed(key, path)?;
