@@ -379,6 +379,36 @@ fn bench_s3_repository_against_local() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let copy_s = started.elapsed().as_secs_f64();
     let copied = out.json();
+    // rclone copy of the same repository directory, when installed
+    // (credentials in its environment, not its argv).
+    let rclone = std::process::Command::new("rclone")
+        .arg("version")
+        .output()
+        .is_ok()
+        .then(|| {
+            let server = shared_seaweed();
+            let bucket = server.bucket("kcrclone");
+            let started = std::time::Instant::now();
+            let out = std::process::Command::new("rclone")
+                .args(["copy", "--transfers", "4", "--checkers", "8"])
+                .arg(&f.fx.repo)
+                .arg(format!(":s3:{bucket}/kc"))
+                .env("RCLONE_S3_PROVIDER", "Other")
+                .env("RCLONE_S3_ENDPOINT", &server.endpoint)
+                .env("RCLONE_S3_ACCESS_KEY_ID", ACCESS_KEY)
+                .env("RCLONE_S3_SECRET_ACCESS_KEY", SECRET_KEY)
+                .env("RCLONE_S3_FORCE_PATH_STYLE", "true")
+                .env("RCLONE_CONFIG", "/dev/null")
+            .env_remove("AWS_CA_BUNDLE")
+                .output()
+                .expect("rclone");
+            assert!(
+                out.status.success(),
+                "rclone: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            started.elapsed().as_secs_f64()
+        });
     println!("backup, local repository: full {local_full:.2}s, nightly {local_night:.2}s");
     println!("backup, S3 repository:    full {s3_full:.2}s, nightly {s3_night:.2}s");
     println!("  requests, full:    {s3_full_req}");
@@ -389,4 +419,8 @@ fn bench_s3_repository_against_local() {
         copied["objects_sent"],
         S3Fx::requests(&out)
     );
+    match rclone {
+        Some(s) => println!("rclone copy of the same repository directory: {s:.2}s"),
+        None => println!("rclone is not installed: no comparison"),
+    }
 }
