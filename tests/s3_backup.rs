@@ -399,7 +399,7 @@ fn bench_s3_repository_against_local() {
                 .env("RCLONE_S3_SECRET_ACCESS_KEY", SECRET_KEY)
                 .env("RCLONE_S3_FORCE_PATH_STYLE", "true")
                 .env("RCLONE_CONFIG", "/dev/null")
-            .env_remove("AWS_CA_BUNDLE")
+                .env_remove("AWS_CA_BUNDLE")
                 .output()
                 .expect("rclone");
             assert!(

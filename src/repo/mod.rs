@@ -84,6 +84,14 @@ impl Repository {
                     })?;
             }
         }
+        if let RepoSpec::S3(s3) = spec {
+            // Encryption at rest (issue 14's `encryption = "age"`) is not
+            // built yet: whoever runs the storage can read these backups.
+            tracing::warn!(
+                "the repository {} is not encrypted: the storage provider can read the mail in it",
+                s3.url()
+            );
+        }
         let storage = storage::open(spec)?;
         let config = match read_config(storage.as_ref())? {
             Some(config) => config,

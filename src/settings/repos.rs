@@ -364,6 +364,18 @@ mod tests {
     }
 
     #[test]
+    fn encryption_is_refused_until_it_exists() {
+        // Not built yet: a config asking for it must not get plaintext silently.
+        let err = super::super::tool::parse_str(
+            "[repositories.x]\nurl = \"s3://bkt/a\"\nencryption = \"age\"\n",
+            Path::new("/k.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(crate::error::exit_for(&err), crate::error::Exit::Usage);
+        assert!(format!("{err:#}").contains("encryption"), "{err:#}");
+    }
+
+    #[test]
     fn an_s3_repository_needs_its_connection_and_never_a_path_too() {
         let both = repos("[repositories.x]\npath = \"/a\"\nurl = \"s3://bkt/a\"\n");
         assert!(format!("{:#}", both.resolve("x").unwrap_err()).contains("both path and url"));
