@@ -5,7 +5,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 
 use crate::error::{ConfigError, Exit, config_error, exit_for};
 use crate::layout::Layout;
@@ -181,7 +181,7 @@ fn check_repository(spec: &crate::settings::RepoSpec) -> Result<()> {
         let storage = crate::repo::storage::open(spec)?;
         storage
             .stat(crate::repo::storage::CONFIG)
-            .map_err(|e| anyhow!("the repository {spec} cannot be reached: {e:#}"))?;
+            .with_context(|| format!("the repository {spec} cannot be reached"))?;
         return Ok(());
     };
     let existing = repo

@@ -112,3 +112,28 @@ fn a_large_object_goes_up_in_parts_and_reads_back_whole() {
         .unwrap();
     assert!(etag.trim_matches('"').ends_with("-2"), "{etag}");
 }
+
+#[test]
+fn refused_credentials_and_a_missing_bucket_are_configuration_errors() {
+    if !available("refused_credentials_and_a_missing_bucket_are_configuration_errors") {
+        return;
+    }
+    let mut repo = repo_on(shared_seaweed(), "kc");
+    repo.retries = 0;
+    repo.secret_access_key = Secret::new("not-the-secret");
+    let err = S3Storage::new(&repo).unwrap().stat("config").unwrap_err();
+    assert_eq!(
+        kcbackup::error::exit_for(&err),
+        kcbackup::error::Exit::Usage,
+        "{err:#}"
+    );
+    let mut repo = repo_on(shared_seaweed(), "kc");
+    repo.bucket = "kcrepo-no-such-bucket".into();
+    let err = S3Storage::new(&repo).unwrap().get("config").err().unwrap();
+    assert_eq!(
+        kcbackup::error::exit_for(&err),
+        kcbackup::error::Exit::Usage,
+        "{err:#}"
+    );
+    assert!(format!("{err:#}").contains("NoSuchBucket"), "{err:#}");
+}

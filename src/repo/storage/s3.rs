@@ -101,6 +101,29 @@ impl Drop for S3Storage {
     }
 }
 
+/// An S3 failure as an error of the run: refused credentials (403) and a
+/// missing bucket are the configuration's to fix (exit 2).
+/// The answer to a request in a bucket that does not exist.
+fn no_bucket() -> crate::s3::ErrorKind {
+    crate::s3::ErrorKind::Status {
+        status: 404,
+        code: Some("NoSuchBucket".into()),
+    }
+}
+
+fn s3_error(e: crate::s3::Error) -> anyhow::Error {
+    let config = match &e.kind {
+        crate::s3::ErrorKind::Status { status: 403, .. } => true,
+        crate::s3::ErrorKind::Status { code, .. } => code.as_deref() == Some("NoSuchBucket"),
+        _ => false,
+    };
+    if config {
+        crate::error::ConfigError(e.to_string()).into()
+    } else {
+        e.into()
+    }
+}
+
 /// `error` as an `io::Error` of kind `NotFound` (the trait's "no such key").
 fn not_found(what: String) -> anyhow::Error {
     io::Error::new(io::ErrorKind::NotFound, what).into()
@@ -152,7 +175,8 @@ impl S3Storage {
         self.requests.head.fetch_add(1, Ordering::Relaxed);
         let size = self
             .client
-            .head(&self.bucket, &self.full(key))?
+            .head(&self.bucket, &self.full(key))
+            .map_err(s3_error)?
             .map(|i| i.size);
         self.learn(key, size);
         Ok(size)
@@ -180,10 +204,10 @@ impl S3Storage {
         self.requests.get.fetch_add(1, Ordering::Relaxed);
         match self.client.get(&self.bucket, &self.full(key), None) {
             Ok(body) => Ok(body.reader),
-            Err(e) if e.is_not_found() => {
+            Err(e) if e.is_not_found() && e.kind != no_bucket() => {
                 Err(not_found(format!("{} does not exist", self.locate(key))))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(s3_error(e)),
         }
     }
 
