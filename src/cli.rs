@@ -24,9 +24,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Backup repository (overrides [repository] path)
-    #[arg(long, global = true, value_name = "DIR")]
-    pub repository: Option<PathBuf>,
+    /// Backup repository: a [repositories.NAME] name, a directory, or an
+    /// s3://bucket/prefix URL (overrides [repository])
+    #[arg(long, global = true, value_name = "NAME|DIR|URL")]
+    pub repository: Option<String>,
 
     /// Log errors only (KCBACKUP_LOG, if set, wins)
     #[arg(short, long, global = true, conflicts_with = "verbose")]
@@ -61,6 +62,13 @@ pub enum Command {
     /// Remove the named sets, then delete the objects no remaining set references.
     #[command(long_about = FORGET_ABOUT)]
     Forget(ForgetArgs),
+    /// Copy sets into another repository (local or S3): only the objects it
+    /// lacks are sent, each checked on the way; a set appears there only
+    /// once all of it is stored; a killed copy resumes where it stopped.
+    Copy(CopyArgs),
+    /// Remove the repository lock of a run that is gone (on object storage
+    /// its lock object stays behind); refuses a lock that is still fresh.
+    Unlock(UnlockArgs),
     /// Start a throwaway MariaDB with a generated Kopano store, back it up, clean up.
     Demo(DemoArgs),
     /// The manual's upgrade procedure: `prepare` before, `finish` after.
@@ -184,6 +192,41 @@ pub struct ForgetArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub lock: LockWaitArg,
+    #[command(flatten)]
+    pub output: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The set: its id, or `latest` (the newest complete set).
+    #[arg(
+        required_unless_present = "all",
+        conflicts_with = "all",
+        value_name = "SET"
+    )]
+    pub set: Option<String>,
+    /// Every set of the repository (those the target has are skipped).
+    #[arg(long)]
+    pub all: bool,
+    /// The target: a [repositories.NAME] name, a directory or an s3:// URL
+    /// [default: [copy] to].
+    #[arg(long, value_name = "NAME")]
+    pub to: Option<String>,
+    /// Without --to and [copy] to, do nothing and exit 0 (the systemd units).
+    #[arg(long)]
+    pub if_configured: bool,
+    /// Then prune the target with its own policy ([repositories.NAME.retention],
+    /// else [retention]), when every set was copied.
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub lock: LockWaitArg,
+    #[command(flatten)]
+    pub output: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
     #[command(flatten)]
     pub output: JsonArg,
 }
@@ -400,6 +443,8 @@ impl Cli {
                     | Command::Drill(_)
                     | Command::Prune(_)
                     | Command::Forget(_)
+                    | Command::Copy(_)
+                    | Command::Unlock(_)
             ),
         }
     }

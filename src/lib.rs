@@ -192,10 +192,83 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 prune_done(&settings, &report, args.output.json)
             })
         }
+        Command::Copy(args) => {
+            let settings = settings()?;
+            let Some(to) = args.to.clone().or_else(|| settings.copy_to.clone()) else {
+                if args.if_configured {
+                    return Ok(Exit::Ok);
+                }
+                return error::config_error("copy needs --to NAME (or [copy] to in the config)");
+            };
+            let lock_wait = std::time::Duration::from_secs(args.lock.lock_wait);
+            let opts = commands::copy::CopyOptions {
+                which: match &args.set {
+                    Some(set) => commands::copy::Which::One(set.clone()),
+                    None => commands::copy::Which::All,
+                },
+                to: to.clone(),
+                lock_wait,
+            };
+            let report = commands::copy::run(&settings, &opts).map_err(signals::explain)?;
+            if args.output.json && !args.prune {
+                output::json(&report)?;
+            } else if !args.output.json {
+                output::copy_summary(&report);
+            }
+            if report.failed() {
+                if args.output.json && args.prune {
+                    output::json(&report)?;
+                }
+                return Ok(Exit::Incomplete);
+            }
+            if !args.prune {
+                return Ok(Exit::Ok);
+            }
+            let target = settings.for_repository(&to)?;
+            let pruned = commands::prune::prune(
+                &target,
+                &commands::prune::PruneOptions {
+                    policy: None,
+                    utc: false,
+                    dry_run: false,
+                    lock_wait,
+                },
+            )
+            .map_err(signals::explain)?;
+            if args.output.json {
+                output::json(&serde_json::json!({ "copy": report, "prune": pruned }))?;
+            } else {
+                output::prune_summary(&pruned);
+            }
+            Ok(match pruned.sweep_skipped {
+                Some(_) => Exit::Incomplete,
+                None => Exit::Ok,
+            })
+        }
+        Command::Unlock(args) => {
+            let settings = settings()?;
+            let storage = repo::storage::open(&settings.repository)?;
+            let report = storage.unlock_stale()?;
+            if args.output.json {
+                output::json(&report)?;
+            }
+            for r in &report.removed {
+                eprintln!("kcbackup: removed the lock of {r}");
+            }
+            if report.refused.is_empty() {
+                return Ok(Exit::Ok);
+            }
+            Err(anyhow::anyhow!(
+                "the lock of {} is held by a run that is not known to be gone, so it stays                  (wait for it, or for its lock to go stale after {} min): {}",
+                settings.repository,
+                repo::storage::s3::LOCK_STALE.as_secs() / 60,
+                report.refused.join("; ")
+            ))
+        }
         Command::List(args) => {
             let settings = settings()?;
             if let Some(set) = &args.long {
-                let repo = repo::Repository::open(&settings.repository)?;
+                let repo = repo::Repository::open_at(&settings.repository)?;
                 let info = repo.resolve(set)?;
                 let manifest = info
                     .manifest
@@ -212,7 +285,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
             if args.json {
                 output::json(&lines)?;
             } else {
-                output::list(&lines, metrics::tree_bytes(&settings.repository));
+                output::list(&lines, repository_bytes(&settings)?);
             }
             Ok(Exit::Ok)
         }
@@ -270,6 +343,21 @@ pub fn run(cli: Cli) -> Result<Exit> {
             })
         }
     }
+}
+
+/// What the repository holds in bytes: the directory's size, or on object
+/// storage the sum of a listing (only `list` asks, never a nightly run).
+fn repository_bytes(settings: &settings::Settings) -> Result<u64> {
+    if let Some(root) = settings.repository.local() {
+        return Ok(metrics::tree_bytes(root));
+    }
+    let storage = repo::storage::open(&settings.repository)?;
+    let mut total = 0;
+    storage.list("", &mut |_, bytes| {
+        total += bytes;
+        Ok(())
+    })?;
+    Ok(total)
 }
 
 /// The rules the prune command line names; keep_incomplete stays as

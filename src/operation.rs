@@ -109,7 +109,7 @@ pub fn run(
     let (before, after) = op.hooks(settings);
     let mut ctx = hooks::Context {
         operation: op.name().to_owned(),
-        repository: settings.repository.display().to_string(),
+        repository: settings.repository.to_string(),
         ..Default::default()
     };
     let timeout = settings.hooks.timeout_seconds;
@@ -254,8 +254,10 @@ fn samples(
             s.push(Sample::new(name, &[], value as f64));
         }
     }
-    let root = &settings.repository;
-    if root.join("sets").is_dir() {
+    // Object storage is not listed after every run: LIST costs grow with the store.
+    if let Some(root) = settings.repository.local()
+        && root.join("sets").is_dir()
+    {
         s.push(Sample::new(
             "kcbackup_repository_bytes",
             &[],
@@ -277,12 +279,12 @@ fn samples(
 
 /// The set's status as the repository has it, if it can be read.
 fn set_status(settings: &Settings, set: &str) -> Option<String> {
-    let repo = Repository::open(&settings.repository).ok()?;
+    let repo = Repository::open_at(&settings.repository).ok()?;
     Some(repo.resolve(set).ok()?.status().to_owned())
 }
 
 pub fn backup_facts(settings: &Settings, r: &BackupReport) -> Facts {
-    let added = Repository::open(&settings.repository)
+    let added = Repository::open_at(&settings.repository)
         .and_then(|repo| repo.resolve(&r.set))
         .ok()
         .and_then(|s| s.manifest.ok())

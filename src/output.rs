@@ -481,3 +481,26 @@ pub fn prune_summary(r: &PruneReport) {
         );
     }
 }
+
+pub fn copy_summary(r: &crate::commands::copy::CopyReport) {
+    println!("copy {} -> {}", r.from, r.to);
+    for s in &r.sets {
+        let detail = match &s.error {
+            Some(e) => e.clone(),
+            None => format!(
+                "{} objects sent, {} already there, {} sent",
+                s.objects.sent,
+                s.objects.present,
+                bytes(s.objects.bytes + s.file_bytes)
+            ),
+        };
+        println!("  {:<8} {:<20} {detail}", s.outcome, s.set);
+    }
+    println!(
+        "{} sent ({} objects; {} the target had), {:.1}s",
+        bytes(r.bytes_sent),
+        r.objects_sent,
+        r.objects_present,
+        r.seconds
+    );
+}

@@ -6,7 +6,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 
 use crate::error::{ConfigError, Exit, config_error, exit_for};
 use crate::layout::Layout;
@@ -71,7 +71,7 @@ pub struct Space {
 /// database's table sizes and the attachment tree, and compares it with
 /// the free space where the repository is. Not enough is an error.
 pub fn check_space(settings: &Settings) -> Result<Space> {
-    let newest = crate::repo::Repository::open(&settings.repository)
+    let newest = crate::repo::Repository::open_at(&settings.repository)
         .ok()
         .and_then(|repo| repo.sets().ok())
         .and_then(|sets| {
@@ -100,8 +100,15 @@ pub fn check_space(settings: &Settings) -> Result<Space> {
             (db + files, "the database and attachment sizes".into())
         }
     };
-    let existing = settings
-        .repository
+    let Some(local) = settings.repository.local() else {
+        // Object storage has no free space to compare with.
+        return Ok(Space {
+            needed,
+            estimated_from,
+            available: u64::MAX,
+        });
+    };
+    let existing = local
         .ancestors()
         .find(|p| p.exists())
         .unwrap_or(Path::new("/"));
@@ -120,7 +127,7 @@ pub fn check_space(settings: &Settings) -> Result<Space> {
     if available < needed {
         return Err(anyhow!(
             "not enough space for a full set in {}: {} free, up to {} needed (estimated from {}); nothing was stopped",
-            settings.repository.display(),
+            settings.repository,
             crate::output::bytes(available),
             crate::output::bytes(needed),
             space.estimated_from
@@ -172,7 +179,15 @@ fn refusal(problems: Vec<anyhow::Error>) -> anyhow::Error {
 /// The repository, or the nearest directory above it that exists (a new
 /// repository is created there), must be writable: a read-only disk fails
 /// here, not after the dump.
-fn check_repository(repo: &Path) -> Result<()> {
+fn check_repository(spec: &crate::settings::RepoSpec) -> Result<()> {
+    let Some(repo) = spec.local() else {
+        // Object storage: reachable, with these credentials, before the dump.
+        let storage = crate::repo::storage::open(spec)?;
+        storage
+            .stat(crate::repo::storage::CONFIG)
+            .with_context(|| format!("the repository {spec} cannot be reached"))?;
+        return Ok(());
+    };
     let existing = repo
         .ancestors()
         .find(|p| p.exists())
@@ -351,8 +366,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("file");
         std::fs::write(&file, "").unwrap();
-        let e = check_repository(&file.join("repo")).unwrap_err();
+        let e = check_repository(&crate::settings::RepoSpec::Local(file.join("repo"))).unwrap_err();
         assert_eq!(exit_for(&e), Exit::Usage);
-        assert!(check_repository(&dir.path().join("new/repo")).is_ok());
+        assert!(
+            check_repository(&crate::settings::RepoSpec::Local(
+                dir.path().join("new/repo")
+            ))
+            .is_ok()
+        );
     }
 }

@@ -14,7 +14,7 @@ mod prunekit;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use faultkit::{Bg, Fx, V1, names};
+use faultkit::{Bg, Fx, V1, is_stopped, names};
 use kcbackup::commands::prune::{PAUSE_ENV, PAUSE_POINTS};
 use kcbackup::generator::add_attachments;
 use nix::sys::signal::Signal;
@@ -38,17 +38,6 @@ fn two_nights(fx: &mut Fx, seed: u64) {
         purge(fx, 3);
         fx.backup_ok();
     }
-}
-
-/// Whether the process is stopped (state `T` in /proc/PID/stat).
-fn is_stopped(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('T'))
-        })
-        .unwrap_or(false)
 }
 
 /// Every remaining set still has all it references, and verifies.

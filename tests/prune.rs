@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::time::Duration;
 
-use faultkit::{Fx, HeldDump, V1};
+use faultkit::{Fx, HeldDump, V1, is_stopped};
 use kcbackup::generator::add_attachments;
 use kcbackup::metrics::tree_bytes;
 use kcbackup::repo::manifest::Manifest;
@@ -423,17 +423,6 @@ impl Logged {
             fs::read_to_string(&self.out).unwrap_or_default(),
         )
     }
-}
-
-/// Whether the process is stopped (state `T` in /proc/PID/stat).
-fn is_stopped(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('T'))
-        })
-        .unwrap_or(false)
 }
 
 #[test]

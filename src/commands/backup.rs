@@ -113,7 +113,7 @@ pub fn run(
     let plan = preflight::check(settings)?.plan;
 
     // 1. One writer at a time; clear what a crashed run left behind.
-    let repo = Repository::open_or_create(&settings.repository)?;
+    let repo = Repository::open_or_create_at(&settings.repository)?;
     let lock = repo.lock_exclusive_waiting("backup", opts.lock_wait)?;
     let mut removed_leftovers = repo.remove_leftovers(&lock)?;
     removed_leftovers.extend(crate::scratch::remove_dead_runs(&[]));

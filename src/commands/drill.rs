@@ -159,7 +159,7 @@ fn outcome<T>(result: Result<T>) -> Result<Result<T>> {
 fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Result<DrillReport> {
     let clock = Instant::now();
     let started = Utc::now();
-    let repo = Repository::open(&settings.repository)?;
+    let repo = Repository::open_at(&settings.repository)?;
     let mut lock = repo.lock_shared("drill")?;
     let parents: Vec<&Path> = opts.scratch_parent.iter().map(PathBuf::as_path).collect();
     let removed_leftovers = crate::scratch::remove_dead_runs(&parents);

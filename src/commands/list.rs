@@ -39,7 +39,7 @@ pub struct LastDrill {
 }
 
 pub fn run(settings: &Settings) -> Result<Vec<SetLine>> {
-    let Some(repo) = Repository::open_if_exists(&settings.repository)? else {
+    let Some(repo) = Repository::open_if_exists_at(&settings.repository)? else {
         return Ok(Vec::new());
     };
     let drills = super::drill::last_drills(&repo);

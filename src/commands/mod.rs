@@ -2,6 +2,7 @@
 //! and returns a typed report; rendering and exit codes are the caller's.
 
 pub mod backup;
+pub mod copy;
 pub mod demo;
 pub mod drill;
 pub mod list;
@@ -9,3 +10,15 @@ pub mod prune;
 pub mod restore;
 pub mod upgrade;
 pub mod verify;
+
+/// The test-only variable naming the point a run stops itself at (SIGSTOP),
+/// so a test can SIGKILL it exactly there. Unset in production.
+pub const PAUSE_ENV: &str = "KCBACKUP_TEST_PAUSE_AT";
+
+/// Stops this process when [`PAUSE_ENV`] names `point` (one of `known`).
+pub(crate) fn pause_at(known: &[&str], point: &str) {
+    debug_assert!(known.contains(&point), "{point}");
+    if std::env::var_os(PAUSE_ENV).is_some_and(|v| v == point) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+    }
+}

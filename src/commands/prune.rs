@@ -23,7 +23,7 @@ use crate::settings::Settings;
 use crate::signals;
 
 /// The test-only variable naming the point to stop at.
-pub const PAUSE_ENV: &str = "KCBACKUP_TEST_PAUSE_AT";
+pub use super::PAUSE_ENV;
 /// Every point, in the order a run passes them.
 pub const PAUSE_POINTS: &[&str] = &[
     "locked",
@@ -154,7 +154,7 @@ pub fn prune(settings: &Settings, opts: &PruneOptions) -> Result<PruneReport> {
              (or keys in [retention]); without any it would remove every set but the newest",
         );
     }
-    let repo = Repository::open(&settings.repository)?;
+    let repo = Repository::open_at(&settings.repository)?;
     let (held, removed_leftovers) = lock(&repo, "prune", opts.dry_run, opts.lock_wait)?;
     let sets = repo.sets()?;
     let wall: &dyn Fn(DateTime<Utc>) -> NaiveDateTime = if opts.utc {
@@ -184,7 +184,7 @@ pub fn prune(settings: &Settings, opts: &PruneOptions) -> Result<PruneReport> {
 pub fn forget(settings: &Settings, opts: &ForgetOptions) -> Result<PruneReport> {
     signals::install()?;
     let clock = Instant::now();
-    let repo = Repository::open(&settings.repository)?;
+    let repo = Repository::open_at(&settings.repository)?;
     let (held, removed_leftovers) = lock(&repo, "forget", opts.dry_run, opts.lock_wait)?;
     let sets = repo.sets()?;
     let mut named = BTreeSet::new();
@@ -321,7 +321,7 @@ fn plan(repo: &Repository, remaining: &[&SetInfo]) -> Result<Plan> {
                 });
             }
         };
-        match referenced_objects(&set.dir, manifest) {
+        match referenced_objects(set.local_dir(), manifest) {
             Ok(objects) => live.extend(objects.into_keys()),
             Err(e) => {
                 return Ok(Plan {
@@ -443,10 +443,7 @@ fn verdict(s: &SetInfo, keep: bool, reasons: Vec<String>) -> SetVerdict {
 
 /// Stops this process (SIGSTOP) when the test-only variable names `point`.
 fn pause_at(point: &str) {
-    debug_assert!(PAUSE_POINTS.contains(&point), "{point}");
-    if std::env::var_os(PAUSE_ENV).is_some_and(|v| v == point) {
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
-    }
+    super::pause_at(PAUSE_POINTS, point);
 }
 
 #[cfg(test)]

@@ -67,7 +67,7 @@ fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
         );
     }
     let started = Instant::now();
-    let repo = Repository::open(&settings.repository)?;
+    let repo = Repository::open_at(&settings.repository)?;
     let mut lock = repo.lock_shared("restore")?;
     let set = repo.resolve(&opts.set)?;
     lock.describe(&format!("restore of set {}", set.id));

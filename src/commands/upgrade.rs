@@ -166,7 +166,7 @@ fn prepare_stopped(
 
     // 4. The census beside the set.
     let census = Census::take(settings)?;
-    let repo = Repository::open(&settings.repository)?;
+    let repo = Repository::open_at(&settings.repository)?;
     let lock = repo.lock_shared("upgrade prepare")?;
     let census_record = repo
         .write_record(
@@ -359,7 +359,7 @@ impl FinishReport {
 /// with the newest pre-upgrade set's.
 pub fn finish(settings: &Settings) -> Result<FinishReport> {
     signals::install()?;
-    let repo = Repository::open(&settings.repository)?;
+    let repo = Repository::open_at(&settings.repository)?;
     // The newest complete pre-upgrade set with a census: a set of the APT
     // hook (`backup --tag pre-upgrade`) has none and is passed over.
     let censuses: std::collections::BTreeMap<String, Vec<u8>> =
@@ -510,7 +510,7 @@ pub fn rollback(settings: &Settings, set: Option<&str>, yes: bool) -> Result<Rol
         .into());
     }
     signals::install()?;
-    let repo = Repository::open(&settings.repository)?;
+    let repo = Repository::open_at(&settings.repository)?;
     let info = match set {
         Some(id) => repo.resolve(id)?,
         None => repo

@@ -109,7 +109,7 @@ fn verify(
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
     let clock = Instant::now();
-    let repo = Repository::open(&settings.repository)?;
+    let repo = Repository::open_at(&settings.repository)?;
     let mut lock = repo.lock_shared("verify")?;
     for name in crate::scratch::remove_dead_runs(&[]) {
         tracing::warn!("removed {name}, left by an earlier run that did not finish");

@@ -32,15 +32,45 @@ const WAIT_POLL: Duration = Duration::from_millis(200);
 
 /// Held by the one run that may write (backup, prune).
 pub struct ExclusiveLock {
-    _record: Record,
-    _lock: Flock<File>,
+    _held: Held,
 }
 
 /// Held by runs that only read (verify, restore, drill). Without a lock
 /// file on a read-only repository it holds nothing: no writer can start.
 pub struct SharedLock {
-    record: Record,
-    _lock: Option<Flock<File>>,
+    held: Held,
+}
+
+/// A lock kept on remote storage (an object refreshed while the run
+/// lasts; see `storage::s3`), released when dropped.
+pub trait RemoteHold: Send + Sync {
+    /// Says what this run is doing, for others' refusals.
+    fn describe(&self, operation: &str);
+}
+
+/// What a lock holds: the local flock with its holder record (the record
+/// is declared first, so it goes before the flock), or a remote lock.
+enum Held {
+    Local(Record, #[allow(dead_code)] Option<Flock<File>>),
+    Remote(Box<dyn RemoteHold>),
+}
+
+impl ExclusiveLock {
+    /// The token for a lock the storage holds remotely.
+    pub(crate) fn remote(hold: Box<dyn RemoteHold>) -> ExclusiveLock {
+        ExclusiveLock {
+            _held: Held::Remote(hold),
+        }
+    }
+}
+
+impl SharedLock {
+    /// The token for a lock the storage holds remotely.
+    pub(crate) fn remote(hold: Box<dyn RemoteHold>) -> SharedLock {
+        SharedLock {
+            held: Held::Remote(hold),
+        }
+    }
 }
 
 /// What a holder record says.
@@ -134,7 +164,7 @@ fn is_read_only(e: &io::Error) -> bool {
 
 /// The live holders other than this run, as `verify of set X, pid N,
 /// since HH:MM:SS`; records of dead runs are removed on the way.
-fn live_holders(lock_path: &Path) -> Vec<String> {
+pub(crate) fn live_holders(lock_path: &Path) -> Vec<String> {
     let me = std::process::id();
     let Ok(entries) = fs::read_dir(holders_dir(lock_path)) else {
         return Vec::new();
@@ -263,8 +293,7 @@ impl ExclusiveLock {
         // Clears the records of dead runs on the way.
         live_holders(path);
         Ok(ExclusiveLock {
-            _record: record,
-            _lock: lock,
+            _held: Held::Local(record, Some(lock)),
         })
     }
 }
@@ -285,12 +314,12 @@ impl SharedLock {
                 match File::open(path) {
                     Ok(file) => file,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        let record = Record {
+                            path: None,
+                            since: Utc::now(),
+                        };
                         return Ok(SharedLock {
-                            record: Record {
-                                path: None,
-                                since: Utc::now(),
-                            },
-                            _lock: None,
+                            held: Held::Local(record, None),
                         });
                     }
                     Err(e) => {
@@ -310,19 +339,24 @@ impl SharedLock {
         };
         let lock = lock_or_name(path, file, FlockArg::LockSharedNonblock, wait)?;
         Ok(SharedLock {
-            record: Record::write(path, operation),
-            _lock: Some(lock),
+            held: Held::Local(Record::write(path, operation), Some(lock)),
         })
     }
 
     /// Says what this run is doing, for others' refusals (`verify of set X`).
     pub fn describe(&mut self, operation: &str) {
-        self.record.describe(operation);
+        match &mut self.held {
+            Held::Local(record, _) => record.describe(operation),
+            Held::Remote(hold) => hold.describe(operation),
+        }
     }
 
     /// Whether this run could leave a record (false on a read-only repository).
     pub fn recorded(&self) -> bool {
-        self.record.path.is_some()
+        match &self.held {
+            Held::Local(record, _) => record.path.is_some(),
+            Held::Remote(_) => true,
+        }
     }
 }
 

@@ -15,6 +15,7 @@ pub mod objects;
 pub mod set;
 pub mod storage;
 pub mod sweep;
+pub mod transfer;
 
 use std::fs;
 use std::io::Read;
@@ -32,6 +33,8 @@ pub use lock::{ExclusiveLock, SharedLock};
 pub use objects::ObjectStore;
 pub use set::{SetInfo, WorkSet};
 pub use storage::{LocalStorage, Storage};
+
+use crate::settings::RepoSpec;
 
 /// Prefix of sets still being written; never listed as sets.
 pub const WORK_PREFIX: &str = storage::local::WORK_PREFIX;
@@ -51,7 +54,10 @@ mod sealed {
 }
 
 pub struct Repository {
-    root: PathBuf,
+    /// Where it is, for messages (a directory or an `s3://` URL).
+    location: String,
+    /// The directory of a local repository.
+    local: Option<PathBuf>,
     storage: Arc<dyn Storage>,
     /// `None` for a repository written before `config` existed (format 1).
     config: Option<RepoConfig>,
@@ -62,22 +68,38 @@ impl Repository {
     /// with a `config` file: a new repository gets one, and so does one
     /// written before `config` existed, by the first backup into it.
     pub fn open_or_create(root: &Path) -> Result<Repository> {
-        for dir in [root.to_path_buf(), root.join("sets"), root.join("objects")] {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .with_context(|| {
-                    format!("while creating repository directory {}", dir.display())
-                })?;
+        Self::open_or_create_at(&RepoSpec::Local(root.to_path_buf()))
+    }
+
+    /// [`Self::open_or_create`] for any repository (local or S3).
+    pub fn open_or_create_at(spec: &RepoSpec) -> Result<Repository> {
+        if let RepoSpec::Local(root) = spec {
+            for dir in [root.to_path_buf(), root.join("sets"), root.join("objects")] {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dir)
+                    .with_context(|| {
+                        format!("while creating repository directory {}", dir.display())
+                    })?;
+            }
         }
-        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(root));
+        if let RepoSpec::S3(s3) = spec {
+            // Encryption at rest (issue 14's `encryption = "age"`) is not
+            // built yet: whoever runs the storage can read these backups.
+            tracing::warn!(
+                "the repository {} is not encrypted: the storage provider can read the mail in it",
+                s3.url()
+            );
+        }
+        let storage = storage::open(spec)?;
         let config = match read_config(storage.as_ref())? {
             Some(config) => config,
             None => create_config(storage.as_ref())?,
         };
         Ok(Repository {
-            root: root.to_path_buf(),
+            location: spec.to_string(),
+            local: spec.local().map(Path::to_path_buf),
             storage,
             config: Some(config),
         })
@@ -86,28 +108,51 @@ impl Repository {
     /// Opens an existing repository; refuses one of a newer format than
     /// this release knows (exit 2).
     pub fn open(root: &Path) -> Result<Repository> {
-        if !root.join("sets").is_dir() {
-            bail!("no kcbackup repository at {}", root.display());
+        Self::open_at(&RepoSpec::Local(root.to_path_buf()))
+    }
+
+    /// [`Self::open`] for any repository (local or S3).
+    pub fn open_at(spec: &RepoSpec) -> Result<Repository> {
+        match Self::open_if_exists_at(spec)? {
+            Some(repo) => Ok(repo),
+            None => bail!("no kcbackup repository at {spec}"),
         }
-        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(root));
-        let config = read_config(storage.as_ref())?;
-        Ok(Repository {
-            root: root.to_path_buf(),
-            storage,
-            config,
-        })
     }
 
     /// Like [`Self::open`], `None` when there is no repository at `root` yet.
     pub fn open_if_exists(root: &Path) -> Result<Option<Repository>> {
-        if !root.join("sets").is_dir() {
-            return Ok(None);
-        }
-        Repository::open(root).map(Some)
+        Self::open_if_exists_at(&RepoSpec::Local(root.to_path_buf()))
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// [`Self::open_if_exists`] for any repository: a local one is there
+    /// once it has `sets/`, a remote one once it has its `config`.
+    pub fn open_if_exists_at(spec: &RepoSpec) -> Result<Option<Repository>> {
+        if let RepoSpec::Local(root) = spec
+            && !root.join("sets").is_dir()
+        {
+            return Ok(None);
+        }
+        let storage = storage::open(spec)?;
+        let config = read_config(storage.as_ref())?;
+        if config.is_none() && spec.local().is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Repository {
+            location: spec.to_string(),
+            local: spec.local().map(Path::to_path_buf),
+            storage,
+            config,
+        }))
+    }
+
+    /// Where the repository is, for messages.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The directory of a local repository (`None` on object storage).
+    pub fn local_root(&self) -> Option<&Path> {
+        self.local.as_deref()
     }
 
     /// All I/O of the repository.
@@ -133,14 +178,6 @@ impl Repository {
         self.config
             .as_ref()
             .map_or_else(ChunkerParams::default, |c| c.chunker)
-    }
-
-    pub fn sets_dir(&self) -> PathBuf {
-        self.root.join(storage::SETS)
-    }
-
-    pub fn objects_dir(&self) -> PathBuf {
-        self.root.join("objects")
     }
 
     /// The writer's lock; fails at once if another run holds it, naming
@@ -190,6 +227,12 @@ impl Repository {
     /// Starts a new set in a hidden work directory.
     pub fn begin_set(&self, _lock: &ExclusiveLock, started: DateTime<Utc>) -> Result<WorkSet> {
         WorkSet::create(self.storage.clone(), started)
+    }
+
+    /// Starts set `id` (copied from another repository, so its id is
+    /// kept); `None` when a set of that id is already there.
+    pub fn begin_copy(&self, _lock: &ExclusiveLock, id: &str) -> Result<Option<WorkSet>> {
+        WorkSet::create_named(self.storage.clone(), id)
     }
 
     /// Every published set, oldest first.
@@ -268,7 +311,7 @@ impl Repository {
             .find(|s| s.is_complete())
             .map(|s| s.id.clone());
         let ids: Vec<&str> = sets.iter().map(|s| s.id.as_str()).collect();
-        let unknown = unknown_set(spec, &ids, latest.as_deref(), &self.root);
+        let unknown = unknown_set(spec, &ids, latest.as_deref(), &self.location);
         match sets.into_iter().find(|s| s.id == spec) {
             Some(set) => Ok(set),
             None => config_error(unknown),
@@ -332,13 +375,13 @@ fn create_config(storage: &dyn Storage) -> Result<RepoConfig> {
 
 /// Why `spec` names no set, with the sets nearest to it (ids are UTC times,
 /// so lexical order is time order) and what `latest` is: one line, exit 2.
-fn unknown_set(spec: &str, ids: &[&str], latest: Option<&str>, root: &Path) -> String {
+fn unknown_set(spec: &str, ids: &[&str], latest: Option<&str>, location: &str) -> String {
     let b = spec.as_bytes();
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
     let looks_like_id =
         b.len() >= 16 && digits(0..8) && b[8] == b'T' && digits(9..15) && b[15] == b'Z';
     let what = if looks_like_id {
-        format!("no set {spec:?} in {}", root.display())
+        format!("no set {spec:?} in {location}")
     } else {
         format!(
             "{spec:?} is not a set id (ids are UTC times such as 20261129T190455Z; \
@@ -375,7 +418,7 @@ mod resolve_tests {
 
     #[test]
     fn an_unknown_id_names_its_neighbours_and_latest() {
-        let root = Path::new("/r");
+        let root = "/r";
         let msg = unknown_set("20261129T230000Z", &IDS, Some(IDS[2]), root);
         assert!(
             msg.starts_with("no set \"20261129T230000Z\" in /r;"),
@@ -403,11 +446,11 @@ mod resolve_tests {
             "2026112\u{e9}T190455Z",
             "20261129T19045\u{e9}",
         ] {
-            let msg = unknown_set(spec, &IDS, Some(IDS[2]), Path::new("/r"));
+            let msg = unknown_set(spec, &IDS, Some(IDS[2]), "/r");
             assert!(msg.contains("is not a set id"), "{msg}");
             assert!(msg.contains("the newest set is 20261130T020000Z"), "{msg}");
         }
-        let msg = unknown_set("x", &[], None, Path::new("/r"));
+        let msg = unknown_set("x", &[], None, "/r");
         assert!(msg.contains("holds no set yet"), "{msg}");
     }
 }

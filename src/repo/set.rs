@@ -44,8 +44,28 @@ impl WorkSet {
         })
     }
 
+    /// The staging directory of set `id` exactly (a copy from another
+    /// repository keeps the id); `None` when `id` is taken.
+    pub(crate) fn create_named(storage: Arc<dyn Storage>, id: &str) -> Result<Option<WorkSet>> {
+        Ok(storage.begin_set(id)?.map(|dir| WorkSet {
+            id: id.to_owned(),
+            dir,
+            storage,
+            published: false,
+        }))
+    }
+
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Publishes the files already in the staging directory as they are,
+    /// manifest included (a set copied from another repository, checked
+    /// against its manifest on the way): every file stored, the manifest last.
+    pub fn publish_as_is(mut self) -> Result<()> {
+        self.storage.publish_set(&self.id, &self.dir)?;
+        self.published = true;
+        Ok(())
     }
 
     /// The local directory the set is written in.
@@ -169,13 +189,23 @@ impl SetInfo {
     /// A local directory holding the set's files, for consumers that need
     /// a path (the dump loader, index readers). On local storage the set
     /// itself; for a remote store a local cached copy.
+    /// A failure to fetch is logged: the reader of a missing file then
+    /// fails with its own message.
     pub fn local_dir(&self) -> &Path {
+        self.fetch();
         &self.dir
     }
 
     /// A local path of the set's file `name` (see [`Self::local_dir`]).
     pub fn local_path(&self, name: &str) -> PathBuf {
+        self.fetch();
         self.dir.join(name)
+    }
+
+    fn fetch(&self) {
+        if let Err(e) = self.storage.fetch_set(&self.id) {
+            tracing::warn!("while fetching the files of set {}: {e:#}", self.id);
+        }
     }
 
     pub fn is_complete(&self) -> bool {

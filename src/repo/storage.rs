@@ -25,9 +25,13 @@
 //!   run may set a corrupt object aside (`move_aside`), which never
 //!   replaces what is there.
 
-#[cfg(test)]
-pub(crate) mod contract;
+/// The contract checks, public so that the object-storage tests (in
+/// `tests/`, beside their server) run the same checks as the unit tests.
+#[doc(hidden)]
+pub mod contract;
 pub mod local;
+pub mod s3;
+mod s3_lock;
 
 use std::fs::File;
 use std::io::BufRead;
@@ -123,6 +127,13 @@ pub trait Storage: Send + Sync {
     /// set itself; on remote storage a local cached copy.
     fn set_dir(&self, id: &str) -> Result<PathBuf>;
 
+    /// Brings every file of set `id` into [`Self::set_dir`] (remote storage
+    /// fetches what its local copy lacks; `set_dir` itself may hold only
+    /// the manifest). Nothing to do on local storage.
+    fn fetch_set(&self, _id: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// Takes published set `id` out of the sets at once, durably (a crash
     /// after it never brings the set back), as a retired set that
     /// [`Self::delete_retired`] removes; prune does this before it deletes
@@ -151,6 +162,28 @@ pub trait Storage: Send + Sync {
     /// The readers' lock (verify, restore, drill, list's readers), waiting
     /// up to `wait` for a writer.
     fn lock_shared(&self, operation: &str, wait: Duration) -> Result<SharedLock>;
+
+    /// `kcbackup unlock`: removes locks left by runs that are gone (stale,
+    /// or their process gone from this host) and names those that stay.
+    /// A local lock dies with its holder: only live holders are named.
+    fn unlock_stale(&self) -> Result<Unlocked>;
+}
+
+/// What [`Storage::unlock_stale`] did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Unlocked {
+    /// Locks removed (whose holder is gone), described.
+    pub removed: Vec<String>,
+    /// Locks still held by live (or not provably dead) runs: kept.
+    pub refused: Vec<String>,
+}
+
+/// The storage of the repository `spec` names; nothing is written yet.
+pub fn open(spec: &crate::settings::RepoSpec) -> Result<std::sync::Arc<dyn Storage>> {
+    match spec {
+        crate::settings::RepoSpec::Local(root) => Ok(std::sync::Arc::new(LocalStorage::new(root))),
+        crate::settings::RepoSpec::S3(repo) => Ok(std::sync::Arc::new(s3::S3Storage::new(repo)?)),
+    }
 }
 
 /// Refuses keys that could leave the repository or name storage internals.

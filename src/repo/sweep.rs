@@ -184,8 +184,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repository::open_or_create(dir.path()).unwrap();
         let lock = repo.lock_exclusive("prune").unwrap();
-        fs::create_dir(repo.sets_dir().join("20261201T000000Z")).unwrap();
-        fs::write(repo.sets_dir().join("20261201T000000Z/x"), b"12345").unwrap();
+        fs::create_dir(dir.path().join("sets/20261201T000000Z")).unwrap();
+        fs::write(dir.path().join("sets/20261201T000000Z/x"), b"12345").unwrap();
         repo.retire_set(&lock, "20261201T000000Z").unwrap();
         assert!(repo.sets().unwrap().is_empty(), "a retired set is no set");
         assert_eq!(repo.retired_sets().unwrap(), ["20261201T000000Z"]);

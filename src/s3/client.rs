@@ -384,6 +384,95 @@ impl Client {
         })
     }
 
+    /// PUT a large object from a file in parts of `part_size` bytes (at
+    /// least 5 MiB, S3's smallest part but the last): each part streamed
+    /// from its range of the file and tried again on its own; an upload
+    /// that fails is aborted, so no parts are left billed. (s3repo, issue 14.)
+    pub fn put_file_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &Path,
+        part_size: u64,
+    ) -> Result<(), Error> {
+        let b = self.bucket_or_error("PUT", bucket)?;
+        let part_size = part_size.max(5 << 20);
+        let len = std::fs::metadata(path)
+            .map_err(|e| self.local_error("PUT", bucket, key, path, e))?
+            .len();
+        let upload_id = self.retry("CREATE multipart", bucket, Some(key), || {
+            let url = b
+                .create_multipart_upload(Some(&self.credentials), key)
+                .sign(PRESIGN);
+            let body = read_text(
+                check(self.agent.post(url.as_str()).send_empty())?,
+                MAX_ERROR_BODY,
+            )?;
+            rusty_s3::actions::CreateMultipartUpload::parse_response(&body)
+                .map(|r| r.upload_id().to_owned())
+                .map_err(|e| ErrorKind::Response(format!("CreateMultipartUpload: {e}")))
+        })?;
+        let parts = (|| -> Result<Vec<String>, Error> {
+            let mut etags = Vec::new();
+            let count = len.div_ceil(part_size).max(1);
+            for n in 0..count {
+                let number = u16::try_from(n + 1).map_err(|_| {
+                    let why = format!("{len} bytes need more than {} parts", u16::MAX);
+                    self.fail("PUT part", bucket, Some(key), ErrorKind::Response(why))
+                })?;
+                let start = n * part_size;
+                let size = part_size.min(len - start);
+                let etag = self.retry("PUT part", bucket, Some(key), || {
+                    let mut file = File::open(path).map_err(|e| {
+                        ErrorKind::Transport(format!("opening {}: {e}", path.display()))
+                    })?;
+                    file.seek(std::io::SeekFrom::Start(start))
+                        .map_err(|e| ErrorKind::Transport(e.to_string()))?;
+                    let url = b
+                        .upload_part(Some(&self.credentials), key, number, &upload_id)
+                        .sign(PRESIGN);
+                    let request = self
+                        .agent
+                        .put(url.as_str())
+                        .header("content-length", size.to_string());
+                    let mut part = file.take(size);
+                    let response = check(request.send(SendBody::from_reader(&mut part)))?;
+                    response
+                        .headers()
+                        .get("etag")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                        .ok_or_else(|| {
+                            ErrorKind::Response("UploadPart answered without an ETag".into())
+                        })
+                })?;
+                etags.push(etag);
+            }
+            Ok(etags)
+        })();
+        let completed = parts.and_then(|etags| {
+            self.retry("COMPLETE multipart", bucket, Some(key), || {
+                let action = b.complete_multipart_upload(
+                    Some(&self.credentials),
+                    key,
+                    &upload_id,
+                    etags.iter().map(String::as_str),
+                );
+                let url = action.sign(PRESIGN);
+                check(self.agent.post(url.as_str()).send(action.body())).map(drop)
+            })
+        });
+        if completed.is_err() {
+            let _ = self.retry("ABORT multipart", bucket, Some(key), || {
+                let url = b
+                    .abort_multipart_upload(Some(&self.credentials), key, &upload_id)
+                    .sign(PRESIGN);
+                check(self.agent.delete(url.as_str()).call()).map(drop)
+            });
+        }
+        completed
+    }
+
     fn fail(
         &self,
         operation: &'static str,

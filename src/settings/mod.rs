@@ -4,6 +4,7 @@
 //! file, the command line.
 
 pub mod kopano_cfg;
+pub mod repos;
 pub mod s3;
 pub mod tool;
 
@@ -15,6 +16,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{ConfigError, config_error};
 use kopano_cfg::KopanoCfg;
 use tool::ToolConfig;
+
+pub use repos::{RepoSpec, Repositories, S3Repo};
 
 /// Used when neither `--config` nor `KCBACKUP_CONFIG` is given; may be absent.
 pub const DEFAULT_TOOL_CONFIG: &str = "/etc/kcbackup/kcbackup.toml";
@@ -117,8 +120,8 @@ pub struct Overrides {
     pub config: Option<PathBuf>,
     /// `--snapshot METHOD`
     pub snapshot: Option<SnapshotMethod>,
-    /// `--repository DIR`
-    pub repository: Option<PathBuf>,
+    /// `--repository NAME|DIR|URL`
+    pub repository: Option<String>,
     /// The command works on an existing repository only (list, verify,
     /// restore, drill): a missing or unreadable server.cfg means Kopano's
     /// defaults instead of an error.
@@ -132,7 +135,14 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
     pub server_cfg: PathBuf,
     pub config_dir: PathBuf,
-    pub repository: PathBuf,
+    /// The repository this command works on.
+    pub repository: RepoSpec,
+    /// Its name when it is a `[repositories.NAME]`.
+    pub repository_name: Option<String>,
+    /// Every configured repository, for `copy --to NAME`.
+    pub repositories: Repositories,
+    /// `[copy] to`: where the units copy the newest set after a backup.
+    pub copy_to: Option<String>,
     pub snapshot: SnapshotMethod,
     /// `[snapshot] lvm_size` in bytes; `None` = the automatic size.
     pub snapshot_lvm_size: Option<u64>,
@@ -268,8 +278,26 @@ impl Settings {
             Some(days) => days,
             None => DEFAULT_ROLLING_DAYS,
         };
-        let retention = tool
-            .retention
+        let repositories = Repositories {
+            default: tool.repository.clone(),
+            named: tool.repositories.clone(),
+            file: hint_file.to_path_buf(),
+            global_retention: tool
+                .retention
+                .policy()
+                .map_err(|e| ConfigError(format!("{}: {e}", hint_file.display())))?,
+        };
+        let (repository_name, repository) = match &o.repository {
+            Some(arg) => repositories.resolve(arg)?,
+            None => (None, repositories.default_spec()?),
+        };
+        // A named repository prunes with its own policy when it has one.
+        let retention_section = repository_name
+            .as_ref()
+            .and_then(|n| tool.repositories.get(n))
+            .and_then(|r| r.retention.as_ref())
+            .unwrap_or(&tool.retention);
+        let retention = retention_section
             .policy()
             .map_err(|e| ConfigError(format!("{}: {e}", hint_file.display())))?;
         let upgrade = crate::services::UpgradeSettings::from_section(&tool.upgrade)
@@ -288,11 +316,10 @@ impl Settings {
             snapshot_lvm_size,
             config_file,
             config_dir,
-            repository: o
-                .repository
-                .clone()
-                .or_else(|| tool.repository.path.clone())
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_REPOSITORY)),
+            repository,
+            repository_name,
+            repositories,
+            copy_to: tool.copy.to.clone(),
             snapshot: o
                 .snapshot
                 .or(tool.snapshot.method)
@@ -313,6 +340,30 @@ impl Settings {
             hooks: tool.hooks.clone(),
             notify: tool.notify.clone(),
         })
+    }
+}
+
+impl Settings {
+    /// These settings with `arg` (a name, directory or URL) as the
+    /// repository, pruned by its own `[repositories.NAME.retention]` when
+    /// it has one (else the top-level `[retention]`).
+    pub fn for_repository(&self, arg: &str) -> anyhow::Result<Settings> {
+        let (name, spec) = self.repositories.resolve(arg)?;
+        let mut out = self.clone();
+        if let Some(section) = name
+            .as_ref()
+            .and_then(|n| self.repositories.named.get(n))
+            .and_then(|r| r.retention.as_ref())
+        {
+            out.retention = section
+                .policy()
+                .map_err(|e| ConfigError(format!("{}: {e}", self.repositories.file.display())))?;
+        } else {
+            out.retention = self.repositories.global_retention.clone();
+        }
+        out.repository = spec;
+        out.repository_name = name;
+        Ok(out)
     }
 }
 

@@ -68,7 +68,7 @@ fn missing_default_tool_config_means_kopano_defaults() {
     assert_eq!(s.config_file, None);
     assert_eq!(s.server_cfg, f.path("etc/kopano/server.cfg"));
     assert_eq!(s.config_dir, f.path("etc/kopano"));
-    assert_eq!(s.repository, PathBuf::from("/var/lib/kcbackup"));
+    assert_eq!(s.repository, RepoSpec::Local("/var/lib/kcbackup".into()));
     assert_eq!(s.snapshot, SnapshotMethod::Auto);
     assert_eq!(s.attachment_storage, "auto");
     assert_eq!(
@@ -175,18 +175,18 @@ fn command_line_overrides_tool_config() {
     let s = f.load(&with_config(toml.clone())).unwrap();
     assert_eq!(
         (s.repository, s.snapshot),
-        (PathBuf::from("/t"), SnapshotMethod::Lvm)
+        (RepoSpec::Local("/t".into()), SnapshotMethod::Lvm)
     );
     let o = Overrides {
         config: Some(toml),
         snapshot: Some(SnapshotMethod::Btrfs),
-        repository: Some(PathBuf::from("/cli")),
+        repository: Some("/cli".into()),
         repository_only: false,
     };
     let s = f.load(&o).unwrap();
     assert_eq!(
         (s.repository, s.snapshot),
-        (PathBuf::from("/cli"), SnapshotMethod::Btrfs)
+        (RepoSpec::Local("/cli".into()), SnapshotMethod::Btrfs)
     );
 }
 
@@ -199,18 +199,18 @@ fn config_flag_beats_env_which_beats_default() {
     );
     assert_eq!(
         f.load(&Overrides::default()).unwrap().repository,
-        PathBuf::from("/default")
+        RepoSpec::Local("/default".into())
     );
     let env_file = f.write("env.toml", "[repository]\npath = \"/env\"\n");
     f.set_var("KCBACKUP_CONFIG", &env_file);
     assert_eq!(
         f.load(&Overrides::default()).unwrap().repository,
-        PathBuf::from("/env")
+        RepoSpec::Local("/env".into())
     );
     let flag_file = f.write("flag.toml", "[repository]\npath = \"/flag\"\n");
     assert_eq!(
         f.load(&with_config(flag_file)).unwrap().repository,
-        PathBuf::from("/flag")
+        RepoSpec::Local("/flag".into())
     );
 }
 
@@ -385,7 +385,7 @@ fn relative_paths_in_toml_follow_the_toml_folder() {
     assert_eq!(s.server_cfg, f.path("conf/kopano/server.cfg"));
     assert_eq!(s.config_dir, f.path("conf/kopano"));
     assert_eq!(s.attachment_path, f.path("conf/att"));
-    assert_eq!(s.repository, f.path("conf/repo"));
+    assert_eq!(s.repository, RepoSpec::Local(f.path("conf/repo")));
 }
 
 #[test]

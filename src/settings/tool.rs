@@ -16,6 +16,10 @@ use crate::error::ConfigError;
 pub struct ToolConfig {
     pub kopano: KopanoSection,
     pub repository: RepositorySection,
+    /// `[repositories.NAME]`: further repositories, chosen with
+    /// `--repository NAME` or named by `[copy] to`.
+    pub repositories: std::collections::BTreeMap<String, RepositorySection>,
+    pub copy: CopySection,
     pub snapshot: SnapshotSection,
     pub mysql: MysqlSection,
     pub attachments: AttachmentsSection,
@@ -46,6 +50,8 @@ pub struct S3Section {
     pub downloads: Option<usize>,
     /// Time limit of every wait on the server, in seconds (default 60).
     pub timeout_s: Option<u64>,
+    /// Tries after a failed S3 request, with backoff (default 4).
+    pub retries: Option<usize>,
 }
 
 /// `[drill]`: where a drill restores what is not on this machine.
@@ -145,11 +151,38 @@ pub struct KopanoSection {
     pub attachment_storage: Option<String>,
 }
 
-/// `[repository]`
+/// `[repository]` (the default) and each `[repositories.NAME]`: a local
+/// `path`, or an S3 `url` with its connection.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RepositorySection {
     pub path: Option<PathBuf>,
+    /// `s3://bucket/prefix`
+    pub url: Option<String>,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    /// The secret key is never written in this file, only where it is.
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Default true: most self-hosted services want the bucket in the path.
+    pub path_style: Option<bool>,
+    /// Parallel uploads and downloads (default 4).
+    pub parallel: Option<usize>,
+    /// Seconds one S3 request may stay unanswered (default 60).
+    pub timeout_s: Option<u64>,
+    /// Tries after a failed S3 request, with backoff (default 4).
+    pub retries: Option<usize>,
+    /// What `prune --repository NAME` keeps when its command line names
+    /// no rule; the top-level `[retention]` when absent.
+    pub retention: Option<RetentionSection>,
+}
+
+/// `[copy]`: where the systemd units copy the newest set after the
+/// nightly backup (`kcbackup copy latest --to NAME`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CopySection {
+    pub to: Option<String>,
 }
 
 /// `[snapshot]`
@@ -329,6 +362,17 @@ impl ToolConfig {
     }
 
     fn resolve_relative(&mut self, base: &Path) {
+        let named = self
+            .repositories
+            .values_mut()
+            .flat_map(|r| [&mut r.path, &mut r.secret_access_key_file]);
+        let default = [&mut self.repository.secret_access_key_file];
+        let all: Vec<&mut Option<PathBuf>> = named.chain(default).collect();
+        for path in all.into_iter().flatten() {
+            if !path.as_os_str().is_empty() {
+                *path = base.join(&*path);
+            }
+        }
         for path in self.paths_mut().into_iter().flatten() {
             // Empty stays empty: for `socket` it has a meaning of its own.
             if !path.as_os_str().is_empty() {
@@ -351,6 +395,13 @@ impl ToolConfig {
                 &self.s3.secret_access_key_file,
             ),
         ];
+        if let Some(name) = self.repositories.keys().find(|n| !super::repos::is_name(n)) {
+            return Err(ConfigError(format!(
+                "{}: [repositories.{name:?}]: a repository name is letters, digits, '-' and '_'",
+                file.display()
+            ))
+            .into());
+        }
         for (key, value) in keys {
             if value.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
                 return Err(

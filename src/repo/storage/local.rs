@@ -466,6 +466,13 @@ impl Storage for LocalStorage {
     fn lock_shared(&self, operation: &str, wait: Duration) -> Result<SharedLock> {
         SharedLock::acquire_waiting(&self.root.join(LOCK_FILE), operation, wait)
     }
+
+    fn unlock_stale(&self) -> Result<super::Unlocked> {
+        Ok(super::Unlocked {
+            removed: Vec::new(),
+            refused: crate::repo::lock::live_holders(&self.root.join(LOCK_FILE)),
+        })
+    }
 }
 
 #[cfg(test)]
