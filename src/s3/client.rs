@@ -3,7 +3,7 @@
 //! exponential backoff while the failure is one that may pass.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::Path;
 use std::time::Duration;
 
