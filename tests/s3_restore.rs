@@ -212,6 +212,9 @@ fn a_bucket_with_objects_is_refused_and_with_force_stale_ones_are_quarantined() 
 
     let run = b.restore(&["--to-bucket", &target, "--force"]);
     assert_eq!(run.code, 0, "{:#}\n{}", run.json, run.stderr);
+    for shown in [run.json.to_string(), run.stderr.clone()] {
+        assert!(!shown.contains(s3server::SECRET_KEY), "{shown}");
+    }
     assert_eq!(num(&run.json, "bucket.quarantined"), 2);
     let quarantine = text(&run.json, "bucket.quarantine").to_string();
     assert!(

@@ -107,6 +107,22 @@ pub fn check_database(
     Ok(checks)
 }
 
+/// Referenced instance ids not found: counted, the first [`LISTED`] named.
+#[derive(Default)]
+struct Missing {
+    count: u64,
+    ids: Vec<String>,
+}
+
+impl Missing {
+    fn add(&mut self, id: u32) {
+        self.count += 1;
+        if self.ids.len() < LISTED {
+            self.ids.push(id.to_string());
+        }
+    }
+}
+
 /// Every instance the RESTORED `singleinstances` references has its data
 /// where kopano-server will look for it (for `database`: gap-free `lob`
 /// chunks). `Err` only when a signal interrupted the check.
@@ -155,8 +171,7 @@ pub fn check_references(
             return Ok(failed(name, format!("{e:#}")));
         }
     }
-    let mut missing = Vec::new();
-    let mut missing_count = 0u64;
+    let mut missing = Missing::default();
     let mut last = None;
     let r = client.for_each_row(
         "SELECT instanceid, IFNULL(filename, '') FROM singleinstances ORDER BY instanceid",
@@ -199,10 +214,7 @@ pub fn check_references(
                 *referenced += 1;
             }
             if !present {
-                missing_count += 1;
-                if missing.len() < LISTED {
-                    missing.push(id.to_string());
-                }
+                missing.add(id);
             }
             Ok(())
         },
@@ -210,7 +222,7 @@ pub fn check_references(
     crate::signals::check()?;
     Ok(match r {
         Err(e) => failed(name, format!("{e:#}")),
-        Ok(()) if missing_count == 0 => passed(
+        Ok(()) if missing.count == 0 => passed(
             name,
             format!(
                 "{referenced} referenced instances, all readable where kopano-server looks ({layout})"
@@ -219,9 +231,10 @@ pub fn check_references(
         Ok(()) => failed(
             name,
             format!(
-                "{missing_count} of {referenced} referenced instances missing where kopano-server \
+                "{} of {referenced} referenced instances missing where kopano-server \
                  looks ({layout}): {}",
-                missing.join(", ")
+                missing.count,
+                missing.ids.join(", ")
             ),
         ),
     })
@@ -347,8 +360,7 @@ pub fn check_s3_references(
     referenced: &mut u64,
 ) -> Result<Check> {
     let name = "attachments present";
-    let mut missing = Vec::new();
-    let mut missing_count = 0u64;
+    let mut missing = Missing::default();
     let mut problem = None;
     let r = client.for_each_row(
         "SELECT DISTINCT instanceid FROM singleinstances ORDER BY instanceid",
@@ -373,10 +385,7 @@ pub fn check_s3_references(
                 }
             }
             if !present {
-                missing_count += 1;
-                if missing.len() < LISTED {
-                    missing.push(id.to_string());
-                }
+                missing.add(id);
             }
             Ok(())
         },
@@ -387,16 +396,17 @@ pub fn check_s3_references(
         .unwrap_or_default();
     Ok(match r {
         Err(e) => failed(name, format!("{e:#}")),
-        Ok(()) if missing_count == 0 => passed(
+        Ok(()) if missing.count == 0 => passed(
             name,
             format!("{referenced} referenced instances, all readable at their key (s3)"),
         ),
         Ok(()) => failed(
             name,
             format!(
-                "{missing_count} of {referenced} referenced instances have no object at their \
+                "{} of {referenced} referenced instances have no object at their \
                  key (s3): {}{problem}",
-                missing.join(", ")
+                missing.count,
+                missing.ids.join(", ")
             ),
         ),
     })
