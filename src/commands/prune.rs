@@ -22,8 +22,7 @@ use crate::retention::{self, Candidate, Kind, Policy};
 use crate::settings::Settings;
 use crate::signals;
 
-/// The test-only variable naming the point to stop at.
-pub const PAUSE_ENV: &str = "KCBACKUP_TEST_PAUSE_AT";
+pub use crate::signals::PAUSE_ENV;
 /// Every point, in the order a run passes them.
 pub const PAUSE_POINTS: &[&str] = &[
     "locked",
@@ -444,9 +443,7 @@ fn verdict(s: &SetInfo, keep: bool, reasons: Vec<String>) -> SetVerdict {
 /// Stops this process (SIGSTOP) when the test-only variable names `point`.
 fn pause_at(point: &str) {
     debug_assert!(PAUSE_POINTS.contains(&point), "{point}");
-    if std::env::var_os(PAUSE_ENV).is_some_and(|v| v == point) {
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
-    }
+    signals::pause_for_test(point);
 }
 
 #[cfg(test)]

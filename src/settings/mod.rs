@@ -152,6 +152,9 @@ pub struct Settings {
     pub retention: crate::retention::Policy,
     /// `[upgrade]`: the services around an upgrade and how to reach them.
     pub upgrade: crate::services::UpgradeSettings,
+    /// `[backup] overlap`: capture the attachment store while the dump
+    /// streams (README "What a backup does").
+    pub overlap: bool,
 }
 
 /// What [`Settings::load`] takes from the process: environment variables
@@ -270,6 +273,7 @@ impl Settings {
             .map_err(|e| ConfigError(format!("{}: {e}", hint_file.display())))?;
         Ok(Settings {
             upgrade,
+            overlap: tool.backup.overlap.unwrap_or(true),
             retention,
             rolling_days,
             snapshot_lvm_size,

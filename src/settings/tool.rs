@@ -25,6 +25,16 @@ pub struct ToolConfig {
     pub verify: VerifySection,
     pub retention: RetentionSection,
     pub upgrade: UpgradeSection,
+    pub backup: BackupSection,
+}
+
+/// `[backup]`: how the phases of a backup are scheduled.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupSection {
+    /// Capture the attachment store while the dump streams (default true);
+    /// false runs them one after the other (less memory and I/O at once).
+    pub overlap: Option<bool>,
 }
 
 /// `[upgrade]`: which services `kcbackup upgrade prepare` stops (and
