@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::snapbackup::{
     Finished, Running, SlowDump, at, delete_victims, pick_victims, published_sets, spawn_backup,
-    spawn_backup_env, work_dirs, write_config,
+    spawn_backup_env, stopped, work_dirs, write_config,
 };
 use kcbackup::commands::backup::PAUSE_CAPTURE;
 use kcbackup::generator::GeneratedStore;
@@ -86,17 +86,6 @@ impl Fixture {
 
 fn spawn_paused_at_capture(config: &Path) -> Running {
     spawn_backup_env(config, &[(PAUSE_ENV, PAUSE_CAPTURE)])
-}
-
-/// The process is stopped (state `T` in /proc/PID/stat).
-fn stopped(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('T'))
-        })
-        .unwrap_or(false)
 }
 
 fn phase<'a>(j: &'a Value, name: &str) -> &'a Value {
