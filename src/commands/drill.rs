@@ -54,6 +54,8 @@ pub struct Durations {
     /// Stopping the server and removing the scratch directory.
     #[serde(default)]
     pub cleanup: f64,
+    /// `attachment_restore` runs while the server starts and loads the
+    /// dump (`server_start`, `database_load`), so the phases add up to more.
     /// The measured recovery time: everything from start to verdict
     /// (server start, restores, checks; not the cleanup after it).
     pub total: f64,
