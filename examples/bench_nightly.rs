@@ -405,8 +405,10 @@ fn main() -> Result<()> {
         }
         let (bare, _) = run({
             let mut c = Command::new("/bin/bash");
-            c.arg("-c")
-                .arg(format!("set -o pipefail; {} > /dev/null", bench.peers.dump_cmd));
+            c.arg("-c").arg(format!(
+                "set -o pipefail; {} > /dev/null",
+                bench.peers.dump_cmd
+            ));
             c
         })?;
         let mut prunes = [None; 3];
