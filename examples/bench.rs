@@ -470,7 +470,7 @@ fn main() -> Result<()> {
     );
     full.print("full backup");
     nightly.print(&format!("nightly backup after +{new} (1%)"));
-    verify.print("verify (check --read-data / --verify-data)");
+    verify.print("verify (every stored byte)");
     restore.print("restore (+ loading the dump)");
     drill.print("drill recovery time");
     println!(
