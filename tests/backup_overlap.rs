@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::snapbackup::{
     Finished, Running, SlowDump, at, delete_victims, pick_victims, published_sets, spawn_backup,
-    spawn_backup_env, stopped, work_dirs, write_config,
+    spawn_backup_env, work_dirs, write_config,
 };
 use kcbackup::commands::backup::PAUSE_CAPTURE;
 use kcbackup::generator::GeneratedStore;
@@ -70,7 +70,7 @@ impl Fixture {
         let config = self.config(overlap, &dump);
         let mut run = spawn_paused_at_capture(&config);
         let pid = run.child.id();
-        run.wait_for("the capture's start", || stopped(pid));
+        run.wait_for("the capture's start", || common::is_stopped(pid));
         // Alongside the dump, the capture begins while the dump is held
         // up; after it, only once the dump is done.
         assert_eq!(
@@ -236,7 +236,7 @@ fn sigterm_while_both_halves_run_publishes_nothing() {
     let config = f.config(true, &dump);
     let mut run = spawn_paused_at_capture(&config);
     let pid = run.child.id();
-    run.wait_for("the capture's start", || stopped(pid));
+    run.wait_for("the capture's start", || common::is_stopped(pid));
     run.signal(Signal::SIGCONT);
     std::thread::sleep(Duration::from_millis(200));
     run.signal(Signal::SIGTERM);

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::snapbackup::{
     Finished, SlowDump, Victim, assert_victims_captured, at, backup, delete_victims, pick_victims,
-    published_sets, snapshot_mounts, spawn_backup, spawn_backup_env, stopped, work_dirs,
-    write_config,
+    published_sets, snapshot_mounts, spawn_backup, spawn_backup_env, work_dirs, write_config,
 };
 use kcbackup::commands::backup::PAUSE_CAPTURE;
 use kcbackup::generator::{GeneratedStore, StoreSpec, generate};
@@ -117,7 +116,7 @@ fn backup_purging_midway(f: &Fixture, method: &str, ready: Ready) -> (Finished, 
     let pid = run.child.id();
     run.wait_for("the snapshot point", || match ready {
         Ready::Snapshot => f.snapshot_visible(),
-        Ready::Capture => stopped(pid),
+        Ready::Capture => common::is_stopped(pid),
     });
     delete_victims(&f.store, &victims);
     assert!(

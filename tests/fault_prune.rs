@@ -40,17 +40,6 @@ fn two_nights(fx: &mut Fx, seed: u64) {
     }
 }
 
-/// Whether the process is stopped (state `T` in /proc/PID/stat).
-fn is_stopped(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('T'))
-        })
-        .unwrap_or(false)
-}
-
 /// Every remaining set still has all it references, and verifies.
 fn assert_remaining_intact(fx: &Fx, what: &str) {
     let have = stored(&fx.repo);
@@ -89,7 +78,7 @@ fn sigkill_of_prune_at_every_step_then_the_next_prune_finishes_the_job() {
         let started = Instant::now();
         let pid = bg.child.id();
         let hit = match point {
-            Point::Inside(_) => bg.wait_for(|| is_stopped(pid)),
+            Point::Inside(_) => bg.wait_for(|| common::is_stopped(pid)),
             Point::TrashSeen => bg.stop_when(|| {
                 names(&fx.repo.join("sets"))
                     .iter()
@@ -186,7 +175,7 @@ fn sigterm_during_prune_stops_it_cleanly_and_the_next_prune_finishes() {
         let mut bg = Bg::spawn(cmd, false);
         let pid = bg.child.id();
         assert!(
-            bg.wait_for(|| is_stopped(pid)),
+            bg.wait_for(|| common::is_stopped(pid)),
             "prune never reached {point}"
         );
         bg.signal(Signal::SIGTERM);

@@ -345,7 +345,7 @@ fn prune_with_lock_wait_waits_for_a_backup_and_backup_for_a_prune() {
     // A prune stopped while it holds the lock: backup fails at once naming
     // it, or with --lock-wait waits for it.
     let mut paused = Logged::spawn(&fx, &["prune", "--keep-last", "1"], Some("locked"));
-    paused.wait_until(is_stopped, "prune never paused");
+    paused.wait_until(common::is_stopped, "prune never paused");
     let refused = fx.run(&["backup"]);
     assert_eq!(refused.code, Some(1), "{}", refused.stderr);
     let msg = refused.assert_one_message("backup while a prune runs");
@@ -423,17 +423,6 @@ impl Logged {
             fs::read_to_string(&self.out).unwrap_or_default(),
         )
     }
-}
-
-/// Whether the process is stopped (state `T` in /proc/PID/stat).
-fn is_stopped(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('T'))
-        })
-        .unwrap_or(false)
 }
 
 #[test]

@@ -125,18 +125,6 @@ pub fn spawn_backup_env(config: &Path, env: &[(&str, &str)]) -> Running {
     }
 }
 
-/// The process is stopped (state `T` in /proc/PID/stat), e.g. by
-/// `KCBACKUP_TEST_PAUSE_AT`.
-pub fn stopped(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('T'))
-        })
-        .unwrap_or(false)
-}
-
 /// Runs a backup to its end.
 pub fn backup(config: &Path) -> Finished {
     spawn_backup(config).finish()
