@@ -332,6 +332,29 @@ fn main() -> Result<()> {
         }
         round += 1;
     }
+    // The same full backup with `[backup] overlap = false` (the capture
+    // after the dump), into a repository of its own, twice.
+    let serial_repo = root.join("repo-serial");
+    let serial_config = root.join("serial.toml");
+    fs::write(
+        &serial_config,
+        format!(
+            "{}\n[backup]\noverlap = false\n",
+            store.tool_config(&serial_repo, "none")
+        ),
+    )?;
+    let mut serial = Vec::new();
+    let mut serial_json = Value::Null;
+    for _ in 0..2 {
+        if serial_repo.exists() {
+            fs::remove_dir_all(&serial_repo)?;
+        }
+        let serial_cfg = serial_config.to_str().context("utf-8 path")?;
+        let run = timed(&[kc, "--config", serial_cfg, "backup", "--json"])?;
+        serial_json = serde_json::from_str(&run.stdout)?;
+        serial.push(run.seconds);
+    }
+    fs::remove_dir_all(&serial_repo)?;
     let stored = du(&repo);
     let mib_stored = (stored >> 20).max(1);
     let dd = root.join("dd.out");
@@ -496,6 +519,16 @@ fn main() -> Result<()> {
             .unwrap_or_default()
     };
     println!("kcbackup's last full backup: {}", kc_phases(&full_json));
+    println!(
+        "the same with overlap = false: {:.2}s ({}); {}",
+        median(&serial),
+        serial
+            .iter()
+            .map(|x| format!("{x:.1}"))
+            .collect::<Vec<_>>()
+            .join("/"),
+        kc_phases(&serial_json)
+    );
     println!(
         "peak RSS of kcbackup: backup {}, nightly {}, verify {}, restore {}, drill {}",
         mib(full.kc_rss_kb),
