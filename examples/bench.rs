@@ -420,6 +420,7 @@ fn main() -> Result<()> {
     // directory (restic: `restic restore` of the tree, then its dump piped
     // into the client). borg's extract is not a goal and not run.
     let mut restore = Row::default();
+    let mut restore_json = Value::Null;
     // The restores load as the store's own user, into databases of their own.
     sandbox.sql(&format!(
         "GRANT ALL PRIVILEGES ON `bench\\_%`.* TO '{}'@'localhost';",
@@ -432,7 +433,7 @@ fn main() -> Result<()> {
             let seconds = match tool {
                 Tool::Kc => {
                     let dir = dir.to_str().context("utf-8 path")?;
-                    let (run, _) = kc_json(&[
+                    let (run, json) = kc_json(&[
                         "restore",
                         "latest",
                         "--to-database",
@@ -442,6 +443,7 @@ fn main() -> Result<()> {
                         "--json",
                     ])?;
                     restore.kc_rss_kb = restore.kc_rss_kb.max(run.max_rss_kb);
+                    restore_json = json;
                     run.seconds
                 }
                 Tool::Restic => {
@@ -465,8 +467,10 @@ fn main() -> Result<()> {
 
     // Drill: the recovery time it measures, twice.
     let mut drill = Row::default();
+    let mut drill_json = Value::Null;
     for _ in 0..2 {
         let (run, json) = kc_json(&["drill", "--json"])?;
+        drill_json = json.clone();
         if json["ok"] != true {
             bail!("the drill failed: {}", run.stdout);
         }
@@ -528,6 +532,27 @@ fn main() -> Result<()> {
             .collect::<Vec<_>>()
             .join("/"),
         kc_phases(&serial_json)
+    );
+    println!(
+        "kcbackup's last restore: database load {:.2}s alongside attachments {:.2}s",
+        restore_json["database"]["seconds"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        restore_json["attachments"]["seconds"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    );
+    let d = &drill_json["durations"];
+    let f = |k: &str| d[k].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "kcbackup's last drill: server start {:.2}s + database load {:.2}s, alongside them \
+         attachment restore {:.2}s; config {:.2}s, checks {:.2}s; total {:.2}s",
+        f("server_start"),
+        f("database_load"),
+        f("attachment_restore"),
+        f("config_restore"),
+        f("checks"),
+        f("total")
     );
     println!(
         "peak RSS of kcbackup: backup {}, nightly {}, verify {}, restore {}, drill {}",
