@@ -12,7 +12,6 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -21,10 +20,9 @@ use anyhow::{Context, Result, bail};
 use chrono::{Days, NaiveDate};
 use kcbackup::generator::{self, GeneratedStore, nightly};
 use kcbackup::layout::Layout;
-use kcbackup::mysql::{ClientDefaults, dump_program};
 use kcbackup::sandbox::{Sandbox, SandboxOptions};
 use serde_json::Value;
-use support::{du, kcbackup_binary, phase};
+use support::{Peers, TOOLS, Tool, du, kcbackup_binary, phase, run, shell_quote};
 
 /// Retention, the same for all three.
 const KEEP: &[&str] = &["--keep-daily", "7", "--keep-weekly", "4"];
@@ -75,39 +73,13 @@ fn args() -> Result<Args> {
     Ok(a)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tool {
-    Kc,
-    Restic,
-    Borg,
-}
-
-const TOOLS: [Tool; 3] = [Tool::Kc, Tool::Restic, Tool::Borg];
-
-impl Tool {
-    fn name(self) -> &'static str {
-        match self {
-            Tool::Kc => "kcbackup",
-            Tool::Restic => "restic",
-            Tool::Borg => "borg",
-        }
-    }
-}
-
 /// Everything the contenders need, set up once.
 struct Bench {
-    root: PathBuf,
     kc: PathBuf,
     kc_config: PathBuf,
     kc_repo: PathBuf,
     kc_prune: bool,
-    restic_repo: PathBuf,
-    borg_repo: PathBuf,
-    /// `mariadb-dump --defaults-extra-file=... FLAGS db`, for bash.
-    dump_cmd: String,
-    /// Sources of the tree backups: the attachment tree and /etc/kopano.
-    tree: String,
-    _defaults: ClientDefaults,
+    peers: Peers,
 }
 
 /// What one night's backup did for one contender.
@@ -128,20 +100,12 @@ struct Totals {
     prune_s: f64,
 }
 
-fn sh(s: &Path) -> String {
-    shell_quote(&s.display().to_string())
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 impl Bench {
     fn repo(&self, tool: Tool) -> &Path {
         match tool {
             Tool::Kc => &self.kc_repo,
-            Tool::Restic => &self.restic_repo,
-            Tool::Borg => &self.borg_repo,
+            Tool::Restic => &self.peers.restic_repo,
+            Tool::Borg => &self.peers.borg_repo,
         }
     }
 
@@ -150,13 +114,7 @@ impl Bench {
     fn at(&self, date: &str, program: &Path) -> Command {
         let mut c = Command::new("faketime");
         c.args(["-m", "--exclude-monotonic", date]).arg(program);
-        c.env("RESTIC_REPOSITORY", &self.restic_repo)
-            .env("RESTIC_PASSWORD_FILE", self.root.join("restic.pass"))
-            .env("RESTIC_CACHE_DIR", self.root.join("restic-cache"))
-            .env("BORG_REPO", &self.borg_repo)
-            .env("BORG_BASE_DIR", self.root.join("borg-base"))
-            .env("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes")
-            .stdin(Stdio::null());
+        self.peers.env(&mut c);
         c
     }
 
@@ -182,35 +140,14 @@ impl Bench {
                 dump_bytes = report["db"]["bytes"].as_u64().unwrap_or(0);
                 (s, phase(&report, "dump"))
             }
-            Tool::Restic => {
-                let t = format!("--time {}", shell_quote(date));
-                let (d, _) = self.bash(
-                    date,
-                    &format!(
-                        "{} | restic backup --quiet {t} --stdin --stdin-filename db.sql",
-                        self.dump_cmd
-                    ),
-                )?;
-                let (f, _) =
-                    self.bash(date, &format!("restic backup --quiet {t} {}", self.tree))?;
-                (d + f, d)
-            }
-            Tool::Borg => {
-                let day = &date[..10];
-                let (d, _) = self.bash(
-                    date,
-                    &format!(
-                        "{} | borg create --compression zstd,3 --stdin-name db.sql ::db-{day} -",
-                        self.dump_cmd
-                    ),
-                )?;
-                let (f, _) = self.bash(
-                    date,
-                    &format!(
-                        "borg create --compression zstd,3 ::files-{day} {}",
-                        self.tree
-                    ),
-                )?;
+            Tool::Restic | Tool::Borg => {
+                let extra = match tool {
+                    Tool::Restic => format!("--time {}", shell_quote(date)),
+                    _ => String::new(),
+                };
+                let [dump, tree] = self.peers.backup_scripts(tool, &extra, &date[..10]);
+                let (d, _) = self.bash(date, &dump)?;
+                let (f, _) = self.bash(date, &tree)?;
                 (d + f, d)
             }
         };
@@ -291,22 +228,6 @@ impl Bench {
         days.sort();
         Ok(days)
     }
-}
-
-/// Runs to completion; wall seconds and stdout, or the exit and stderr.
-fn run(mut c: Command) -> Result<(f64, String)> {
-    let started = Instant::now();
-    let out = c.output().context("while starting a command")?;
-    let seconds = started.elapsed().as_secs_f64();
-    if !out.status.success() {
-        bail!(
-            "{:?} failed ({}): {}",
-            c.get_program(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok((seconds, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
 fn mb(bytes: i64) -> f64 {
@@ -393,27 +314,13 @@ fn main() -> Result<()> {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    let defaults = ClientDefaults::write(&store.kopano_target())?;
-    let dump_cmd = format!(
-        "{} {} {} {}",
-        sh(&dump_program(&store.kopano_target())?),
-        shell_quote(&defaults.arg().to_string_lossy()),
-        kcbackup::dump::DUMP_FLAGS.join(" "),
-        store.database
-    );
     let bench = Bench {
         kc,
         kc_config,
         kc_repo,
         kc_prune,
-        restic_repo: root.join("restic-repo"),
-        borg_repo: root.join("borg-repo"),
-        dump_cmd,
-        tree: format!("{} {}", sh(&store.attachment_path), sh(&store.config_dir)),
-        _defaults: defaults,
-        root: root.clone(),
+        peers: Peers::new(&root, &store)?,
     };
-    fs::write(root.join("restic.pass"), "bench-nightly\n")?;
     let setup = "2000-01-01 00:00:00";
     bench.bash(
         setup,
@@ -498,8 +405,10 @@ fn main() -> Result<()> {
         }
         let (bare, _) = run({
             let mut c = Command::new("/bin/bash");
-            c.arg("-c")
-                .arg(format!("set -o pipefail; {} > /dev/null", bench.dump_cmd));
+            c.arg("-c").arg(format!(
+                "set -o pipefail; {} > /dev/null",
+                bench.peers.dump_cmd
+            ));
             c
         })?;
         let mut prunes = [None; 3];

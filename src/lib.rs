@@ -12,6 +12,7 @@
 //! ([`attachments::IndexEntry`]) and the proof ([`crossref::CrossRef`]).
 
 pub mod attachments;
+pub mod cancel;
 pub mod census;
 pub mod cli;
 pub mod commands;

@@ -123,7 +123,17 @@ pub fn backup_summary(r: &BackupReport) {
     let phases: Vec<String> = r
         .phases
         .iter()
-        .map(|p| format!("{} {:.1}s", p.name, p.seconds))
+        .enumerate()
+        .map(|(i, p)| {
+            // `[backup] overlap`: said, so the phases need not add up.
+            match r.phases[..i].iter().find(|earlier| p.overlaps(earlier)) {
+                Some(earlier) => format!(
+                    "{} {:.1}s alongside the {}",
+                    p.name, p.seconds, earlier.name
+                ),
+                None => format!("{} {:.1}s", p.name, p.seconds),
+            }
+        })
         .collect();
     println!("  took       {:.1}s ({})", r.duration_s, phases.join(", "));
 }

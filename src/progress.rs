@@ -62,6 +62,37 @@ impl Progress for Bar {
     }
 }
 
+/// Two phases running at once on one bar: the first `start` names it
+/// `label`, later starts and every finish are ignored, the bytes of both
+/// add up. The caller finishes the bar once both are done.
+pub struct Joint<'a> {
+    inner: &'a dyn Progress,
+    label: &'a str,
+    started: std::sync::atomic::AtomicBool,
+}
+
+impl<'a> Joint<'a> {
+    pub fn new(inner: &'a dyn Progress, label: &'a str) -> Self {
+        Joint {
+            inner,
+            label,
+            started: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+impl Progress for Joint<'_> {
+    fn start(&self, _: &str, _: Option<u64>) {
+        if !self.started.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.inner.start(self.label, None);
+        }
+    }
+    fn inc(&self, n: u64) {
+        self.inner.inc(n);
+    }
+    fn finish(&self) {}
+}
+
 /// A bar when stderr is a terminal, otherwise nothing.
 pub fn for_terminal() -> Box<dyn Progress> {
     if std::io::stderr().is_terminal() {

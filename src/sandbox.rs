@@ -52,6 +52,27 @@ pub struct SandboxOptions {
     pub parent_dir: Option<PathBuf>,
     /// Leave the directory (datadir, logs) behind after stopping.
     pub keep: bool,
+    /// A server for one big load (a drill): its InnoDB buffer pool sized to
+    /// the machine ([`load_buffer_pool`]) instead of the small default
+    /// that lets many test servers share a machine.
+    pub tuned_for_load: bool,
+}
+
+/// The buffer pool of a server [`SandboxOptions::tuned_for_load`]: an
+/// eighth of the machine's memory, at least 128 MiB, at most 1 GiB (more
+/// buys a one-off load little; the pool fills only as pages are used).
+pub fn load_buffer_pool() -> u64 {
+    const MIB: u64 = 1 << 20;
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024)
+        })
+        .unwrap_or(0);
+    // Whole 128 MiB units, as InnoDB rounds to its chunk size anyway.
+    ((total / 8).clamp(128 * MIB, 1024 * MIB) / (128 * MIB)) * 128 * MIB
 }
 
 /// A running throwaway MariaDB server. Usable from many threads at once:
@@ -106,10 +127,19 @@ impl Sandbox {
             // Never the shared /tmp: at start the server deletes stale
             // `#sql*` files there, which may belong to another live server.
             format!("--tmpdir={}", dir.join("tmp").display()),
-            "--innodb-buffer-pool-size=128M".into(),
+            format!(
+                "--innodb-buffer-pool-size={}",
+                if opts.tuned_for_load {
+                    load_buffer_pool()
+                } else {
+                    128 << 20
+                }
+            ),
             "--innodb-log-file-size=256M".into(),
-            // A throwaway server: durability is worth nothing, load speed is.
-            "--innodb-flush-log-at-trx-commit=2".into(),
+            // A throwaway server: durability is worth nothing, load speed
+            // is. No log flush at commit, no doublewrite buffer, and (below,
+            // unless asked for) no binary log.
+            "--innodb-flush-log-at-trx-commit=0".into(),
             "--innodb-doublewrite=0".into(),
             "--max-allowed-packet=1G".into(),
             "--character-set-server=utf8mb4".into(),

@@ -111,6 +111,18 @@ pub fn terminate_group_on_signal(pgid: u32) -> TerminateOnSignal {
     register(-(pgid as i32))
 }
 
+/// The test-only variable naming the point a run stops itself at.
+pub const PAUSE_ENV: &str = "KCBACKUP_TEST_PAUSE_AT";
+
+/// For tests only: the process stops itself (SIGSTOP) when
+/// `KCBACKUP_TEST_PAUSE_AT` names `point`, so a test can act at exactly
+/// that point and then SIGCONT or SIGKILL it. Unset, it does nothing.
+pub fn pause_for_test(point: &str) {
+    if std::env::var_os(PAUSE_ENV).is_some_and(|v| v == point) {
+        let _ = nix::sys::signal::raise(Signal::SIGSTOP);
+    }
+}
+
 /// SIGKILL to every process of the group `pgid` (best effort).
 pub fn kill_group(pgid: u32) {
     let _ = kill(Pid::from_raw(-(pgid as i32)), Signal::SIGKILL);

@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 
 use common::snapbackup::{
     Finished, SlowDump, Victim, assert_victims_captured, at, backup, delete_victims, pick_victims,
-    published_sets, snapshot_mounts, spawn_backup, work_dirs, write_config,
+    published_sets, snapshot_mounts, spawn_backup, spawn_backup_env, work_dirs, write_config,
 };
+use kcbackup::commands::backup::PAUSE_CAPTURE;
 use kcbackup::generator::{GeneratedStore, StoreSpec, generate};
 use kcbackup::layout::Layout;
 use kcbackup::repo::manifest::Manifest;
+use kcbackup::signals::PAUSE_ENV;
 use kcbackup::snapshot::Method;
 use nix::sys::signal::Signal;
 use snapfix::{LoopFs, loop_fs_or_skip, sh};
@@ -97,29 +99,44 @@ impl Fixture {
 }
 
 /// Runs a backup whose dump pauses after its transaction began; once
-/// `ready` holds (the snapshot exists, or the pause began), purges the
-/// victims from the live tree, checks the dump was still paused, and
-/// waits for the end.
-fn backup_purging_midway(
-    f: &Fixture,
-    method: &str,
-    ready: impl Fn(&Fixture, &SlowDump) -> bool,
-) -> (Finished, Vec<Victim>) {
+/// `ready` holds (the snapshot exists, or kcbackup stopped itself where its
+/// capture begins: `Ready::Capture`), purges the victims from the live
+/// tree, checks the dump was still paused, and waits for the end.
+fn backup_purging_midway(f: &Fixture, method: &str, ready: Ready) -> (Finished, Vec<Victim>) {
     let dump = SlowDump::new(f.dir.path(), 3);
     let victims = pick_victims(&f.store, 4);
     let config = f.config(method, Some(&dump));
-    let mut run = spawn_backup(&config);
-    run.wait_for("the snapshot point", || ready(f, &dump));
+    let mut run = match ready {
+        Ready::Snapshot => spawn_backup(&config),
+        // Without a snapshot the capture reads the live tree as soon as the
+        // transaction is open (`[backup] overlap`): held there, so the purge
+        // lands before it reads anything.
+        Ready::Capture => spawn_backup_env(&config, &[(PAUSE_ENV, PAUSE_CAPTURE)]),
+    };
+    let pid = run.child.id();
+    run.wait_for("the snapshot point", || match ready {
+        Ready::Snapshot => f.snapshot_visible(),
+        Ready::Capture => common::is_stopped(pid),
+    });
     delete_victims(&f.store, &victims);
     assert!(
         !dump.resumed.exists(),
         "the dump was no longer paused when the files were purged"
     );
+    if ready == Ready::Capture {
+        run.signal(Signal::SIGCONT);
+    }
     let done = run.finish();
     for v in &victims {
         assert!(!f.store.attachment_path.join(&v.rel).exists());
     }
     (done, victims)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ready {
+    Snapshot,
+    Capture,
 }
 
 /// The set is complete, holds the purged files, and says it read them from
@@ -180,7 +197,7 @@ fn btrfs_snapshot_keeps_files_purged_while_the_dump_runs() {
     let Some(f) = fixture("btrfs_snapshot_keeps_files_purged_while_the_dump_runs") else {
         return;
     };
-    let (done, victims) = backup_purging_midway(&f, "btrfs", |f, _| f.snapshot_visible());
+    let (done, victims) = backup_purging_midway(&f, "btrfs", Ready::Snapshot);
     let window = assert_complete_from_snapshot(&f, &done, &victims);
     println!(
         "btrfs: consistency window {window} ms (dump transaction -> snapshot); backup {:.1} s",
@@ -194,7 +211,7 @@ fn auto_finds_btrfs_and_keeps_files_purged_while_the_dump_runs() {
     let Some(f) = fixture("auto_finds_btrfs_and_keeps_files_purged_while_the_dump_runs") else {
         return;
     };
-    let (done, victims) = backup_purging_midway(&f, "auto", |f, _| f.snapshot_visible());
+    let (done, victims) = backup_purging_midway(&f, "auto", Ready::Snapshot);
     let window = assert_complete_from_snapshot(&f, &done, &victims);
     println!("auto (btrfs): consistency window {window} ms");
 }
@@ -207,7 +224,7 @@ fn without_a_snapshot_the_same_purge_makes_the_set_incomplete() {
     let Some(f) = fixture("without_a_snapshot_the_same_purge_makes_the_set_incomplete") else {
         return;
     };
-    let (done, victims) = backup_purging_midway(&f, "none", |_, d| d.pausing.exists());
+    let (done, victims) = backup_purging_midway(&f, "none", Ready::Capture);
     assert_eq!(done.code, Some(3), "{}", done.stderr);
     let j = &done.json;
     assert_eq!(j["status"], "incomplete", "{j:#}");

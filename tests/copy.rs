@@ -10,7 +10,8 @@ mod faultkit;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use faultkit::{Bg, Fx, V1, is_stopped, published_sets};
+use common::is_stopped;
+use faultkit::{Bg, Fx, V1, published_sets};
 use kcbackup::commands::PAUSE_ENV;
 use kcbackup::generator::add_attachments;
 use nix::sys::signal::Signal;

@@ -14,7 +14,7 @@ mod prunekit;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use faultkit::{Bg, Fx, V1, is_stopped, names};
+use faultkit::{Bg, Fx, V1, names};
 use kcbackup::commands::prune::{PAUSE_ENV, PAUSE_POINTS};
 use kcbackup::generator::add_attachments;
 use nix::sys::signal::Signal;
@@ -78,7 +78,7 @@ fn sigkill_of_prune_at_every_step_then_the_next_prune_finishes_the_job() {
         let started = Instant::now();
         let pid = bg.child.id();
         let hit = match point {
-            Point::Inside(_) => bg.wait_for(|| is_stopped(pid)),
+            Point::Inside(_) => bg.wait_for(|| common::is_stopped(pid)),
             Point::TrashSeen => bg.stop_when(|| {
                 names(&fx.repo.join("sets"))
                     .iter()
@@ -175,7 +175,7 @@ fn sigterm_during_prune_stops_it_cleanly_and_the_next_prune_finishes() {
         let mut bg = Bg::spawn(cmd, false);
         let pid = bg.child.id();
         assert!(
-            bg.wait_for(|| is_stopped(pid)),
+            bg.wait_for(|| common::is_stopped(pid)),
             "prune never reached {point}"
         );
         bg.signal(Signal::SIGTERM);

@@ -484,3 +484,29 @@ fn sized_spec_scales_with_the_requested_volume() {
     assert!(approx > 900 << 20 && approx < 1100 << 20, "{approx}");
     assert_eq!(spec.lob_chunk, 384 * 1024);
 }
+
+/// The drill's server is set up for one big load: no log flush at commit,
+/// no doublewrite buffer, no binary log, a buffer pool sized to the
+/// machine within 128 MiB..1 GiB.
+#[test]
+fn a_sandbox_tuned_for_load_trades_durability_for_speed() {
+    let sandbox = Sandbox::start(&SandboxOptions {
+        tuned_for_load: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let got = sandbox
+        .sql(
+            "SELECT @@innodb_flush_log_at_trx_commit, @@innodb_doublewrite, @@log_bin, \
+             @@innodb_buffer_pool_size",
+        )
+        .unwrap();
+    let pool = kcbackup::sandbox::load_buffer_pool();
+    assert!((128 << 20..=1 << 30).contains(&pool), "{pool}");
+    assert_eq!(
+        got.split_whitespace().collect::<Vec<_>>(),
+        ["0", "0", "0", pool.to_string().as_str()],
+        "{got}"
+    );
+    sandbox.stop().unwrap();
+}

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::time::Duration;
 
-use faultkit::{Fx, HeldDump, V1, is_stopped};
+use faultkit::{Fx, HeldDump, V1};
 use kcbackup::generator::add_attachments;
 use kcbackup::metrics::tree_bytes;
 use kcbackup::repo::manifest::Manifest;
@@ -345,7 +345,7 @@ fn prune_with_lock_wait_waits_for_a_backup_and_backup_for_a_prune() {
     // A prune stopped while it holds the lock: backup fails at once naming
     // it, or with --lock-wait waits for it.
     let mut paused = Logged::spawn(&fx, &["prune", "--keep-last", "1"], Some("locked"));
-    paused.wait_until(is_stopped, "prune never paused");
+    paused.wait_until(common::is_stopped, "prune never paused");
     let refused = fx.run(&["backup"]);
     assert_eq!(refused.code, Some(1), "{}", refused.stderr);
     let msg = refused.assert_one_message("backup while a prune runs");

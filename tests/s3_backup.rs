@@ -11,7 +11,8 @@ mod support;
 use std::fs;
 use std::path::PathBuf;
 
-use faultkit::{Bg, Fx, HeldDump, Out, V1, is_stopped, published_sets};
+use common::is_stopped;
+use faultkit::{Bg, Fx, HeldDump, Out, V1, published_sets};
 use kcbackup::commands::PAUSE_ENV;
 use kcbackup::generator::add_attachments;
 use kcbackup::s3::Client;

@@ -17,6 +17,7 @@ use anyhow::{Result, anyhow};
 
 use super::index::{EntryKind, IndexEntry, IndexWriter, PrevIndex, read_index};
 use super::{CaptureStats, note};
+use crate::cancel::Cancel;
 use crate::progress::Progress;
 use crate::repo::objects::{Encoding, ObjectStore, Packer, Staged};
 use crate::walk::{Walked, Walker};
@@ -42,6 +43,8 @@ pub struct CaptureOptions {
     /// Follow symlinks to directories outside the tree (`[attachments]
     /// follow_symlinks = "directories"`) and capture them as if in place.
     pub follow_dirs: bool,
+    /// Raised when the dump running alongside failed: the walk stops.
+    pub cancel: Cancel,
 }
 
 impl Default for CaptureOptions {
@@ -50,6 +53,7 @@ impl Default for CaptureOptions {
             workers: thread::available_parallelism().map_or(2, |n| n.get()),
             previous_index: None,
             follow_dirs: true,
+            cancel: Cancel::default(),
         }
     }
 }
@@ -122,6 +126,7 @@ pub fn capture(
             batch_bytes: 0,
             progress,
             follow_dirs: opts.follow_dirs,
+            cancel: &opts.cancel,
         };
         // job_tx moves in, so the workers see the channel close however this ends.
         run.walk(walker, previous, job_tx)
@@ -142,6 +147,7 @@ struct Run<'a> {
     batch_bytes: u64,
     progress: &'a dyn Progress,
     follow_dirs: bool,
+    cancel: &'a Cancel,
 }
 
 impl Run<'_> {
@@ -157,6 +163,7 @@ impl Run<'_> {
         let root = walker.root().to_path_buf();
         for walked in walker {
             crate::signals::check()?;
+            self.cancel.check()?;
             match walked? {
                 Walked::Vanished { rel } => self.vanished(rel),
                 Walked::Skipped { rel, reason } => {

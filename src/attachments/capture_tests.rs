@@ -46,6 +46,7 @@ fn run(f: &Fixture, name: &str, previous: Option<&str>) -> (CaptureStats, Vec<In
         workers: 2,
         previous_index: previous.map(|p| f.out.join(p)),
         follow_dirs: true,
+        ..CaptureOptions::default()
     };
     let index = f.out.join(name);
     let stats = capture(&f.src, &f.store, &index, &opts, &Hidden).unwrap();

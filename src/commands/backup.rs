@@ -5,22 +5,24 @@
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::thread;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use chrono::Utc;
 use serde::Serialize;
 
 use crate::attachments::rolling::{self, RollingOptions, RollingStats};
 use crate::attachments::s3::S3CaptureOptions;
-use crate::attachments::{self, CaptureOptions};
+use crate::attachments::{self, CaptureOptions, CaptureStats};
+use crate::cancel::Cancel;
 use crate::config_archive::{self, ConfigInfo};
 use crate::crossref;
 use crate::dump::{self, DumpFiles, DumpReport};
 use crate::layout::Layout;
 use crate::preflight;
-use crate::progress::Progress;
+use crate::progress::{Joint, Progress};
 use crate::repo::chunk_list;
 use crate::repo::contents::{
     ATTACHMENTS_FILE, CHUNK_LIST_FILE, CONFIG_FILE, LOB_FILE, REFERENCES_FILE,
@@ -34,6 +36,10 @@ use crate::s3;
 use crate::settings::{FollowSymlinks, Settings};
 use crate::signals;
 use crate::snapshot::{self, SnapshotInfo};
+
+/// For tests (`KCBACKUP_TEST_PAUSE_AT`): the capture is about to read the
+/// first file (alongside the dump or after it).
+pub const PAUSE_CAPTURE: &str = "capture";
 
 /// How many restorability findings the warnings list (the count is exact).
 const LISTED_FINDINGS: usize = 20;
@@ -110,7 +116,10 @@ pub fn run(
 
     // First every source and target must answer: what fails here fails
     // before anything is dumped.
-    let plan = preflight::check(settings)?.plan;
+    let ready = preflight::check(settings)?;
+    let plan = ready.plan;
+    // A tree is captured alongside the dump; a bucket after it (below).
+    let overlap = settings.overlap && ready.layout != Layout::S3;
 
     // 1. One writer at a time; clear what a crashed run left behind.
     let repo = Repository::open_or_create_at(&settings.repository)?;
@@ -127,6 +136,24 @@ pub fn run(
     //    later. The filesystem snapshot is taken the moment the dump's
     //    transaction is open, while the dump goes on streaming; if it cannot
     //    be taken, the dump stops there instead of running on for nothing.
+    //
+    // 3. The attachment store, from the snapshot when there is one: whatever
+    //    the dump references was written before its transaction began. With
+    //    `[backup] overlap` (the default) its capture starts right there,
+    //    once the snapshot is taken, and runs alongside the rest of the dump.
+    //    That misses nothing a capture after the dump would have caught
+    //    (kopano-facts.md, section 4): the dump's view of the database is
+    //    fixed when its transaction starts, however long it streams on; the
+    //    server writes an attachment file before the commit that references
+    //    it, so every file that view references exists by then, and it
+    //    unlinks a file only before the commit that drops the reference, a
+    //    commit the view never sees. A file read at any moment after the
+    //    view was fixed is therefore as good as one read after the dump, and
+    //    a file deleted in between is lost to both alike (reading sooner
+    //    only narrows that window; a snapshot closes it). Files written
+    //    during the dump are extras either way. All that matters is that no
+    //    file is read before the view is fixed, and the capture cannot start
+    //    before the callback that says so.
     let store = repo.objects()?;
     // Fixed when the repository was created: other sizes would cut other
     // chunks and stop new dumps deduplicating against old ones.
@@ -136,7 +163,6 @@ pub fn run(
         lob: &set.path(LOB_FILE),
         chunk_list: &set.path(CHUNK_LIST_FILE),
     };
-    let mut taken = None;
     // This backup's turn of rolling verification, for the dump's chunks
     // here and the attachment objects after the capture.
     let rolling_counter = next_rolling_counter(&repo)?;
@@ -145,32 +171,98 @@ pub fn run(
         recorded: recorded_chunks(&repo)?,
         rolling: Some((days, (rolling_counter % u64::from(days)) as u32)),
     };
-    let dumped = dump::run(
-        &settings.mysql,
-        &files,
-        &store,
-        &chunker,
-        &reuse,
-        progress,
-        |_| match taken.insert(snapshot::take(&plan, set.id())) {
-            Ok(_) => ControlFlow::Continue(()),
-            Err(_) => ControlFlow::Break(()),
-        },
-    );
+    let previous = if opts.rehash {
+        None
+    } else {
+        previous_set(&repo)?
+    };
+    // Raised by whichever half fails first, so the other stops too.
+    let cancel = Cancel::default();
+    let capture_opts = CaptureOptions {
+        previous_index: previous.as_ref().map(|(_, index)| index.clone()),
+        follow_dirs: settings.follow_symlinks == FollowSymlinks::Directories,
+        cancel: cancel.clone(),
+        ..CaptureOptions::default()
+    };
+    let index_path = set.path(ATTACHMENTS_FILE);
+    let capture_store = |source: &Path, progress: &dyn Progress| {
+        signals::pause_for_test(PAUSE_CAPTURE);
+        capture_attachments(
+            settings,
+            source,
+            &store,
+            &index_path,
+            &capture_opts,
+            progress,
+        )
+    };
+    let joint = Joint::new(progress, "dump + attachments");
+    let dump_at = clock.elapsed().as_secs_f64();
+    let (taken, dumped, overlapped) = thread::scope(|scope| {
+        let mut taken = None;
+        let mut overlapped = None;
+        let dump_progress: &dyn Progress = if overlap { &joint } else { progress };
+        let dumped = dump::run(
+            &settings.mysql,
+            &files,
+            &store,
+            &chunker,
+            &reuse,
+            dump_progress,
+            &cancel,
+            |_| match taken.insert(snapshot::take(&plan, set.id())) {
+                Ok(snap) => {
+                    if overlap {
+                        let source = snap.view_path(&settings.attachment_path);
+                        let at = clock.elapsed().as_secs_f64();
+                        let (capture_store, cancel, joint) = (&capture_store, &cancel, &joint);
+                        let handle = scope.spawn(move || {
+                            capture_store(&source, joint).inspect_err(|_| cancel.raise())
+                        });
+                        overlapped = Some((at, handle));
+                    }
+                    ControlFlow::Continue(())
+                }
+                Err(_) => ControlFlow::Break(()),
+            },
+        );
+        if dumped.is_err() {
+            cancel.raise();
+        }
+        let overlapped = overlapped.map(|(at, handle)| {
+            let captured = handle
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("the attachment capture panicked")));
+            (at, captured)
+        });
+        (taken, dumped, overlapped)
+    });
+    if overlap {
+        progress.finish();
+    }
     // A failed snapshot is why the dump stopped: its error is the one to tell.
     let taken = taken
         .transpose()
         .context("while taking the filesystem snapshot; no set was published")?;
-    let db = dumped
-        .map_err(signals::explain)
-        .context("the database dump failed; no set was published")?;
+    let db = match dumped {
+        // The dump only stopped because the capture beside it failed.
+        Err(e) if Cancel::caused(&e) && matches!(overlapped, Some((_, Err(_)))) => {
+            let Some((_, Err(captured))) = overlapped else {
+                unreachable!("matched just above")
+            };
+            return Err(captured);
+        }
+        dumped => dumped
+            .map_err(signals::explain)
+            .context("the database dump failed; no set was published")?,
+    };
     // A dump of a database without tables never opens one: snapshot now.
     let snap = match taken {
         Some(snap) => snap,
         None => snapshot::take(&plan, set.id())
             .context("while taking the filesystem snapshot; no set was published")?,
     };
-    phases.push(phase("dump", db.seconds));
+    phases.push(phase("dump", db.seconds).at(dump_at));
     signals::check()?;
     let findings = &db.findings;
     warnings.extend(storage_conflict(
@@ -183,47 +275,32 @@ pub fn run(
         &settings.attachment_storage,
     )?;
 
-    // 3. The attachment store, from the snapshot when there is one: whatever
-    //    the dump references was written before its transaction began.
-    let previous = if opts.rehash {
-        None
-    } else {
-        previous_set(&repo)?
-    };
-    let previous_index = previous.as_ref().map(|(_, index)| index.clone());
-    let (capture, s3_source) = if layout == Layout::S3 {
+    // 3. (continued) An S3 store is listed after the dump, when the dump has said which
+    // layout it uses and its transaction's start (the versioned view) is
+    // known; a tree is captured alongside the dump or now.
+    let (capture_at, capture, s3_source) = if layout == Layout::S3 {
+        let at = clock.elapsed().as_secs_f64();
         let (capture, source) = capture_bucket(
             settings,
             &store,
-            &set.path(ATTACHMENTS_FILE),
-            previous_index,
+            &index_path,
+            capture_opts.previous_index.clone(),
             db.transaction_started,
             progress,
         )?;
-        (capture, Some(source))
+        (at, capture, Some(source))
     } else {
-        let capture_opts = CaptureOptions {
-            previous_index,
-            follow_dirs: settings.follow_symlinks == FollowSymlinks::Directories,
-            ..CaptureOptions::default()
+        let (at, capture) = match overlapped {
+            Some((at, captured)) => (at, captured?),
+            None => {
+                let at = clock.elapsed().as_secs_f64();
+                let source = snap.view_path(&settings.attachment_path);
+                (at, capture_store(&source, progress)?)
+            }
         };
-        let capture = attachments::capture(
-            &snap.view_path(&settings.attachment_path),
-            &store,
-            &set.path(ATTACHMENTS_FILE),
-            &capture_opts,
-            progress,
-        )
-        .map_err(signals::explain)
-        .with_context(|| {
-            format!(
-                "while capturing the attachment store {}",
-                settings.attachment_path.display()
-            )
-        })?;
-        (capture, None)
+        (at, capture, None)
     };
-    phases.push(phase("attachments", capture.seconds));
+    phases.push(phase("attachments", capture.seconds).at(capture_at));
     for sha in &db.rewritten_chunks {
         warnings.push(format!(
             "dump chunk {sha} was corrupt: moved to objects/{}/ and written again from this dump",
@@ -254,6 +331,7 @@ pub fn run(
         },
         None => rolling::Source::Tree(&tree),
     };
+    let rolling_at = clock.elapsed().as_secs_f64();
     let rolling = rolling::run(
         &store,
         &set.path(ATTACHMENTS_FILE),
@@ -266,7 +344,7 @@ pub fn run(
     )
     .map_err(signals::explain)
     .context("while re-reading stored objects (rolling verification)")?;
-    phases.push(phase("rolling verification", rolling.seconds));
+    phases.push(phase("rolling verification", rolling.seconds).at(rolling_at));
     warnings.extend(rolling_warnings(&rolling));
     if capture.source_missing && !matches!(layout, Layout::Database | Layout::S3) {
         warnings.push(format!(
@@ -280,6 +358,7 @@ pub fn run(
     ));
 
     // 4. Kopano's configuration (from the snapshot if it is on that volume).
+    let config_at = clock.elapsed().as_secs_f64();
     let config_clock = Instant::now();
     let mut config = config_archive::capture(
         &snap.view_path(&settings.config_dir),
@@ -289,7 +368,7 @@ pub fn run(
     .with_context(|| format!("while archiving {}", settings.config_dir.display()))?;
     config.source = settings.config_dir.clone();
     warnings.extend(config.notes.iter().map(|n| format!("config: {n}")));
-    phases.push(phase("config", config_clock.elapsed().as_secs_f64()));
+    phases.push(phase("config", config_clock.elapsed().as_secs_f64()).at(config_at));
 
     // 5. Done with the snapshot. An LVM snapshot that overflowed fails the
     //    backup here: what was read from it cannot be trusted.
@@ -298,6 +377,7 @@ pub fn run(
     signals::check()?;
 
     // 6. The proof: every instance the dump references, against what was captured.
+    let proof_at = clock.elapsed().as_secs_f64();
     let proof_clock = Instant::now();
     let proof = crossref::from_files(
         layout,
@@ -308,7 +388,7 @@ pub fn run(
         &set.path(LOB_FILE),
     )
     .context("while checking the attachments against the dump")?;
-    phases.push(phase("crossref", proof_clock.elapsed().as_secs_f64()));
+    phases.push(phase("crossref", proof_clock.elapsed().as_secs_f64()).at(proof_at));
 
     // 7. Objects durable before the manifest names them; the manifest last,
     //    then one rename makes the set visible.
@@ -464,7 +544,28 @@ fn phase(name: &str, seconds: f64) -> Phase {
     Phase {
         name: name.into(),
         seconds,
+        started_s: None,
     }
+}
+
+/// Captures the attachment tree at `source` (the snapshot's view of it, or
+/// the live directory) into the set's index.
+fn capture_attachments(
+    settings: &Settings,
+    source: &Path,
+    store: &objects::ObjectStore,
+    index_path: &Path,
+    opts: &CaptureOptions,
+    progress: &dyn Progress,
+) -> Result<CaptureStats> {
+    attachments::capture(source, store, index_path, opts, progress)
+        .map_err(signals::explain)
+        .with_context(|| {
+            format!(
+                "while capturing the attachment store {}",
+                settings.attachment_path.display()
+            )
+        })
 }
 
 /// kopano-server refuses to start when server.cfg names another backend

@@ -13,12 +13,10 @@ pub mod verify;
 
 /// The test-only variable naming the point a run stops itself at (SIGSTOP),
 /// so a test can SIGKILL it exactly there. Unset in production.
-pub const PAUSE_ENV: &str = "KCBACKUP_TEST_PAUSE_AT";
+pub use crate::signals::PAUSE_ENV;
 
 /// Stops this process when [`PAUSE_ENV`] names `point` (one of `known`).
 pub(crate) fn pause_at(known: &[&str], point: &str) {
     debug_assert!(known.contains(&point), "{point}");
-    if std::env::var_os(PAUSE_ENV).is_some_and(|v| v == point) {
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
-    }
+    crate::signals::pause_for_test(point);
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
 
 use crate::attachments::read_index;
@@ -164,20 +164,34 @@ fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
         refuse_non_empty(dir, opts.force)?;
     }
 
-    if let Some(target) = &db_target {
-        let store = repo.objects()?;
-        report.database = Some(database::restore(
-            set.local_dir(),
-            &manifest,
-            &store,
-            target,
-            opts.force,
-        )?);
-    }
-    crate::signals::check()?;
-    if let Some(dir) = &opts.to_attachments {
-        report.attachments = Some(match &index {
-            Some(_) => attachments(&repo, &set, &manifest, dir, opts.force)?,
+    // The dump and the attachment tree go in at the same time: the load
+    // keeps the database server busy, the tree the disk. The load runs as
+    // a plain client session: nothing of the server's settings is changed.
+    let store = repo.objects()?;
+    let (database, tree) = std::thread::scope(|scope| {
+        let tree = opts.to_attachments.as_ref().map(|dir| {
+            let (repo, set, manifest, index) = (&repo, &set, &manifest, &index);
+            scope.spawn(move || match index {
+                Some(_) => attachments(repo, set, manifest, dir, opts.force).map(Some),
+                None => Ok(None),
+            })
+        });
+        let database = db_target
+            .as_ref()
+            .map(|target| database::restore(set.local_dir(), &manifest, &store, target, opts.force))
+            .transpose();
+        let tree = tree.map(|handle| {
+            handle
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("the attachment restore panicked")))
+        });
+        (database, tree)
+    });
+    // The database's error first, as when one followed the other.
+    report.database = database?;
+    if let Some(tree) = tree {
+        report.attachments = Some(match tree? {
+            Some(tree) => tree,
             None => {
                 report.notes.push("the set holds no attachment tree".into());
                 TreeRestore::default()

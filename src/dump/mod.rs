@@ -21,6 +21,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 
+use crate::cancel::Cancel;
 use crate::mysql::{Client, dump_program};
 use crate::progress::Progress;
 use crate::repo::ObjectStore;
@@ -90,7 +91,9 @@ pub struct DumpReport {
 /// manifest names them; `reuse`: what may be taken from the store unread,
 /// see [`Reuse`]), its findings into `files`. `on_transaction_open`
 /// is called once, from the streaming loop, as soon as table data begins;
-/// `Break` stops the dump at once (the caller knows why).
+/// `Break` stops the dump at once (the caller knows why). `cancel` raised
+/// stops it at its next read (work running alongside it failed).
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     target: &MysqlTarget,
     files: &DumpFiles<'_>,
@@ -98,6 +101,7 @@ pub fn run(
     params: &ChunkerParams,
     reuse: &Reuse,
     progress: &dyn Progress,
+    cancel: &Cancel,
     mut on_transaction_open: impl FnMut(DateTime<Utc>) -> ControlFlow<()>,
 ) -> Result<DumpReport> {
     let started = Instant::now();
@@ -164,6 +168,7 @@ pub fn run(
         let result = (|| -> Result<()> {
             loop {
                 crate::signals::check()?;
+                cancel.check()?;
                 // Only the wait for the dump counts, not our own work
                 // (writing, the snapshot) between reads.
                 dog.touch();

@@ -48,11 +48,32 @@ pub struct FileEntry {
     pub sha256: String,
 }
 
-/// How long one phase of the backup took.
+/// How long one phase of the backup took, and when it began (seconds after
+/// the run began; absent in older sets). Phases may overlap: with `[backup]
+/// overlap` the attachment capture begins while the dump still runs, so the
+/// phases' seconds add up to more than the run's duration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Phase {
     pub name: String,
     pub seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_s: Option<f64>,
+}
+
+impl Phase {
+    /// The phase began `started_s` seconds after the run began.
+    pub fn at(mut self, started_s: f64) -> Phase {
+        self.started_s = Some(started_s);
+        self
+    }
+
+    /// Whether this phase ran (partly) at the same time as `other`.
+    pub fn overlaps(&self, other: &Phase) -> bool {
+        match (self.started_s, other.started_s) {
+            (Some(a), Some(b)) => a < b + other.seconds && b < a + self.seconds,
+            _ => false,
+        }
+    }
 }
 
 /// The binary log position the dump corresponds to (`--master-data=2`).

@@ -8,6 +8,10 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::mpsc::sync_channel;
+use std::thread;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -21,6 +25,15 @@ use crate::error::{Damaged, config_error, damaged};
 use crate::repo::digest::HashWriter;
 use crate::repo::objects::{Encoding, ObjectStore};
 use crate::walk::{Walked, Walker, cmp_paths};
+
+/// Files waiting for a restore worker (bounds memory).
+const QUEUE: usize = 64;
+
+/// Restore workers: a few per core, as each one also waits on the disk;
+/// more would only make the writes less sequential.
+fn restore_workers() -> usize {
+    thread::available_parallelism().map_or(2, |n| (n.get() * 2).min(8))
+}
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TreeRestore {
@@ -195,10 +208,13 @@ pub(crate) fn new_quarantine(target: &Path) -> Result<PathBuf> {
 
 /// Writes every entry of `index` (checked by [`check_index`]) below
 /// `target`, verifying each file's size and SHA-256 against the index while
-/// it is copied. Symlinks are created after every file and directory, so no
-/// write of this restore can go through one. Directories are made
-/// owner-only first and get their mode, owner and mtime at the end, deepest
-/// first, once nothing is written into them any more.
+/// it is copied. Files are copied by a few workers at once (one decodes
+/// and hashes while another waits on the disk), fed through a bounded
+/// queue in index order, so memory stays flat. Symlinks are created after
+/// every file and directory, so no write of this restore can go through
+/// one. Directories are created in index order, before anything below
+/// them, owner-only first, and get their mode, owner and mtime at the end,
+/// deepest first, once nothing is written into them any more.
 pub fn restore_tree(
     store: &ObjectStore,
     index: impl Iterator<Item = Result<IndexEntry>>,
@@ -211,35 +227,81 @@ pub fn restore_tree(
     report.target = target.to_path_buf();
     let mut dirs = Vec::new();
     let mut links = Vec::new();
-    for entry in index {
-        crate::signals::check()?;
-        let entry = entry?;
-        let path = safe_join(target, Path::new(&entry.path))?;
-        match entry.kind {
-            EntryKind::Dir => {
-                create_parents(&path)?;
-                match fs::DirBuilder::new().mode(0o700).create(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
-                    Err(e) => {
-                        return Err(e)
-                            .with_context(|| format!("while creating {}", path.display()));
+    let (jobs, queue) = sync_channel::<(u64, IndexEntry, PathBuf)>(QUEUE);
+    let queue = Mutex::new(queue);
+    // The failure of the earliest file in index order, as a sequential
+    // restore would have met it first; once set, the workers only drain.
+    let failed: Mutex<Option<(u64, anyhow::Error)>> = Mutex::new(None);
+    let stop = AtomicBool::new(false);
+    let walked = thread::scope(|scope| {
+        for _ in 0..restore_workers() {
+            scope.spawn(|| {
+                loop {
+                    let job = match queue.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((seq, entry, path)) = job else { return };
+                    if stop.load(AtomicOrdering::SeqCst) {
+                        continue;
+                    }
+                    if let Err(e) = restore_file(store, &entry, &path, as_root) {
+                        stop.store(true, AtomicOrdering::SeqCst);
+                        if let Ok(mut first) = failed.lock()
+                            && first.as_ref().is_none_or(|(at, _)| seq < *at)
+                        {
+                            *first = Some((seq, e));
+                        }
                     }
                 }
-                dirs.push((path, entry));
-                report.dirs += 1;
-            }
-            EntryKind::File => {
-                restore_file(store, &entry, &path, as_root)?;
-                report.files += 1;
-                report.bytes += entry.size;
-            }
-            EntryKind::Symlink => {
-                check_link(&entry.path, entry.target.as_deref().unwrap_or_default())?;
-                links.push(entry);
-            }
-            EntryKind::Other => report.skipped += 1,
+            });
         }
+        // `jobs` moves in, so the workers see the queue close however this ends.
+        let jobs = jobs;
+        let mut seq = 0u64;
+        for entry in index {
+            crate::signals::check()?;
+            if stop.load(AtomicOrdering::SeqCst) {
+                break;
+            }
+            let entry = entry?;
+            let path = safe_join(target, Path::new(&entry.path))?;
+            match entry.kind {
+                EntryKind::Dir => {
+                    create_parents(&path)?;
+                    match fs::DirBuilder::new().mode(0o700).create(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
+                        Err(e) => {
+                            return Err(e)
+                                .with_context(|| format!("while creating {}", path.display()));
+                        }
+                    }
+                    dirs.push((path, entry));
+                    report.dirs += 1;
+                }
+                EntryKind::File => {
+                    report.files += 1;
+                    report.bytes += entry.size;
+                    seq += 1;
+                    jobs.send((seq, entry, path))
+                        .map_err(|_| anyhow::anyhow!("the attachment writers stopped early"))?;
+                }
+                EntryKind::Symlink => {
+                    check_link(&entry.path, entry.target.as_deref().unwrap_or_default())?;
+                    links.push(entry);
+                }
+                EntryKind::Other => report.skipped += 1,
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    });
+    let failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
+    match (walked, failed) {
+        // A signal stopped the walk: that is the reason to give.
+        (Err(e), _) if crate::signals::received().is_some() => return Err(e),
+        (_, Some((_, e))) => return Err(e),
+        (walked, None) => walked?,
     }
     for entry in &links {
         crate::signals::check()?;

@@ -168,6 +168,9 @@ pub struct Settings {
     pub s3: s3::S3Settings,
     /// `[drill] s3_bucket`: the scratch bucket of drills of s3 sets.
     pub drill_s3_bucket: Option<String>,
+    /// `[backup] overlap`: capture the attachment store while the dump
+    /// streams (README "What a backup does").
+    pub overlap: bool,
 }
 
 /// What [`Settings::load`] takes from the process: environment variables
@@ -311,6 +314,7 @@ impl Settings {
                 .s3_bucket
                 .clone()
                 .filter(|b| !b.trim().is_empty()),
+            overlap: tool.backup.overlap.unwrap_or(true),
             retention,
             rolling_days,
             snapshot_lvm_size,

@@ -29,6 +29,7 @@ pub struct ToolConfig {
     pub verify: VerifySection,
     pub retention: RetentionSection,
     pub upgrade: UpgradeSection,
+    pub backup: BackupSection,
     pub drill: DrillSection,
     pub s3: S3Section,
 }
@@ -62,6 +63,15 @@ pub struct DrillSection {
     /// store: a drill of an s3 set restores its objects there, and empties
     /// it before and after. Without it, objects go to the scratch directory.
     pub s3_bucket: Option<String>,
+}
+
+/// `[backup]`: how the phases of a backup are scheduled.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupSection {
+    /// Capture the attachment store while the dump streams (default true);
+    /// false runs them one after the other (less memory and I/O at once).
+    pub overlap: Option<bool>,
 }
 
 /// `[upgrade]`: which services `kcbackup upgrade prepare` stops (and

@@ -87,6 +87,18 @@ pub fn write_tool_config(dir: &Path, store: &GeneratedStore, repo_path: &Path) -
         .expect("writing kcbackup.toml")
 }
 
+/// Whether the process is stopped (state `T` in /proc/PID/stat), e.g. by
+/// `KCBACKUP_TEST_PAUSE_AT`.
+pub fn is_stopped(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('T'))
+        })
+        .unwrap_or(false)
+}
+
 /// Runs the kcbackup binary.
 pub fn kcbackup(args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_kcbackup"))

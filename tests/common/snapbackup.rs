@@ -102,10 +102,16 @@ pub struct Finished {
 }
 
 pub fn spawn_backup(config: &Path) -> Running {
+    spawn_backup_env(config, &[])
+}
+
+/// [`spawn_backup`] with more environment variables for the run.
+pub fn spawn_backup_env(config: &Path, env: &[(&str, &str)]) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kcbackup"))
         .args(["--config", config.to_str().expect("utf-8 path")])
         .args(["backup", "--json"])
         .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

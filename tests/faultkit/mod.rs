@@ -468,17 +468,6 @@ fn joined(reader: Option<JoinHandle<String>>) -> String {
     }
 }
 
-/// Whether the process is stopped (state `T` in /proc/PID/stat).
-pub fn is_stopped(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('T'))
-        })
-        .unwrap_or(false)
-}
-
 /// The single work directory of a running backup, if it exists yet.
 pub fn work_dir(repo: &Path) -> Option<PathBuf> {
     names(&repo.join("sets"))
