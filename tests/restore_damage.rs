@@ -146,12 +146,16 @@ fn a_symlink_pointing_outside_is_created_as_a_link_and_nothing_goes_through_it()
 #[test]
 fn a_corrupted_object_stops_the_restore_naming_the_path() {
     let (env, set) = backed_up();
-    let object = object_files(&env.repo)
+    // An attachment's object: the store also holds the dump's chunks.
+    let (object, paths) = object_files(&env.repo)
         .into_iter()
-        .find(|o| fs::metadata(o).unwrap().len() > 200)
-        .expect("an object of more than 200 bytes");
-    let paths = paths_of_object(&env.set_dir(&set), &object);
-    assert!(!paths.is_empty());
+        .filter(|o| fs::metadata(o).unwrap().len() > 200)
+        .map(|o| {
+            let paths = paths_of_object(&env.set_dir(&set), &o);
+            (o, paths)
+        })
+        .find(|(_, paths)| !paths.is_empty())
+        .expect("an attachment object of more than 200 bytes");
     flip_byte(&object, 100);
 
     let work = tempfile::tempdir().unwrap();

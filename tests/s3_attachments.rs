@@ -281,7 +281,8 @@ fn the_secret_is_in_no_command_line_during_a_backup() {
 }
 
 /// moto keeps the leading `/` of Kopano's keys (as AWS does): the proof
-/// finds every instance under the key with the slash.
+/// finds every instance under the key with the slash, and the set is
+/// complete and verifies.
 #[test]
 fn keys_with_a_leading_slash_are_found_on_moto() {
     if !s3server::available("keys_with_a_leading_slash_are_found_on_moto") {
@@ -299,10 +300,14 @@ fn keys_with_a_leading_slash_are_found_on_moto() {
         num(j, "attachments.extra"),
         u64::from(env.store.spec.extras)
     );
+    // Keys with the slash are as restorable as keys without it.
+    assert_eq!(j["status"], "complete", "{j:#}\n{}", run.stderr);
     let set = j["set"].as_str().unwrap();
     let index = common::snapbackup::index_files(&env.set_dir(set));
     assert!(!index.is_empty());
     assert!(index.keys().all(|k| k.starts_with('/')), "{index:?}");
+    let verify = env.verify(set);
+    assert_eq!(verify.code, 0, "{:#}", verify.json);
 }
 
 /// How the proxy answers GETs of its victim key.
