@@ -391,9 +391,11 @@ fn tables_loaded_in_parallel_give_the_database_one_stream_gives() {
     support::tamper::edit_dump_chunked(&env.set_dir(&set), 64 * 1024, |sql| sql);
 
     let (one, four) = (common::unique_db("single"), common::unique_db("parallel"));
-    for (db, jobs) in [(&one, "1"), (&four, "4")] {
+    for (db, jobs, connections) in [(&one, "1", 1), (&four, "4", 5)] {
         let run = restore(&env, &set, &["--to-database", db, "--jobs", jobs]);
         assert_eq!(run.code, 0, "--jobs {jobs}: {}", run.stderr);
+        // Four for the tables, one for what runs after them.
+        assert_eq!(num(&run.json, "database.connections"), connections);
     }
     let source = table_checksums(src);
     assert!(source.len() >= 9, "{source:?}");

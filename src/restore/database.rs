@@ -28,6 +28,9 @@ pub struct DatabaseRestore {
     pub database: String,
     /// Uncompressed SQL bytes loaded.
     pub bytes: u64,
+    /// `mariadb` clients it took: the table connections plus the one for
+    /// what runs after them; 1 for a single stream.
+    pub connections: usize,
     pub seconds: f64,
 }
 
@@ -150,7 +153,7 @@ pub fn load(
     ))?;
 
     if jobs > 1 && reader::legacy_file(set_dir, manifest).is_none() {
-        let bytes = parallel::load(
+        let (bytes, connections) = parallel::load(
             &parallel::Load {
                 set_dir,
                 manifest,
@@ -165,6 +168,7 @@ pub fn load(
         return Ok(DatabaseRestore {
             database: name,
             bytes,
+            connections,
             seconds: started.elapsed().as_secs_f64(),
         });
     }
@@ -220,6 +224,7 @@ pub fn load(
     Ok(DatabaseRestore {
         database: name,
         bytes,
+        connections: 1,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -16,7 +16,7 @@
 use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitStatus;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Mutex, OnceLock};
 use std::thread;
@@ -66,6 +66,8 @@ enum Failure {
 /// kill when one fails.
 struct Shared {
     stop: AtomicBool,
+    /// Clients started.
+    started: AtomicUsize,
     pids: Mutex<Vec<u32>>,
     failure: Mutex<Option<Failure>>,
 }
@@ -99,11 +101,13 @@ impl Shared {
 }
 
 /// Loads the dump of `load` with up to `jobs` table connections; returns the
-/// SQL bytes read. The database exists and is empty.
-pub fn load(load: &Load<'_>, jobs: usize) -> Result<u64> {
+/// SQL bytes read and the clients it started. The database exists and is
+/// empty.
+pub fn load(load: &Load<'_>, jobs: usize) -> Result<(u64, usize)> {
     let client = Client::new(load.target)?;
     let shared = Shared {
         stop: AtomicBool::new(false),
+        started: AtomicUsize::new(0),
         pids: Mutex::new(Vec::new()),
         failure: Mutex::new(None),
     };
@@ -166,7 +170,7 @@ pub fn load(load: &Load<'_>, jobs: usize) -> Result<u64> {
     if let Some(failure) = shared.failure.lock().ok().and_then(|mut f| f.take()) {
         return Err(failure_error(load, failure, packet));
     }
-    Ok(bytes)
+    Ok((bytes, shared.started.load(Ordering::SeqCst)))
 }
 
 fn damaged_read(load: &Load<'_>, e: &io::Error) -> anyhow::Error {
@@ -329,6 +333,7 @@ impl Conns<'_> {
     fn start(&self, ranges: &mut Ranges<'_>) -> Result<Conn, Pumped> {
         let client = LoadClient::start(self.client, &self.load.target.database)
             .map_err(|e| Pumped::Write(io::Error::other(format!("{e:#}"))))?;
+        self.shared.started.fetch_add(1, Ordering::SeqCst);
         let pid = client.child.id();
         if let Ok(mut pids) = self.shared.pids.lock() {
             pids.push(pid);
