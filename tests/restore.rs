@@ -409,7 +409,10 @@ fn tables_loaded_in_parallel_give_the_database_one_stream_gives() {
         "{objects:?}"
     );
     let n = common::query_one(&format!("SELECT n FROM `{four}`.`kcb_view`"));
-    assert_eq!(n, common::query_one(&format!("SELECT COUNT(*) FROM `{src}`.`hierarchy`")));
+    assert_eq!(
+        n,
+        common::query_one(&format!("SELECT COUNT(*) FROM `{src}`.`hierarchy`"))
+    );
     common::verify::database(&four, &env.store.expected, Layout::Database);
 }
 

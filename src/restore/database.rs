@@ -92,7 +92,9 @@ fn admin_client(target: &MysqlTarget) -> Result<Client> {
 /// How many connections load tables at once by default: one per core, at
 /// most 4 (past that the server's own threads are the limit).
 pub fn default_jobs() -> usize {
-    thread::available_parallelism().map_or(1, |n| n.get()).min(4)
+    thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4)
 }
 
 /// Loads the set's dump into `target.database`, its tables over `jobs`

@@ -162,8 +162,10 @@ pub fn load(load: &Load<'_>, jobs: usize) -> Result<(u64, usize)> {
     let bytes = match copied {
         Ok(bytes) => bytes,
         Err(Pumped::Read(e) | Pumped::Write(e)) => {
-            return Err(anyhow::Error::from(e)
-                .context(format!("while loading {}: {}", load.dump_name, load.partial)));
+            return Err(anyhow::Error::from(e).context(format!(
+                "while loading {}: {}",
+                load.dump_name, load.partial
+            )));
         }
     };
     conn.after(&after);
@@ -190,7 +192,10 @@ fn failure_error(load: &Load<'_>, failure: Failure, packet: (u64, u64)) -> anyho
             stderr,
         } => client_failed(&what, name, status, &stderr, packet, load.partial),
         Failure::Read(e) => damaged_read(load, &e),
-        Failure::Other(e) => e.context(format!("while loading {}: {}", load.dump_name, load.partial)),
+        Failure::Other(e) => e.context(format!(
+            "while loading {}: {}",
+            load.dump_name, load.partial
+        )),
     }
 }
 
@@ -421,7 +426,13 @@ struct Conn {
 }
 
 impl Conn {
-    fn send(&mut self, ranges: &mut Ranges<'_>, start: u64, end: u64, what: String) -> Result<(), Pumped> {
+    fn send(
+        &mut self,
+        ranges: &mut Ranges<'_>,
+        start: u64,
+        end: u64,
+        what: String,
+    ) -> Result<(), Pumped> {
         if self.parts.last().is_none_or(|(_, w)| *w != what) {
             self.parts.push((self.lines + 1, what));
         }

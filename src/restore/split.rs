@@ -113,7 +113,8 @@ impl Splitter {
         if trimmed.len() >= 2 {
             self.tail.clear();
         }
-        self.tail.extend_from_slice(&trimmed[trimmed.len().saturating_sub(2)..]);
+        self.tail
+            .extend_from_slice(&trimmed[trimmed.len().saturating_sub(2)..]);
         let cut = self.tail.len().saturating_sub(2);
         self.tail.drain(..cut);
     }
@@ -193,7 +194,10 @@ enum Header {
 }
 
 fn header(line: &[u8]) -> Option<Header> {
-    const TABLE: [&[u8]; 2] = [b"-- Table structure for table ", b"-- Dumping data for table "];
+    const TABLE: [&[u8]; 2] = [
+        b"-- Table structure for table ",
+        b"-- Dumping data for table ",
+    ];
     const AFTER: [&[u8]; 6] = [
         b"-- Temporary table structure for view ",
         b"-- Temporary view structure for view ",
