@@ -144,22 +144,17 @@ impl Splitter {
         let between = !self.open && self.delimiter == b";";
         let line_start = self.line_start;
         self.line_start = self.pos;
-        if between {
-            if let Some(header) = header(line) {
-                let dest = match header {
-                    Header::Table(name) => {
-                        if self.dest == Dest::Table(name.clone()) {
-                            Dest::Table(name)
-                        } else if self.seen.insert(name.clone()) {
-                            Dest::Table(name)
-                        } else {
-                            Dest::After
-                        }
-                    }
-                    Header::After => Dest::After,
-                };
-                self.switch(dest, line_start, out);
-            }
+        if between && let Some(header) = header(line) {
+            let dest = match header {
+                // A table named again after another section runs after.
+                Header::Table(name)
+                    if self.dest == Dest::Table(name.clone()) || self.seen.insert(name.clone()) =>
+                {
+                    Dest::Table(name)
+                }
+                Header::Table(_) | Header::After => Dest::After,
+            };
+            self.switch(dest, line_start, out);
         }
         // Comment lines leave a statement as it was; so does a `/* */`
         // alone on its line (the sandbox-mode line opening the dump).
