@@ -1,7 +1,9 @@
 //! Measurement: backup time vs the recovery time a drill measures, by phase,
 //! on a generated store sized by `--bytes` (`StoreSpec::sized`; the tree
 //! comes out at about 45% of it, as files_v1 gzips part of it) in a throwaway
-//! MariaDB. Build both in release first: `cargo build --release --bin
+//! MariaDB. `--jobs 1,2,4` loads the dump once per value (restore into the
+//! backup's server, then a drill each), to compare parallel table loads;
+//! the default is one drill with kcbackup's default. Build both in release first: `cargo build --release --bin
 //! kcbackup --example bench_drill`, then run `target/release/examples/bench_drill`.
 
 #[path = "support/mod.rs"]
@@ -23,6 +25,8 @@ struct Args {
     bytes: u64,
     layout: Layout,
     dir: PathBuf,
+    /// `--jobs` values to run restore and drill with; empty: one drill, default.
+    jobs: Vec<String>,
 }
 
 fn args() -> Result<Args> {
@@ -30,6 +34,7 @@ fn args() -> Result<Args> {
         bytes: 4_500_000_000,
         layout: Layout::FilesV1 { l1: 10, l2: 20 },
         dir: std::env::temp_dir(),
+        jobs: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -38,7 +43,8 @@ fn args() -> Result<Args> {
             "--bytes" => a.bytes = value()?.parse()?,
             "--layout" => a.layout = Layout::parse(&value()?)?,
             "--dir" => a.dir = PathBuf::from(value()?),
-            other => bail!("unknown argument {other} (--bytes N, --layout L, --dir D)"),
+            "--jobs" => a.jobs = value()?.split(',').map(str::to_string).collect(),
+            other => bail!("unknown argument {other} (--bytes N, --layout L, --dir D, --jobs N,M)"),
         }
     }
     Ok(a)
@@ -116,48 +122,89 @@ fn main() -> Result<()> {
         phases.join(", "),
         gb(du(&repo))
     );
+    let pw = root.join("root.pw");
+    fs::write(&pw, "\n")?;
+    let socket = sandbox.socket().to_str().context("utf-8 path")?.to_string();
+    for jobs in &a.jobs {
+        let db = format!("restored_j{jobs}");
+        let (restore, restore_s) = run(
+            &kc,
+            &[
+                "--config",
+                cfg,
+                "restore",
+                "latest",
+                "--json",
+                "--to-database",
+                &db,
+                "--jobs",
+                jobs,
+                "--mysql-socket",
+                &socket,
+                "--mysql-user",
+                "root",
+                "--mysql-password-file",
+                pw.to_str().context("utf-8 path")?,
+            ],
+            &[0],
+        )?;
+        println!(
+            "restore --jobs {jobs}: database load {:.1}s over {} connections (wall {restore_s:.1}s)",
+            restore["database"]["seconds"].as_f64().unwrap_or(f64::NAN),
+            restore["database"]["connections"],
+        );
+        sandbox.sql(&format!("DROP DATABASE `{db}`"))?;
+    }
     // The backup's server is idle from here on; stop it so that it does not
     // compete with the drill's.
     drop(store);
     sandbox.stop()?;
 
-    let scratch = root.join("scratch");
-    fs::create_dir(&scratch)?;
-    let scratch_s = scratch.to_str().context("utf-8 path")?;
-    let (drill, drill_s) = run(
-        &kc,
-        &["--config", cfg, "drill", "--json", "--scratch", scratch_s],
-        &[0, 3],
-    )?;
-    let d = &drill["durations"];
-    let f = |k: &str| d[k].as_f64().unwrap_or(f64::NAN);
-    println!(
-        "drill: {} — recovery time {:.1}s (wall {drill_s:.1}s): server start {:.1}s, \
+    let jobs: Vec<Option<&String>> = if a.jobs.is_empty() {
+        vec![None]
+    } else {
+        a.jobs.iter().map(Some).collect()
+    };
+    for jobs in jobs {
+        let scratch = root.join(format!("scratch{}", jobs.map_or("", |j| j.as_str())));
+        fs::create_dir(&scratch)?;
+        let mut drill_args = vec!["--config", cfg, "drill", "--json", "--scratch"];
+        drill_args.push(scratch.to_str().context("utf-8 path")?);
+        if let Some(j) = jobs {
+            drill_args.extend(["--jobs", j.as_str()]);
+            println!("drill --jobs {j}:");
+        }
+        let (drill, drill_s) = run(&kc, &drill_args, &[0, 3])?;
+        let d = &drill["durations"];
+        let f = |k: &str| d[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "drill: {} — recovery time {:.1}s (wall {drill_s:.1}s): server start {:.1}s, \
          database load {:.1}s, attachment restore {:.1}s, config {:.2}s, checks {:.1}s, \
          cleanup {:.1}s",
-        if drill["ok"] == true {
-            "PASSED"
-        } else {
-            "FAILED"
-        },
-        f("total"),
-        f("server_start"),
-        f("database_load"),
-        f("attachment_restore"),
-        f("config_restore"),
-        f("checks"),
-        f("cleanup")
-    );
-    println!(
-        "restored {} of SQL, {} files ({})",
-        gb(drill["sql_bytes"].as_u64().unwrap_or(0)),
-        drill["files"],
-        gb(drill["attachment_bytes"].as_u64().unwrap_or(0))
-    );
-    println!("recovery time / backup time = {:.2}", f("total") / backup_s);
-    for c in drill["checks"].as_array().into_iter().flatten() {
-        if c["ok"] != true {
-            println!("  FAILED {}: {}", c["name"], c["detail"]);
+            if drill["ok"] == true {
+                "PASSED"
+            } else {
+                "FAILED"
+            },
+            f("total"),
+            f("server_start"),
+            f("database_load"),
+            f("attachment_restore"),
+            f("config_restore"),
+            f("checks"),
+            f("cleanup")
+        );
+        println!(
+            "restored {} of SQL, {} files ({})",
+            gb(drill["sql_bytes"].as_u64().unwrap_or(0)),
+            drill["files"],
+            gb(drill["attachment_bytes"].as_u64().unwrap_or(0))
+        );
+        println!("recovery time / backup time = {:.2}", f("total") / backup_s);
+        for c in drill["checks"].as_array().into_iter().flatten() {
+            if c["ok"] != true {
+                println!("  FAILED {}: {}", c["name"], c["detail"]);
+            }
         }
     }
     Ok(())

@@ -267,6 +267,10 @@ pub struct RestoreArgs {
     /// objects it does not hold under a kcbackup-quarantine-<time>/ prefix.
     #[arg(long)]
     pub force: bool,
+    /// Connections loading the dump's tables at once [default: one per
+    /// core, at most 4]; 1 loads it as one stream.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: Option<u16>,
     #[arg(long, value_name = "PATH")]
     pub mysql_socket: Option<PathBuf>,
     #[arg(long, value_name = "HOST")]
@@ -293,6 +297,10 @@ pub struct DrillArgs {
     /// Where to create the scratch directory [default: $TMPDIR or /tmp].
     #[arg(long, value_name = "DIR")]
     pub scratch: Option<PathBuf>,
+    /// Connections loading the dump's tables at once [default: one per
+    /// core, at most 4]; 1 loads it as one stream.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: Option<u16>,
     #[command(flatten)]
     pub output: JsonArg,
 }

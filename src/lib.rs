@@ -130,6 +130,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
                     s3_endpoint: args.s3_endpoint.clone(),
                     mysql: restore_target(&settings, args)?,
                     force: args.force,
+                    jobs: args.jobs.map(usize::from),
                 };
                 let report = commands::restore::run(&settings, &opts)?;
                 if args.output.json {
@@ -147,6 +148,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
                     set: args.set.clone(),
                     keep: args.keep,
                     scratch_parent: args.scratch.clone(),
+                    jobs: args.jobs.map(usize::from),
                 };
                 let report = commands::drill::run(&settings, &opts)?;
                 if args.output.json {

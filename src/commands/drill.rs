@@ -33,6 +33,8 @@ pub struct DrillOptions {
     pub keep: bool,
     /// Where to make the scratch directory (default: the system temp dir).
     pub scratch_parent: Option<PathBuf>,
+    /// Connections loading tables at once (default: [`database::default_jobs`]).
+    pub jobs: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -294,6 +296,7 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
                 &target,
                 false,
                 &partial,
+                opts.jobs.unwrap_or_else(database::default_jobs),
             ))?;
             Ok((
                 sandbox,

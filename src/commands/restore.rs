@@ -34,6 +34,8 @@ pub struct RestoreOptions {
     /// The server to restore into (default: the configured one).
     pub mysql: Option<MysqlTarget>,
     pub force: bool,
+    /// Connections loading tables at once (default: [`database::default_jobs`]).
+    pub jobs: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -178,7 +180,10 @@ fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<RestoreReport> 
         });
         let database = db_target
             .as_ref()
-            .map(|target| database::restore(set.local_dir(), &manifest, &store, target, opts.force))
+            .map(|target| {
+                let jobs = opts.jobs.unwrap_or_else(database::default_jobs);
+                database::restore(set.local_dir(), &manifest, &store, target, opts.force, jobs)
+            })
             .transpose();
         let tree = tree.map(|handle| {
             handle

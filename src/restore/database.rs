@@ -4,13 +4,14 @@
 
 use std::io::{self, Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::thread;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+use super::parallel;
 use crate::dump::reader;
 use crate::error::{config_error, damaged};
 use crate::mysql::{Client, client_program};
@@ -27,6 +28,9 @@ pub struct DatabaseRestore {
     pub database: String,
     /// Uncompressed SQL bytes loaded.
     pub bytes: u64,
+    /// `mariadb` clients it took: the table connections plus the one for
+    /// what runs after them; 1 for a single stream.
+    pub connections: usize,
     pub seconds: f64,
 }
 
@@ -85,7 +89,16 @@ fn admin_client(target: &MysqlTarget) -> Result<Client> {
     })
 }
 
-/// Loads the set's dump into `target.database`. Refuses a database that
+/// How many connections load tables at once by default: one per core, at
+/// most 4 (past that the server's own threads are the limit).
+pub fn default_jobs() -> usize {
+    thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4)
+}
+
+/// Loads the set's dump into `target.database`, its tables over `jobs`
+/// connections at once (1: the one stream it is; see [`parallel`]). Refuses a database that
 /// already holds tables unless `force`, in which case it is dropped first.
 /// A legacy single-file dump is checked against the manifest before the
 /// target is touched; each chunk is checked before it is sent, and the SQL
@@ -96,12 +109,13 @@ pub fn restore(
     store: &ObjectStore,
     target: &MysqlTarget,
     force: bool,
+    jobs: usize,
 ) -> Result<DatabaseRestore> {
     let partial = format!(
         "database `{}` holds a partial load: drop it or restore again with --force",
         target.database
     );
-    load(set_dir, manifest, store, target, force, &partial)
+    load(set_dir, manifest, store, target, force, &partial, jobs)
 }
 
 /// [`restore`], where `partial` tells what a load that failed half-way
@@ -113,6 +127,7 @@ pub fn load(
     target: &MysqlTarget,
     force: bool,
     partial: &str,
+    jobs: usize,
 ) -> Result<DatabaseRestore> {
     let started = Instant::now();
     let name = target.database.clone();
@@ -139,27 +154,35 @@ pub fn load(
         "CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4"
     ))?;
 
+    if jobs > 1 && reader::legacy_file(set_dir, manifest).is_none() {
+        let (bytes, connections) = parallel::load(
+            &parallel::Load {
+                set_dir,
+                manifest,
+                store,
+                target,
+                max_packet: state.max_packet,
+                partial,
+                dump_name: &dump_name,
+            },
+            jobs,
+        )?;
+        return Ok(DatabaseRestore {
+            database: name,
+            bytes,
+            connections,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+
     let mut sql = reader::open(set_dir, manifest, store)?;
     let client = Client::new(target)?;
-    let mut child = Command::new(client_program()?)
-        .arg(client.defaults().arg())
-        .arg(CLIENT_MAX_PACKET)
-        .arg("--binary-mode")
-        .arg("--database")
-        .arg(&name)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("while starting the database client")?;
+    let LoadClient {
+        mut child,
+        stdin,
+        stderr: stderr_thread,
+    } = LoadClient::start(&client, &name)?;
     let terminate = crate::signals::terminate_on_signal(child.id());
-    let stdin = child.stdin.take().context("client has no stdin")?;
-    let mut stderr = child.stderr.take().context("client has no stderr")?;
-    let stderr_thread = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
     let mut guard = PacketGuard::new(stdin, state.max_packet);
     let copied = pump(&mut sql, &mut guard);
     if copied.is_err() {
@@ -176,14 +199,7 @@ pub fn load(
     drop(terminate);
     let client_err = stderr_thread.join().unwrap_or_default();
     if let Some(line) = too_long {
-        bail!(
-            "the statement at line {line} of the dump has more than {} bytes, more than the \
-             server's max_allowed_packet ({} bytes): raise it (e.g. SET GLOBAL \
-             max_allowed_packet = 1073741824, or max_allowed_packet in the [mysqld] section) \
-             and restore again; {partial}",
-            state.max_packet,
-            state.max_packet
-        );
+        return Err(too_long_error(line, state.max_packet, partial));
     }
     // A bad chunk (or the dump's checksum) stopped the copy, and the client
     // was killed for it: that is the cause to tell, not the client's death.
@@ -193,23 +209,14 @@ pub fn load(
         ));
     }
     if !status.success() {
-        let hint = if client_err.contains("max_allowed_packet")
-            || client_err.contains("packet bigger")
-            || client_err.contains("gone away")
-        {
-            format!(
-                " (the longest statement sent had {longest} bytes; the server's \
-                 max_allowed_packet is {}: raise it)",
-                state.max_packet
-            )
-        } else {
-            String::new()
-        };
-        let said = match client_errors(&client_err) {
-            text if text.is_empty() => String::new(),
-            text => format!(": {text}"),
-        };
-        bail!("loading the dump into `{name}` failed ({status}){said}{hint}; {partial}");
+        return Err(client_failed(
+            "the dump",
+            &name,
+            status,
+            &client_err,
+            (longest, state.max_packet),
+            partial,
+        ));
     }
     let bytes = copied
         .map_err(|e| match e {
@@ -219,18 +226,95 @@ pub fn load(
     Ok(DatabaseRestore {
         database: name,
         bytes,
+        connections: 1,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
+/// A statement at `line` of the dump the server would refuse as too long.
+pub(super) fn too_long_error(line: u64, max_packet: u64, partial: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the statement at line {line} of the dump has more than {max_packet} bytes, more than \
+         the server's max_allowed_packet ({max_packet} bytes): raise it (e.g. SET GLOBAL \
+         max_allowed_packet = 1073741824, or max_allowed_packet in the [mysqld] section) and \
+         restore again; {partial}"
+    )
+}
+
+/// A client that exited with `status` while loading `what` into `database`:
+/// its error lines, and a hint when the packet size is the likely cause
+/// (`packet`: the longest statement sent, the server's limit).
+pub(super) fn client_failed(
+    what: &str,
+    database: &str,
+    status: std::process::ExitStatus,
+    stderr: &str,
+    packet: (u64, u64),
+    partial: &str,
+) -> anyhow::Error {
+    let (longest, max_packet) = packet;
+    let hint = if stderr.contains("max_allowed_packet")
+        || stderr.contains("packet bigger")
+        || stderr.contains("gone away")
+    {
+        format!(
+            " (the longest statement sent had {longest} bytes; the server's \
+             max_allowed_packet is {max_packet}: raise it)"
+        )
+    } else {
+        String::new()
+    };
+    let said = match client_errors(stderr) {
+        text if text.is_empty() => String::new(),
+        text => format!(": {text}"),
+    };
+    anyhow::anyhow!("loading {what} into `{database}` failed ({status}){said}{hint}; {partial}")
+}
+
+/// A `mariadb` client reading SQL on its stdin into `database`, its
+/// stderr collected on a thread (so a chatty client cannot block).
+pub(super) struct LoadClient {
+    pub child: Child,
+    pub stdin: ChildStdin,
+    pub stderr: thread::JoinHandle<String>,
+}
+
+impl LoadClient {
+    pub fn start(client: &Client, database: &str) -> Result<LoadClient> {
+        let mut child = Command::new(client_program()?)
+            .arg(client.defaults().arg())
+            .arg(CLIENT_MAX_PACKET)
+            .arg("--binary-mode")
+            .arg("--database")
+            .arg(database)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("while starting the database client")?;
+        let stdin = child.stdin.take().context("client has no stdin")?;
+        let mut stderr = child.stderr.take().context("client has no stderr")?;
+        let stderr = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        Ok(LoadClient {
+            child,
+            stdin,
+            stderr,
+        })
+    }
+}
+
 /// Which side of [`pump`] failed.
-enum Pumped {
+pub(super) enum Pumped {
     Read(io::Error),
     Write(io::Error),
 }
 
 /// `io::copy` that tells a bad dump (reading) from a failing client (writing).
-fn pump(from: &mut impl Read, to: &mut impl Write) -> Result<u64, Pumped> {
+pub(super) fn pump(from: &mut impl Read, to: &mut impl Write) -> Result<u64, Pumped> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0;
     loop {
@@ -250,21 +334,21 @@ fn pump(from: &mut impl Read, to: &mut impl Write) -> Result<u64, Pumped> {
 /// instead of "gone away". mariadb-dump ends every statement with `;` at the
 /// end of a line, and a newline inside a value is always escaped, so a line
 /// ending in `;` ends a statement (rows of one INSERT may span lines).
-struct PacketGuard<W> {
-    inner: W,
+pub(super) struct PacketGuard<W> {
+    pub inner: W,
     limit: u64,
     /// 1-based line number where the current statement started.
     start_line: u64,
     line: u64,
     current: u64,
-    longest: u64,
+    pub longest: u64,
     last_byte: u8,
     /// The line where a statement over `limit` started.
-    too_long: Option<u64>,
+    pub too_long: Option<u64>,
 }
 
 impl<W> PacketGuard<W> {
-    fn new(inner: W, limit: u64) -> Self {
+    pub fn new(inner: W, limit: u64) -> Self {
         PacketGuard {
             inner,
             limit,
@@ -316,7 +400,7 @@ impl<W: Write> Write for PacketGuard<W> {
 
 /// The client's error lines, without the statement text it echoes in batch
 /// mode (which can be megabytes of hex).
-fn client_errors(stderr: &str) -> String {
+pub(super) fn client_errors(stderr: &str) -> String {
     let errors: Vec<&str> = stderr
         .lines()
         .filter(|l| l.starts_with("ERROR") || l.contains("error"))

@@ -6,5 +6,7 @@ pub mod checks;
 pub mod config;
 pub mod database;
 pub mod files;
+pub mod parallel;
 pub mod paths;
 pub mod s3;
+pub mod split;

@@ -219,3 +219,31 @@ pub fn paths_of_object(set_dir: &Path, object: &Path) -> Vec<String> {
         .map(|e| e.path)
         .collect()
 }
+
+/// [`edit_dump`] that keeps the set chunked: the edited text is cut into
+/// fixed `piece`-byte chunks put into the store (so statements straddle
+/// chunk edges), with a new chunk list, the manifest resealed.
+pub fn edit_dump_chunked(set_dir: &Path, piece: usize, edit: impl FnOnce(String) -> String) {
+    let text = edit(String::from_utf8(read_dump(set_dir)).unwrap());
+    let store = ObjectStore::open(&set_dir.join("../../objects")).unwrap();
+    let mut list = Vec::new();
+    let mut offset = 0u64;
+    for data in text.as_bytes().chunks(piece) {
+        let (info, _) = store
+            .put(&mut &data[..], kcbackup::repo::objects::Encoding::Zst)
+            .unwrap();
+        list.push(DumpChunk {
+            sha256: info.sha256,
+            offset,
+            size: data.len() as u64,
+            stored_bytes: info.stored_bytes,
+        });
+        offset += data.len() as u64;
+    }
+    edit_chunk_list(set_dir, |chunks| *chunks = list);
+    let sha = sha256_hex(text.as_bytes());
+    reseal(set_dir, |m| {
+        m["database"]["bytes"] = text.len().into();
+        m["database"]["sha256"] = sha.into();
+    });
+}
