@@ -297,8 +297,9 @@ pub struct DrillArgs {
     /// Where to create the scratch directory [default: $TMPDIR or /tmp].
     #[arg(long, value_name = "DIR")]
     pub scratch: Option<PathBuf>,
-    /// Connections loading the dump's tables at once [default: one per
-    /// core, at most 4]; 1 loads it as one stream.
+    /// Connections loading the dump's tables at once [default: half the
+    /// cores, at least 1, at most 4: the attachment restore runs beside
+    /// the load]; 1 loads it as one stream.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: Option<u16>,
     #[command(flatten)]

@@ -33,7 +33,7 @@ pub struct DrillOptions {
     pub keep: bool,
     /// Where to make the scratch directory (default: the system temp dir).
     pub scratch_parent: Option<PathBuf>,
-    /// Connections loading tables at once (default: [`database::default_jobs`]).
+    /// Connections loading tables at once (default: [`database::default_drill_jobs`]).
     pub jobs: Option<usize>,
 }
 
@@ -296,7 +296,7 @@ fn drill(settings: &Settings, opts: &DrillOptions, at: &mut Whereabouts) -> Resu
                 &target,
                 false,
                 &partial,
-                opts.jobs.unwrap_or_else(database::default_jobs),
+                opts.jobs.unwrap_or_else(database::default_drill_jobs),
             ))?;
             Ok((
                 sandbox,

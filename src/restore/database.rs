@@ -97,6 +97,14 @@ pub fn default_jobs() -> usize {
         .min(4)
 }
 
+/// The drill's default: its load runs beside the attachment restore, so
+/// it takes half the cores. On two cores one stream was the faster drill
+/// (database load 7.4 s against 7.0 s with two connections, but the
+/// attachment restore beside it 11.5 s against 17.3 s; README Benchmarks).
+pub fn default_drill_jobs() -> usize {
+    (thread::available_parallelism().map_or(1, |n| n.get()) / 2).clamp(1, 4)
+}
+
 /// Loads the set's dump into `target.database`, its tables over `jobs`
 /// connections at once (1: the one stream it is; see [`parallel`]). Refuses a database that
 /// already holds tables unless `force`, in which case it is dropped first.
