@@ -29,6 +29,7 @@
 /// `tests/`, beside their server) run the same checks as the unit tests.
 #[doc(hidden)]
 pub mod contract;
+pub mod encrypted;
 pub mod local;
 pub mod s3;
 mod s3_lock;
@@ -183,6 +184,9 @@ pub fn open(spec: &crate::settings::RepoSpec) -> Result<std::sync::Arc<dyn Stora
     match spec {
         crate::settings::RepoSpec::Local(root) => Ok(std::sync::Arc::new(LocalStorage::new(root))),
         crate::settings::RepoSpec::S3(repo) => Ok(std::sync::Arc::new(s3::S3Storage::new(repo)?)),
+        crate::settings::RepoSpec::Encrypted(inner, keys) => Ok(std::sync::Arc::new(
+            encrypted::EncryptedStorage::new(open(inner)?, keys)?,
+        )),
     }
 }
 
