@@ -215,6 +215,8 @@ fn an_encrypted_repository_holds_no_plaintext_and_reads_only_with_the_identity()
     let out = v.run(&v.writer, &["copy", "latest", "--to", "back"]);
     assert_eq!(out.code, Some(2), "copy from the vault: {}", out.stderr);
     assert!(out.assert_one_message("copy").contains("identity_file"));
+    let left: Vec<_> = fs::read_dir(&v.fx.tmp).unwrap().flatten().collect();
+    assert!(left.is_empty(), "plaintext left in TMPDIR: {left:?}");
 }
 
 #[test]

@@ -120,6 +120,13 @@ pub trait Storage: Send + Sync {
     /// Removes a set's staging directory that will not be published.
     fn abandon_set(&self, staging: &Path);
 
+    /// Whether this run can read what is stored: an encrypted repository
+    /// without its identity cannot (one line, exit 2). Readers that take no
+    /// shared lock (`list`) ask first.
+    fn check_readable(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// The ids of every published set (complete, incomplete or damaged), unsorted.
     fn set_ids(&self) -> Result<Vec<String>>;
 

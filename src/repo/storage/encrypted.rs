@@ -55,6 +55,8 @@ const CHUNK: u64 = 64 * 1024;
 const TAG: u64 = 16;
 /// Age's payload nonce, written before the first chunk.
 const NONCE: u64 = 16;
+/// Name of this run's private temporary directory (`TMPDIR`), then its pid.
+const TMP_PREFIX: &str = "kcbackup-age-";
 /// Associated data of sealed names: a name from another use never opens.
 const NAME_AD: &[u8] = b"kcbackup name v1";
 
@@ -105,7 +107,7 @@ impl EncryptedStorage {
             names.update(b"\n");
         }
         let tmp = tempfile::Builder::new()
-            .prefix("kcbackup-age-")
+            .prefix(&format!("{TMP_PREFIX}{}-", std::process::id()))
             .tempdir()
             .context("while creating a private temporary directory for encryption")?;
         fs::create_dir(tmp.path().join("cache"))?;
@@ -166,15 +168,16 @@ impl EncryptedStorage {
     }
 
     /// The stored name of logical `key`.
-    fn map(&self, key: &str) -> String {
-        match key.split_once('/') {
+    fn map(&self, key: &str) -> Result<String> {
+        super::check_key(key)?;
+        Ok(match key.split_once('/') {
             None => key.to_owned(),
             Some((SETS, _)) => key.to_owned(),
             Some((first, rest)) => {
                 let sealed = self.seal_name(rest);
                 format!("{first}/{}/{sealed}", &sealed[..2])
             }
-        }
+        })
     }
 
     /// The logical key of stored name `stored`, `None` for what is not ours.
@@ -359,7 +362,7 @@ impl Storage for EncryptedStorage {
     }
 
     fn locate(&self, key: &str) -> String {
-        self.inner.locate(&self.map(key))
+        self.inner.locate(&self.map(key).unwrap_or_else(|_| key.to_owned()))
     }
 
     fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<bool> {
@@ -368,7 +371,7 @@ impl Storage for EncryptedStorage {
         }
         let mut sealed = Vec::with_capacity(data.len() + REGION as usize + 64);
         self.encrypt(&mut &data[..], &mut sealed)?;
-        self.inner.put_if_absent(&self.map(key), &sealed)
+        self.inner.put_if_absent(&self.map(key)?, &sealed)
     }
 
     fn get(&self, key: &str) -> Result<Box<dyn BufRead + Send>> {
@@ -376,7 +379,7 @@ impl Storage for EncryptedStorage {
             return self.inner.get(key);
         }
         self.need_identity()?;
-        let stored = self.inner.get(&self.map(key))?;
+        let stored = self.inner.get(&self.map(key)?)?;
         self.decrypt(stored, key)
     }
 
@@ -386,7 +389,7 @@ impl Storage for EncryptedStorage {
         }
         Ok(self
             .inner
-            .stat(&self.map(key))?
+            .stat(&self.map(key)?)?
             .map(|n| plain_size(n).unwrap_or(0)))
     }
 
@@ -412,11 +415,11 @@ impl Storage for EncryptedStorage {
     }
 
     fn delete(&self, lock: &ExclusiveLock, key: &str) -> Result<bool> {
-        self.inner.delete(lock, &self.map(key))
+        self.inner.delete(lock, &self.map(key)?)
     }
 
     fn move_aside(&self, key: &str, to: &str) -> Result<bool> {
-        self.inner.move_aside(&self.map(key), &self.map_aside(to))
+        self.inner.move_aside(&self.map(key)?, &self.map_aside(to))
     }
 
     fn stage(&self, _prefix: &str) -> Result<StagedFile> {
@@ -434,9 +437,9 @@ impl Storage for EncryptedStorage {
         let mut result = Ok(());
         for (plain, key) in &batch {
             if result.is_ok() {
-                let stored = self.map(key);
-                let first = stored.split('/').next().unwrap_or("").to_owned();
                 result = (|| {
+                    let stored = self.map(key)?;
+                    let first = stored.split('/').next().unwrap_or("").to_owned();
                     let staged = self.inner.stage(&first)?;
                     sealed.push((staged.path, stored));
                     let mut from = File::open(plain)?;
@@ -523,6 +526,10 @@ impl Storage for EncryptedStorage {
         let _ = fs::remove_dir_all(staging);
     }
 
+    fn check_readable(&self) -> Result<()> {
+        self.need_identity()
+    }
+
     fn set_ids(&self) -> Result<Vec<String>> {
         self.inner.set_ids()
     }
@@ -588,8 +595,36 @@ impl Storage for EncryptedStorage {
         self.inner.set_aside(prefix)
     }
 
+    /// Also the plaintext of sets not published (this run's, and the
+    /// temporary directories of runs that died).
     fn remove_leftovers(&self, lock: &ExclusiveLock) -> Result<Vec<String>> {
-        self.inner.remove_leftovers(lock)
+        let removed = self.inner.remove_leftovers(lock)?;
+        if let Ok(mut staging) = self.staging.lock() {
+            staging.retain(|plain, inner| {
+                let keep = inner.exists();
+                if !keep {
+                    let _ = fs::remove_dir_all(plain);
+                }
+                keep
+            });
+        }
+        let parent = self.tmp.path().parent().unwrap_or(Path::new("/tmp"));
+        for entry in fs::read_dir(parent).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix(TMP_PREFIX)
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<i32>().ok());
+            // Signal 0 only asks whether the process is there.
+            let dead = pid.is_some_and(|pid| {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                    == Err(nix::errno::Errno::ESRCH)
+            });
+            if dead {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+        Ok(removed)
     }
 
     /// Writers that need no identity are a backup and a copy into this
@@ -628,6 +663,51 @@ mod tests {
         }
     }
 
+    fn encrypted_local(dir: &Path) -> EncryptedStorage {
+        let root = dir.join("r");
+        fs::create_dir_all(root.join(SETS)).unwrap();
+        let inner: Arc<dyn Storage> = Arc::new(super::super::LocalStorage::new(&root));
+        EncryptedStorage::new(inner, &keys(dir)).unwrap()
+    }
+
+    #[test]
+    fn the_storage_contract_holds_through_encryption() {
+        use super::super::contract;
+        let dir = tempfile::tempdir().unwrap();
+        let s = encrypted_local(dir.path());
+        contract::records_are_written_once(&s);
+        contract::stat_list_and_delete(&s);
+        contract::commit_says_which_keys_are_new(&s);
+        contract::a_set_is_visible_only_once_published(&s);
+        contract::move_aside_never_replaces(&s);
+    }
+
+    #[test]
+    fn another_identity_cannot_read_and_none_is_refused_as_usage() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = encrypted_local(dir.path());
+        assert!(s.put_if_absent("drills/a.json", b"secret").unwrap());
+        let other = tempfile::tempdir().unwrap();
+        let spec = keys(other.path());
+        let inner: Arc<dyn Storage> =
+            Arc::new(super::super::LocalStorage::new(&dir.path().join("r")));
+        let wrong = EncryptedStorage::new(inner.clone(), &spec).unwrap();
+        // Another key pair seals names differently: the record is not even listed.
+        assert!(super::super::contract::listed(&wrong, "drills").is_empty());
+        let writer = EncryptedStorage::new(
+            inner,
+            &EncryptionSpec {
+                recipients_file: Some(dir.path().join("recipients")),
+                identity_file: None,
+                what: "[repositories.t]".into(),
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let err = writer.get("drills/a.json").err().unwrap();
+        assert_eq!(crate::error::exit_for(&err), crate::error::Exit::Usage);
+        assert!(format!("{err:#}").contains("identity_file"), "{err:#}");
+    }
+
     #[test]
     fn sizes_round_trip_through_the_framing_and_names_through_sealing() {
         let dir = tempfile::tempdir().unwrap();
@@ -646,9 +726,9 @@ mod tests {
             assert_eq!(back, data);
         }
         let key = "objects/ab/abcdef.zst";
-        let stored = s.map(key);
+        let stored = s.map(key).unwrap();
         assert!(stored.starts_with("objects/") && !stored.contains("abcdef"));
-        assert_eq!(s.map(key), stored, "deterministic");
+        assert_eq!(s.map(key).unwrap(), stored, "deterministic");
         assert_eq!(s.unmap(&stored).as_deref(), Some(key));
         assert_eq!(s.unmap("objects/zz/00"), None);
     }
