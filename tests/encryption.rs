@@ -234,6 +234,17 @@ fn a_second_night_stores_only_the_new_objects_as_a_plain_repository_does() {
     assert_eq!(vault2 - vault1, plain2 - plain1, "the same objects are new");
     let verify = v.ok(&v.reader, &["verify", &second, "--json"]);
     assert_eq!(verify["ok"], true, "{verify}");
+
+    // Prune's garbage collection reads the sealed names back: it deletes
+    // what only the first set needed, as it does in the clear.
+    let out = v.run(&v.writer, &["prune", "--keep-last", "1"]);
+    assert_eq!(out.code, Some(2), "prune needs the identity: {}", out.stderr);
+    v.ok(&v.reader, &["prune", "--keep-last", "1", "--json"]);
+    v.fx.run_with(&v.fx.config, &["prune", "--keep-last", "1", "--json"]);
+    assert_eq!(object_files(&v.vault), object_files(&v.fx.repo));
+    assert!(object_files(&v.vault) < vault2, "something was deleted");
+    let verify = v.ok(&v.reader, &["verify", &second, "--json"]);
+    assert_eq!(verify["ok"], true, "after prune: {verify}");
 }
 
 #[test]
