@@ -210,7 +210,8 @@ fn an_encrypted_repository_holds_no_plaintext_and_reads_only_with_the_identity()
         let line = out.assert_one_message(&format!("{args:?}"));
         assert!(line.contains("identity_file"), "{line}");
     }
-    let out = v.fx.run_with(&v.writer, &["copy", "latest", "--to", "back"]);
+    let out =
+        v.fx.run_with(&v.writer, &["copy", "latest", "--to", "back"]);
     assert_eq!(out.code, Some(0), "copy from the plain one: {}", out.stderr);
     let out = v.run(&v.writer, &["copy", "latest", "--to", "back"]);
     assert_eq!(out.code, Some(2), "copy from the vault: {}", out.stderr);
@@ -230,7 +231,10 @@ fn a_second_night_stores_only_the_new_objects_as_a_plain_repository_does() {
     v.fx.backup_ok();
     let second = v.backup(&v.writer);
     let (plain2, vault2) = (object_files(&v.fx.repo), object_files(&v.vault));
-    assert!(plain2 > plain1 && plain2 - plain1 < plain1, "{plain1} {plain2}");
+    assert!(
+        plain2 > plain1 && plain2 - plain1 < plain1,
+        "{plain1} {plain2}"
+    );
     assert_eq!(vault2 - vault1, plain2 - plain1, "the same objects are new");
     let verify = v.ok(&v.reader, &["verify", &second, "--json"]);
     assert_eq!(verify["ok"], true, "{verify}");
@@ -238,7 +242,12 @@ fn a_second_night_stores_only_the_new_objects_as_a_plain_repository_does() {
     // Prune's garbage collection reads the sealed names back: it deletes
     // what only the first set needed, as it does in the clear.
     let out = v.run(&v.writer, &["prune", "--keep-last", "1"]);
-    assert_eq!(out.code, Some(2), "prune needs the identity: {}", out.stderr);
+    assert_eq!(
+        out.code,
+        Some(2),
+        "prune needs the identity: {}",
+        out.stderr
+    );
     v.ok(&v.reader, &["prune", "--keep-last", "1", "--json"]);
     v.fx.run_with(&v.fx.config, &["prune", "--keep-last", "1", "--json"]);
     assert_eq!(object_files(&v.vault), object_files(&v.fx.repo));
@@ -257,10 +266,16 @@ fn copies_into_an_encrypted_repository_and_back_verify() {
     v.ok(&v.reader, &["verify", &set, "--json"]);
     v.ok(&v.reader, &["copy", &set, "--to", "back", "--json"]);
     let back = v.back.display().to_string();
-    let verify = v
-        .fx
-        .run_with(&v.reader, &["--repository", &back, "verify", &set, "--json"]);
-    assert_eq!(verify.code, Some(0), "verify the copy back: {}", verify.stderr);
+    let verify = v.fx.run_with(
+        &v.reader,
+        &["--repository", &back, "verify", &set, "--json"],
+    );
+    assert_eq!(
+        verify.code,
+        Some(0),
+        "verify the copy back: {}",
+        verify.stderr
+    );
     assert_eq!(object_files(&v.back), object_files(&v.fx.repo));
 }
 
@@ -333,6 +348,9 @@ fn an_encrypted_s3_repository_holds_no_plaintext_and_is_not_warned_about() {
             assert!(!holds(&data, h.as_bytes()), "{key} holds a content hash");
         }
     }
-    let verify = fx.run_with(&config, &["--repository", "sealed", "verify", &set, "--json"]);
+    let verify = fx.run_with(
+        &config,
+        &["--repository", "sealed", "verify", &set, "--json"],
+    );
     assert_eq!(verify.code, Some(0), "{}", verify.stderr);
 }

@@ -228,7 +228,12 @@ impl EncryptedStorage {
         key: &str,
     ) -> Result<Box<dyn BufRead + Send>> {
         self.need_identity()?;
-        let damaged = || format!("{} is not a kcbackup age file or is damaged", self.locate(key));
+        let damaged = || {
+            format!(
+                "{} is not a kcbackup age file or is damaged",
+                self.locate(key)
+            )
+        };
         let mut region = vec![0; REGION as usize];
         stored.read_exact(&mut region).with_context(damaged)?;
         let len = usize::from(u16::from_be_bytes([region[16], region[17]]));
@@ -253,7 +258,8 @@ impl EncryptedStorage {
 
     /// Decrypts the file at `from` (stored as `key`) into `to`, atomically.
     fn decrypt_file(&self, from: &Path, key: &str, to: &Path) -> Result<()> {
-        let stored = File::open(from).with_context(|| format!("while reading {}", from.display()))?;
+        let stored =
+            File::open(from).with_context(|| format!("while reading {}", from.display()))?;
         let mut plain = self.decrypt(Box::new(BufReader::new(stored)), key)?;
         let part = to.with_extension("part");
         let mut out = BufWriter::new(File::create(&part)?);
@@ -329,9 +335,8 @@ impl<W: Write> Write for Framer<W> {
 
 /// The age keys in `path`, one a line (`#` comments and blank lines skipped).
 fn parse_keys<K: FromStr>(path: &Path, what: &str, looks: &str) -> Result<Vec<K>> {
-    let text = fs::read_to_string(path).map_err(|e| {
-        ConfigError(format!("{what} {}: cannot be read: {e}", path.display()))
-    })?;
+    let text = fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{what} {}: cannot be read: {e}", path.display())))?;
     let mut keys = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -362,7 +367,8 @@ impl Storage for EncryptedStorage {
     }
 
     fn locate(&self, key: &str) -> String {
-        self.inner.locate(&self.map(key).unwrap_or_else(|_| key.to_owned()))
+        self.inner
+            .locate(&self.map(key).unwrap_or_else(|_| key.to_owned()))
     }
 
     fn put_if_absent(&self, key: &str, data: &[u8]) -> Result<bool> {
@@ -515,11 +521,7 @@ impl Storage for EncryptedStorage {
     }
 
     fn abandon_set(&self, staging: &Path) {
-        let inner = self
-            .staging
-            .lock()
-            .ok()
-            .and_then(|mut s| s.remove(staging));
+        let inner = self.staging.lock().ok().and_then(|mut s| s.remove(staging));
         if let Some(inner) = inner {
             self.inner.abandon_set(&inner);
         }
@@ -564,7 +566,9 @@ impl Storage for EncryptedStorage {
         self.inner.fetch_set(id)?;
         let cache = self.set_dir(id)?;
         let inner = self.inner.set_dir(id)?;
-        for entry in fs::read_dir(&inner).with_context(|| format!("while listing {}", inner.display()))? {
+        for entry in
+            fs::read_dir(&inner).with_context(|| format!("while listing {}", inner.display()))?
+        {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let to = cache.join(&name);
@@ -711,7 +715,8 @@ mod tests {
     #[test]
     fn sizes_round_trip_through_the_framing_and_names_through_sealing() {
         let dir = tempfile::tempdir().unwrap();
-        let inner: Arc<dyn Storage> = Arc::new(super::super::LocalStorage::new(&dir.path().join("r")));
+        let inner: Arc<dyn Storage> =
+            Arc::new(super::super::LocalStorage::new(&dir.path().join("r")));
         let s = EncryptedStorage::new(inner, &keys(dir.path())).unwrap();
         for n in [0usize, 1, 65535, 65536, 65537, 200_000] {
             let data = vec![7u8; n];
