@@ -57,6 +57,10 @@ const TAG: u64 = 16;
 const NONCE: u64 = 16;
 /// Name of this run's private temporary directory (`TMPDIR`), then its pid.
 const TMP_PREFIX: &str = "kcbackup-age-";
+/// Where the key marker is: a record under a sealed name that only the
+/// repository's own keys produce, so other keys are refused, not used to
+/// write a second, unreadable store beside the first.
+const MARKER: &str = "encryption/marker";
 /// Associated data of sealed names: a name from another use never opens.
 const NAME_AD: &[u8] = b"kcbackup name v1";
 
@@ -111,7 +115,7 @@ impl EncryptedStorage {
             .tempdir()
             .context("while creating a private temporary directory for encryption")?;
         fs::create_dir(tmp.path().join("cache"))?;
-        Ok(EncryptedStorage {
+        let storage = EncryptedStorage {
             inner,
             recipients,
             identities,
@@ -120,7 +124,33 @@ impl EncryptedStorage {
             tmp,
             staging: Mutex::new(HashMap::new()),
             cached: Mutex::new(Default::default()),
-        })
+        };
+        storage.check_keys()?;
+        Ok(storage)
+    }
+
+    /// Whether the key marker is there; refuses (exit 2) keys that are not
+    /// the repository's, which a marker of other keys shows.
+    fn check_keys(&self) -> Result<bool> {
+        let (mut ours, mut others) = (false, false);
+        let prefix = MARKER.split('/').next().unwrap_or(MARKER);
+        self.inner.list(prefix, &mut |stored, _| {
+            match self.unmap(stored).as_deref() {
+                Some(MARKER) => ours = true,
+                _ => others = true,
+            }
+            Ok(())
+        })?;
+        if others && !ours {
+            return Err(ConfigError(format!(
+                "the repository {} is encrypted to other keys than those of {} \
+                 (recipients_file or identity_file): it would not read or deduplicate",
+                self.inner.location(),
+                self.what
+            ))
+            .into());
+        }
+        Ok(ours)
     }
 
     fn need_identity(&self) -> Result<()> {
@@ -637,7 +667,11 @@ impl Storage for EncryptedStorage {
         if !(operation == "backup" || operation.starts_with("copy from ")) {
             self.need_identity()?;
         }
-        self.inner.lock_exclusive(operation, wait)
+        let lock = self.inner.lock_exclusive(operation, wait)?;
+        if !self.recipients.is_empty() && !self.check_keys()? {
+            self.put_if_absent(MARKER, b"kcbackup\n")?;
+        }
+        Ok(lock)
     }
 
     fn lock_shared(&self, operation: &str, wait: Duration) -> Result<SharedLock> {
@@ -710,6 +744,15 @@ mod tests {
         let err = writer.get("drills/a.json").err().unwrap();
         assert_eq!(crate::error::exit_for(&err), crate::error::Exit::Usage);
         assert!(format!("{err:#}").contains("identity_file"), "{err:#}");
+        // Once a writer marked the repository, other keys are refused.
+        drop(writer.lock_exclusive("backup", Duration::ZERO).unwrap());
+        let inner: Arc<dyn Storage> =
+            Arc::new(super::super::LocalStorage::new(&dir.path().join("r")));
+        let err = EncryptedStorage::new(inner, &keys(other.path()))
+            .err()
+            .unwrap();
+        assert!(format!("{err:#}").contains("other keys"), "{err:#}");
+        assert_eq!(crate::error::exit_for(&err), crate::error::Exit::Usage);
     }
 
     #[test]
