@@ -18,6 +18,7 @@
 //!   store. Set ids (UTC times) and set file names (`manifest.json`, the
 //!   dump's fixed names) stay plain: object storage publishes a set by its
 //!   manifest's name, and they carry no content hash.
+//! - A marker record (`encryption/marker`, sealed) refuses other keys.
 //! - The name key is SHA-256 of the sorted recipients: writers have them in
 //!   `recipients_file`, readers derive them from `identity_file`. The
 //!   provider never sees a public key (age headers do not carry it).
