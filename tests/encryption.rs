@@ -227,6 +227,12 @@ fn a_second_night_stores_only_the_new_objects_as_a_plain_repository_does() {
     v.backup(&v.writer);
     let (plain1, vault1) = (object_files(&v.fx.repo), object_files(&v.vault));
     assert_eq!(plain1, vault1, "one stored file per object");
+    let bytes = |r: &Path| files(r).iter().map(|(_, d)| d.len()).sum::<usize>();
+    eprintln!(
+        "stored bytes, {plain1} objects: plain {}, encrypted {}",
+        bytes(&v.fx.repo),
+        bytes(&v.vault)
+    );
     add_attachments(common::server(), &mut v.fx.store, 4, 7).expect("adding");
     v.fx.backup_ok();
     let second = v.backup(&v.writer);

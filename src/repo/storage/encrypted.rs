@@ -50,7 +50,11 @@ use crate::settings::EncryptionSpec;
 /// First bytes of every encrypted file: what it is and its framing's version.
 const MAGIC: &[u8; 16] = b"kcbackup-age-v1\n";
 /// Bytes before age's payload: magic, header length (u16), header, padding.
-pub const REGION: u64 = 2048;
+/// Age's header is 70 bytes, 98 per X25519 recipient and a random "grease"
+/// stanza of at most about 210: [`MAX_RECIPIENTS`] fit.
+pub const REGION: u64 = 1024;
+/// The most recipients whose header fits the region.
+pub const MAX_RECIPIENTS: usize = 7;
 /// Age's STREAM: plaintext chunk size and the tag each chunk gets.
 const CHUNK: u64 = 64 * 1024;
 const TAG: u64 = 16;
@@ -105,6 +109,13 @@ impl EncryptedStorage {
         sorted.dedup();
         recipients.sort_by_key(ToString::to_string);
         recipients.dedup_by_key(|r| r.to_string());
+        if recipients.len() > MAX_RECIPIENTS {
+            return Err(ConfigError(format!(
+                "{what} recipients_file: {} recipients, at most {MAX_RECIPIENTS} fit",
+                recipients.len()
+            ))
+            .into());
+        }
         let mut names = Sha256::new();
         names.update(b"kcbackup name key v1\n");
         for r in &sorted {
@@ -753,6 +764,40 @@ mod tests {
             .err()
             .unwrap();
         assert!(format!("{err:#}").contains("other keys"), "{err:#}");
+        assert_eq!(crate::error::exit_for(&err), crate::error::Exit::Usage);
+    }
+
+    #[test]
+    fn the_most_recipients_fit_the_region_and_one_more_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<_> = (0..=MAX_RECIPIENTS)
+            .map(|_| age::x25519::Identity::generate())
+            .collect();
+        let write = |n: usize| {
+            let r = dir.path().join(format!("r{n}"));
+            let text: String = ids[..n]
+                .iter()
+                .map(|i| format!("{}\n", i.to_public()))
+                .collect();
+            fs::write(&r, text).unwrap();
+            EncryptionSpec {
+                recipients_file: Some(r),
+                identity_file: None,
+                what: "[repositories.t]".into(),
+            }
+        };
+        let inner: Arc<dyn Storage> =
+            Arc::new(super::super::LocalStorage::new(&dir.path().join("r")));
+        let s = EncryptedStorage::new(inner.clone(), &write(MAX_RECIPIENTS)).unwrap();
+        // The grease stanza's size is random: many headers, each must fit.
+        for _ in 0..200 {
+            let mut sealed = Vec::new();
+            s.encrypt(&mut &b"x"[..], &mut sealed).unwrap();
+            assert_eq!(plain_size(sealed.len() as u64), Some(1));
+        }
+        let err = EncryptedStorage::new(inner, &write(MAX_RECIPIENTS + 1))
+            .err()
+            .unwrap();
         assert_eq!(crate::error::exit_for(&err), crate::error::Exit::Usage);
     }
 
