@@ -283,6 +283,17 @@ fn copies_into_an_encrypted_repository_and_back_verify() {
         verify.stderr
     );
     assert_eq!(object_files(&v.back), object_files(&v.fx.repo));
+
+    // A flipped byte in a stored (encrypted) object: verify finds it.
+    let (name, mut data) = files(&v.vault.join("objects"))
+        .into_iter()
+        .find(|(n, d)| !n.starts_with('.') && d.len() > 1100)
+        .expect("an object");
+    let at = data.len() - 20;
+    data[at] ^= 0x01;
+    fs::write(v.vault.join("objects").join(&name), &data).unwrap();
+    let verify = v.run(&v.reader, &["verify", &set, "--json"]);
+    assert_eq!(verify.code, Some(3), "a flipped byte: {}", verify.stderr);
 }
 
 #[test]
