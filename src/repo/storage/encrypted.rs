@@ -1,32 +1,15 @@
 //! Encryption at rest (`encryption = "age"`): a [`Storage`] wrapping any other
-//! (local or S3) so that every byte it stores is age-encrypted to the
-//! repository's X25519 recipients and no stored name shows a content hash.
+//! (local or S3) that age-encrypts every stored file but `config` to the
+//! repository's X25519 recipients and seals every name below `objects/` etc.
 //!
-//! - Contents: objects, indexes, chunk lists, manifests and drill reports
-//!   are age files, framed as `MAGIC`, the header's length, the age header
-//!   padded to [`REGION`] bytes, then age's payload. The fixed region makes
-//!   a plaintext size computable from a stored size alone (age's STREAM adds
-//!   16 bytes per 64 KiB chunk after a 16-byte nonce), so `stat` and `list`
-//!   report the plaintext sizes that manifests record, with one HEAD on S3.
-//!   Only `config` (format, repository id, chunker parameters: nothing of
-//!   the mail) stays plain, because writers, who hold no identity, read it.
-//! - Names: everything but the first component (`objects`, `drills`) is
-//!   sealed with AES-SIV, a deterministic authenticated encryption: the same
-//!   key always gives the same name (so deduplication works across nights),
-//!   the name reveals nothing of the key, and `list` opens it again, so
-//!   prune's garbage collection needs no name map that could drift from the
-//!   store. Set ids (UTC times) and set file names (`manifest.json`, the
-//!   dump's fixed names) stay plain: object storage publishes a set by its
-//!   manifest's name, and they carry no content hash.
-//! - A marker record (`encryption/marker`, sealed) refuses other keys.
-//! - The name key is SHA-256 of the sorted recipients: writers have them in
-//!   `recipients_file`, readers derive them from `identity_file`. The
-//!   provider never sees a public key (age headers do not carry it).
-//!
-//! Writers need only the recipients; reading (verify, restore, drill, list,
-//! prune, copy from) needs the identity and is refused in one line (exit 2)
-//! when it is missing. Plaintext is staged in a private temporary directory
-//! (`TMPDIR`), never in the repository.
+//! Choices (README "Encryption at rest"): contents carry age's header padded
+//! to a fixed [`REGION`], so a stored size gives the plaintext size `stat`
+//! must report. Names are AES-SIV of the logical key (deterministic, so
+//! deduplication works across nights; reversible, so `list` and prune need
+//! no name map that could drift), keyed by SHA-256 of the sorted recipients,
+//! which writers hold and readers derive from the identity. Set ids and set
+//! file names stay plain: they hold no content hash. Plaintext is staged in
+//! `$TMPDIR`, never in the repository.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -303,7 +286,9 @@ impl EncryptedStorage {
         let stored =
             File::open(from).with_context(|| format!("while reading {}", from.display()))?;
         let mut plain = self.decrypt(Box::new(BufReader::new(stored)), key)?;
-        let part = to.with_extension("part");
+        let mut part = to.as_os_str().to_owned();
+        part.push(".part");
+        let part = PathBuf::from(part);
         let mut out = BufWriter::new(File::create(&part)?);
         io::copy(&mut plain, &mut out).with_context(|| format!("while decrypting {key}"))?;
         out.flush()?;
