@@ -263,7 +263,10 @@ fn samples(
             &[],
             metrics::tree_bytes(root) as f64,
         ));
-        if let Ok(sets) = Repository::open(root).and_then(|r| r.sets()) {
+        // An encrypted repository's sets are counted only by a run that can read them.
+        if let Ok(sets) = Repository::open_at(&settings.repository)
+            .and_then(|r| r.storage().check_readable().and_then(|()| r.sets()))
+        {
             for status in ["complete", "incomplete", "damaged"] {
                 let n = sets.iter().filter(|x| x.status() == status).count();
                 s.push(Sample::new(

@@ -92,13 +92,10 @@ pub fn run(settings: &Settings, opts: &CopyOptions) -> Result<CopyReport> {
             opts.to
         ));
     }
-    let parallel = match &target_spec {
-        crate::settings::RepoSpec::S3(s) => s.parallel,
-        crate::settings::RepoSpec::Local(_) => match &settings.repository {
-            crate::settings::RepoSpec::S3(s) => s.parallel,
-            crate::settings::RepoSpec::Local(_) => 2,
-        },
-    };
+    let parallel = target_spec
+        .s3()
+        .or(settings.repository.s3())
+        .map_or(2, |s| s.parallel);
     let source = Repository::open_at(&settings.repository)?;
     let mut shared = source.lock_shared_waiting("copy", opts.lock_wait)?;
     let target = Repository::open_or_create_at(&target_spec)

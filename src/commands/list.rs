@@ -42,6 +42,7 @@ pub fn run(settings: &Settings) -> Result<Vec<SetLine>> {
     let Some(repo) = Repository::open_if_exists_at(&settings.repository)? else {
         return Ok(Vec::new());
     };
+    repo.storage().check_readable()?;
     let drills = super::drill::last_drills(&repo);
     let store = repo.objects()?;
     let last_drill = |id: &str| {

@@ -73,7 +73,7 @@ impl Repository {
 
     /// [`Self::open_or_create`] for any repository (local or S3).
     pub fn open_or_create_at(spec: &RepoSpec) -> Result<Repository> {
-        if let RepoSpec::Local(root) = spec {
+        if let Some(root) = spec.local() {
             for dir in [root.to_path_buf(), root.join("sets"), root.join("objects")] {
                 fs::DirBuilder::new()
                     .recursive(true)
@@ -85,8 +85,7 @@ impl Repository {
             }
         }
         if let RepoSpec::S3(s3) = spec {
-            // Encryption at rest (issue 14's `encryption = "age"`) is not
-            // built yet: whoever runs the storage can read these backups.
+            // Allowed (issue 14), but whoever runs the storage can read it.
             tracing::warn!(
                 "the repository {} is not encrypted: the storage provider can read the mail in it",
                 s3.url()
@@ -127,7 +126,7 @@ impl Repository {
     /// [`Self::open_if_exists`] for any repository: a local one is there
     /// once it has `sets/`, a remote one once it has its `config`.
     pub fn open_if_exists_at(spec: &RepoSpec) -> Result<Option<Repository>> {
-        if let RepoSpec::Local(root) = spec
+        if let Some(root) = spec.local()
             && !root.join("sets").is_dir()
         {
             return Ok(None);

@@ -29,6 +29,7 @@
 /// `tests/`, beside their server) run the same checks as the unit tests.
 #[doc(hidden)]
 pub mod contract;
+pub mod encrypted;
 pub mod local;
 pub mod s3;
 mod s3_lock;
@@ -119,6 +120,13 @@ pub trait Storage: Send + Sync {
     /// Removes a set's staging directory that will not be published.
     fn abandon_set(&self, staging: &Path);
 
+    /// Whether this run can read what is stored: an encrypted repository
+    /// without its identity cannot (one line, exit 2). Readers that take no
+    /// shared lock (`list`) ask first.
+    fn check_readable(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// The ids of every published set (complete, incomplete or damaged), unsorted.
     fn set_ids(&self) -> Result<Vec<String>>;
 
@@ -183,6 +191,9 @@ pub fn open(spec: &crate::settings::RepoSpec) -> Result<std::sync::Arc<dyn Stora
     match spec {
         crate::settings::RepoSpec::Local(root) => Ok(std::sync::Arc::new(LocalStorage::new(root))),
         crate::settings::RepoSpec::S3(repo) => Ok(std::sync::Arc::new(s3::S3Storage::new(repo)?)),
+        crate::settings::RepoSpec::Encrypted(inner, keys) => Ok(std::sync::Arc::new(
+            encrypted::EncryptedStorage::new(open(inner)?, keys)?,
+        )),
     }
 }
 

@@ -17,7 +17,7 @@ use crate::error::{ConfigError, config_error};
 use kopano_cfg::KopanoCfg;
 use tool::ToolConfig;
 
-pub use repos::{RepoSpec, Repositories, S3Repo};
+pub use repos::{EncryptionSpec, RepoSpec, Repositories, S3Repo};
 
 /// Used when neither `--config` nor `KCBACKUP_CONFIG` is given; may be absent.
 pub const DEFAULT_TOOL_CONFIG: &str = "/etc/kcbackup/kcbackup.toml";

@@ -20,6 +20,20 @@ pub const MAX_PARALLEL: usize = 64;
 pub enum RepoSpec {
     Local(PathBuf),
     S3(S3Repo),
+    /// Either of the others with everything stored encrypted (`encryption = "age"`).
+    Encrypted(Box<RepoSpec>, EncryptionSpec),
+}
+
+/// `encryption = "age"`: where the keys are. They are read when the
+/// repository is opened (src/repo/storage/encrypted.rs), never logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionSpec {
+    /// Age public keys: enough to write.
+    pub recipients_file: Option<PathBuf>,
+    /// The age private key: needed to read.
+    pub identity_file: Option<PathBuf>,
+    /// The config section, for messages (`[repositories.offsite]`).
+    pub what: String,
 }
 
 /// A repository on S3-compatible object storage: every key below `prefix`
@@ -60,13 +74,29 @@ impl RepoSpec {
         match self {
             RepoSpec::Local(p) => Some(p),
             RepoSpec::S3(_) => None,
+            RepoSpec::Encrypted(inner, _) => inner.local(),
         }
+    }
+
+    /// The S3 repository, encrypted or not.
+    pub fn s3(&self) -> Option<&S3Repo> {
+        match self {
+            RepoSpec::S3(s) => Some(s),
+            RepoSpec::Local(_) => None,
+            RepoSpec::Encrypted(inner, _) => inner.s3(),
+        }
+    }
+
+    /// Whether what is stored is encrypted.
+    pub fn encrypted(&self) -> bool {
+        matches!(self, RepoSpec::Encrypted(..))
     }
 
     /// Whether this is the same repository as `other` (same directory, or
     /// same bucket and prefix on the same endpoint).
     pub fn same_place(&self, other: &RepoSpec) -> bool {
         match (self, other) {
+            (RepoSpec::Encrypted(a, _), b) | (b, RepoSpec::Encrypted(a, _)) => a.same_place(b),
             (RepoSpec::Local(a), RepoSpec::Local(b)) => {
                 let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
                 canon(a) == canon(b)
@@ -84,6 +114,7 @@ impl fmt::Display for RepoSpec {
         match self {
             RepoSpec::Local(p) => write!(f, "{}", p.display()),
             RepoSpec::S3(s) => f.write_str(&s.url()),
+            RepoSpec::Encrypted(inner, _) => inner.fmt(f),
         }
     }
 }
@@ -195,6 +226,40 @@ impl Repositories {
     }
 
     fn spec(&self, s: &RepositorySection, what: &str) -> anyhow::Result<RepoSpec> {
+        let plain = self.plain_spec(s, what)?;
+        let file = self.file.display();
+        match s.encryption.as_deref() {
+            None => {
+                if s.recipients_file.is_some() || s.identity_file.is_some() {
+                    return config_error(format!(
+                        "{file}: {what} recipients_file and identity_file need encryption = \"age\""
+                    ));
+                }
+                Ok(plain)
+            }
+            Some("age") => {
+                if s.recipients_file.is_none() && s.identity_file.is_none() {
+                    return config_error(format!(
+                        "{file}: {what} encryption = \"age\" needs recipients_file (to write) \
+                         and/or identity_file (to read)"
+                    ));
+                }
+                Ok(RepoSpec::Encrypted(
+                    Box::new(plain),
+                    EncryptionSpec {
+                        recipients_file: s.recipients_file.clone(),
+                        identity_file: s.identity_file.clone(),
+                        what: what.to_owned(),
+                    },
+                ))
+            }
+            Some(other) => config_error(format!(
+                "{file}: {what} encryption = {other:?}: the only one is \"age\""
+            )),
+        }
+    }
+
+    fn plain_spec(&self, s: &RepositorySection, what: &str) -> anyhow::Result<RepoSpec> {
         let file = self.file.display();
         let parallel = match s.parallel {
             Some(n) if n == 0 || n > MAX_PARALLEL => {
@@ -364,15 +429,22 @@ mod tests {
     }
 
     #[test]
-    fn encryption_is_refused_until_it_exists() {
-        // Not built yet: a config asking for it must not get plaintext silently.
-        let err = super::super::tool::parse_str(
-            "[repositories.x]\nurl = \"s3://bkt/a\"\nencryption = \"age\"\n",
-            Path::new("/k.toml"),
-        )
-        .unwrap_err();
-        assert_eq!(crate::error::exit_for(&err), crate::error::Exit::Usage);
-        assert!(format!("{err:#}").contains("encryption"), "{err:#}");
+    fn encryption_needs_age_and_a_key_file_and_keys_need_encryption() {
+        let ok = repos(
+            "[repositories.x]\npath = \"/a\"\nencryption = \"age\"\nrecipients_file = \"/r\"\n",
+        );
+        let (_, spec) = ok.resolve("x").unwrap();
+        assert!(spec.encrypted() && spec.local() == Some(Path::new("/a")));
+        for (text, says) in [
+            ("encryption = \"rot13\"\n", "only one is"),
+            ("encryption = \"age\"\n", "needs recipients_file"),
+            ("identity_file = \"/i\"\n", "need encryption"),
+        ] {
+            let r = repos(&format!("[repositories.x]\npath = \"/a\"\n{text}"));
+            let err = r.resolve("x").unwrap_err();
+            assert_eq!(crate::error::exit_for(&err), crate::error::Exit::Usage);
+            assert!(format!("{err:#}").contains(says), "{err:#}");
+        }
     }
 
     #[test]

@@ -185,6 +185,12 @@ pub struct RepositorySection {
     /// What `prune --repository NAME` keeps when its command line names
     /// no rule; the top-level `[retention]` when absent.
     pub retention: Option<RetentionSection>,
+    /// `"age"`: everything stored is encrypted (src/repo/storage/encrypted.rs).
+    pub encryption: Option<String>,
+    /// The age public keys (`age1...`, one a line): enough to write.
+    pub recipients_file: Option<PathBuf>,
+    /// The age private key (`AGE-SECRET-KEY-1...`): needed to read.
+    pub identity_file: Option<PathBuf>,
 }
 
 /// `[copy]`: where the systemd units copy the newest set after the
