@@ -32,6 +32,8 @@ pub struct S3Settings {
     pub origin: String,
     pub downloads: usize,
     pub timeout: Duration,
+    /// `[s3] retries`: tries after a failed request, with backoff.
+    pub retries: usize,
 }
 
 impl S3Settings {
@@ -100,6 +102,7 @@ impl S3Settings {
             ),
             downloads,
             timeout,
+            retries: section.retries.unwrap_or(crate::s3::DEFAULT_RETRIES),
         })
     }
 
@@ -133,6 +136,7 @@ impl S3Settings {
             self.secret.clone(),
         );
         config.timeout = self.timeout;
+        config.retries = self.retries;
         Ok(config)
     }
 }

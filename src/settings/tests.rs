@@ -467,6 +467,7 @@ fn s3_settings_come_from_server_cfg_with_kopanos_rules() {
     assert_eq!(s.s3.secret.expose(), "se#cr=et");
     assert_eq!(s.s3.downloads, s3::DEFAULT_DOWNLOADS);
     let config = s.s3.client_config().unwrap();
+    assert_eq!(config.retries, crate::s3::DEFAULT_RETRIES);
     assert_eq!(config.endpoint.to_string(), "http://s3.example:9000");
     assert_eq!(config.signing_region(), crate::s3::DEFAULT_REGION);
     assert!(!format!("{s:?}").contains("se#cr=et"));
@@ -487,10 +488,11 @@ fn s3_overrides_in_the_tool_config_win_and_the_secret_comes_from_a_file() {
         "etc/kcbackup/kcbackup.toml",
         "[s3]\nendpoint = \"http://127.0.0.1:8333\"\nregion = \"eu-west-1\"\n\
          access_key_id = \"NEW\"\nsecret_access_key_file = \"s3.secret\"\n\
-         path_style = true\ndownloads = 8\n",
+         path_style = true\ndownloads = 8\nretries = 7\n",
     );
     let s = f.load(&with_config(toml)).unwrap();
     let config = s.s3.client_config().unwrap();
+    assert_eq!(config.retries, 7);
     assert_eq!(config.endpoint.to_string(), "http://127.0.0.1:8333");
     assert_eq!(config.signing_region(), "eu-west-1");
     assert_eq!(config.access_key_id, "NEW");
